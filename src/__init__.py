@@ -1,0 +1,1 @@
+"""ECAPA-TDNN speaker verification on MindSpore."""

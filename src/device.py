@@ -1,0 +1,19 @@
+"""Select the device and execution mode once, at the start of every entry point."""
+import os
+
+import mindspore as ms
+
+
+def setup_device(device_target="CPU", device_id=None, graph_mode=True):
+    """Run on ``device_target`` ("Ascend", "GPU" or "CPU") in GRAPH mode (PYNATIVE if ``graph_mode`` is False).
+
+    ``device_id`` defaults to the DEVICE_ID environment variable (set by the launch scripts), else 0.
+    """
+    target = str(device_target).upper() if str(device_target).lower() != "ascend" else "Ascend"
+    if target not in ("Ascend", "GPU", "CPU"):
+        raise ValueError(f"device_target: expected Ascend, GPU or CPU, got '{device_target}'")
+    if device_id is None:
+        device_id = int(os.environ.get("DEVICE_ID", 0))
+    ms.set_context(mode=ms.GRAPH_MODE if graph_mode else ms.PYNATIVE_MODE)
+    ms.set_device(target, int(device_id))
+    return target

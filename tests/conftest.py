@@ -1,0 +1,15 @@
+"""Test session setup: every test runs MindSpore on the CPU in GRAPH mode, from the repository root."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_graph_mode():
+    from src.device import setup_device
+    setup_device("CPU")

@@ -1,0 +1,46 @@
+import pytest
+import yaml
+
+from src.config import DEFAULT_CONFIG, apply_overrides, load_config
+
+
+def test_overrides_keep_the_yaml_types():
+    cfg = load_config(["--channels", "256", "--global_context", "false", "--aam_scale", "32"])
+    assert cfg.channels == 256 and cfg.global_context is False
+    assert isinstance(cfg.aam_scale, float) and cfg.aam_scale == 32.0
+    assert cfg.config == DEFAULT_CONFIG
+
+
+def test_equals_form_and_string_values():
+    cfg = load_config(["--output_dir=123", "--padding", "zeros"])
+    assert cfg.output_dir == "123" and cfg.padding == "zeros"
+
+
+def test_unknown_key_and_bad_type_are_named():
+    with pytest.raises(ValueError, match="--chanels: unknown config key"):
+        load_config(["--chanels", "3"])
+    with pytest.raises(ValueError, match="--channels: expected a number"):
+        load_config(["--channels", "wide"])
+    with pytest.raises(ValueError, match="--seed: missing value"):
+        load_config(["--seed"])
+
+
+def test_recipe_files_are_plain_yaml_with_the_same_keys():
+    import glob
+    import os
+    files = sorted(glob.glob(os.path.join(os.path.dirname(DEFAULT_CONFIG), "*.yaml")))
+    keys = {}
+    for path in files:
+        with open(path) as f:
+            keys[path] = set(yaml.safe_load(f))
+    reference = keys[DEFAULT_CONFIG]
+    for path, k in keys.items():
+        assert k == reference, f"{path} differs from {DEFAULT_CONFIG}: {sorted(k ^ reference)}"
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(["--config", str(tmp_path / "nope.yaml")])
+    cfg = {"a": 1}
+    with pytest.raises(ValueError, match="overrides are written --key value"):
+        apply_overrides(cfg, ["a", "2"])
