@@ -1,0 +1,63 @@
+"""Score the trials from the inference outputs: average window embeddings per utterance, cosine (+ optional
+s-norm / AS-norm), EER and minDCF.
+
+    python postprocess.py --infer_dir runs/voxceleb/infer --trials [/data/voxceleb1/veri_test2.txt]
+
+Reads <infer_dir>/input/manifest.json and <infer_dir>/output/ (output_list.txt + .bin), prints one line per trial
+list and writes <infer_dir>/result.json (src/metrics.py summarize() per list) and the averaged embeddings
+(<infer_dir>/embeddings.npz). score_norm snorm/asnorm needs --infer_cohort: an embedding .npz (src/embedding.py
+format, e.g. eval.py's embeddings_cohort.npz) of training utterances <speaker>/<video>/<utt>.wav.
+"""
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+from src.config import load_config
+from src.embedding import load_embeddings, save_embeddings
+from src.infer_io import MANIFEST_FILE, infer_paths, read_manifest, utterance_embeddings
+from src.metrics import summarize
+from src.scoring import score_trials, speaker_means
+from src.trials import read_trials
+
+
+def cohort_and_mean(cfg):
+    """(cohort speaker means or None, mean embedding or None) from infer_cohort."""
+    if not cfg.infer_cohort:
+        if cfg.score_norm != "none" or cfg.subtract_mean:
+            raise ValueError(f"score_norm {cfg.score_norm} / subtract_mean need --infer_cohort (a cohort .npz)")
+        return None, None
+    embeddings = load_embeddings(cfg.infer_cohort)
+    mean = np.mean(np.stack(list(embeddings.values())), axis=0, dtype=np.float64) if cfg.subtract_mean else None
+    _, cohort = speaker_means(embeddings, lambda key: key.split("/")[0])
+    return cohort, mean
+
+
+def main(argv=None):
+    cfg = load_config(argv, description=__doc__.splitlines()[0])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _, infer_dir = infer_paths(cfg)
+    manifest = read_manifest(os.path.join(infer_dir, "input", MANIFEST_FILE))
+    embeddings = utterance_embeddings(os.path.join(infer_dir, "output"), manifest)
+    save_embeddings(os.path.join(infer_dir, "embeddings.npz"), embeddings,
+                    {"model_file": manifest["contract"]["model_file"], "max_windows": manifest["max_windows"]})
+    cohort, mean = cohort_and_mean(cfg)
+    results = {}
+    for path in (cfg.trials if isinstance(cfg.trials, list) else [cfg.trials]):
+        trials = read_trials(path)
+        scores = score_trials(embeddings, trials, cfg.score_norm, cohort, mean, int(cfg.asnorm_topk))
+        summary = summarize(scores, np.array([label for label, _, _ in trials]))
+        summary.update(score_norm=cfg.score_norm, max_windows=manifest["max_windows"])
+        results[os.path.basename(path)] = summary
+        print(f"{os.path.basename(path)}: EER {summary['eer_percent']:.3f}%  "
+              f"minDCF(0.01) {summary['min_dcf_p0.01']:.4f}  minDCF(0.05) {summary['min_dcf_p0.05']:.4f}  "
+              f"({summary['num_trials']} trials, score_norm {cfg.score_norm})")
+    with open(os.path.join(infer_dir, "result.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Cut the evaluation utterances into the exported model's fixed-length windows, as .bin files + a manifest.
+
+    python preprocess.py --infer_model runs/voxceleb/ecapa_tdnn.mindir --test_dir /data/voxceleb1/wav \
+        --trials [/data/voxceleb1/veri_test2.txt] --infer_dir runs/voxceleb/infer
+
+Reads the model's contract (<model>.json) for the window length, input kind and batch size, and writes
+<infer_dir>/input/batch_NNNNNN.bin and <infer_dir>/input/manifest.json (layout: ascend310_infer/BIN_FORMAT.md).
+Utterances come from the trial lists (all their enrolment and test files) or from --infer_utt_list.
+"""
+import logging
+import os
+import sys
+
+from src.config import load_config
+from src.infer_io import contract_path, infer_paths, read_contract, write_inputs
+from src.trials import read_trials, trial_utterances
+
+
+def utterance_keys(cfg):
+    """Utterance paths relative to test_dir: from infer_utt_list when set, else every trial list's files."""
+    if cfg.infer_utt_list:
+        with open(cfg.infer_utt_list, encoding="utf-8") as f:
+            keys = [line.split()[0] for line in f if line.strip() and not line.startswith("#")]
+        if not keys:
+            raise ValueError(f"{cfg.infer_utt_list}: no utterances listed")
+        return keys
+    trial_files = cfg.trials if isinstance(cfg.trials, list) else [cfg.trials]
+    if not trial_files:
+        raise ValueError("set --trials (trial lists) or --infer_utt_list (one utterance path per line)")
+    return trial_utterances([t for path in trial_files for t in read_trials(path)])
+
+
+def main(argv=None):
+    cfg = load_config(argv, description=__doc__.splitlines()[0])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    model, infer_dir = infer_paths(cfg)
+    contract = read_contract(contract_path(model))
+    featurize = None
+    if contract["input"]["kind"] == "fbank":
+        from src.device import setup_device
+        from src.exporting import window_featurizer
+        setup_device("CPU")
+        featurize = window_featurizer(contract)
+    keys = utterance_keys(cfg)
+    manifest = write_inputs(keys, cfg.test_dir, contract, os.path.join(infer_dir, "input"),
+                            int(cfg.infer_max_windows), featurize)
+    logging.info("%d utterances -> %s", len(keys), manifest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

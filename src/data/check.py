@@ -1,0 +1,117 @@
+"""Data check: find every audio file the recipe would fail on, before training starts.
+
+Reads (fully decodes) every audio file of the training folder (minus the speakers of ``exclude_trials``),
+the MUSAN folder (noise, music, speech) and the RIR folder, and, when the recipe names them, the evaluation
+audio of ``test_dir`` + ``trials``. Prints each missing, unreadable, empty or wrong-rate file with the
+problem, then a summary per folder. Exit status 1 when any file (or a needed folder) is bad, else 0.
+
+    python -m src.data.check --config configs/ecapa-tdnn_config.yaml
+    python -m src.data.check --config configs/ecapa-tdnn_config.yaml --train_dir /data/vox2/dev/wav \\
+        --musan_dir /data/musan --rir_dir /data/RIRS_NOISES/simulated_rirs --num_workers 4
+"""
+import logging
+import os
+import sys
+from collections import Counter
+from multiprocessing import Pool
+
+from tqdm import tqdm
+
+from src.config import load_config
+from src.data.audio import AudioError, read_audio
+from src.data.augment import MUSAN_CATEGORIES, list_audio_folder
+from src.data.lists import find_audio_files, trial_speakers
+from src.trials import read_trials, trial_utterances
+
+logger = logging.getLogger(__name__)
+
+
+def check_file(job):
+    """``(path, sample_rate)`` -> None when the file reads cleanly, else ``(path, kind, message)``."""
+    path, sample_rate = job
+    try:
+        read_audio(path, sample_rate)
+    except AudioError as err:
+        return path, err.kind, str(err)
+    return None
+
+
+def check_files(paths, sample_rate, num_workers=1, desc="checking"):
+    """Problems of the given files -> list of ``(path, kind, message)`` in the order of ``paths``."""
+    jobs = [(p, sample_rate) for p in paths]
+    if num_workers > 1 and len(jobs) > 1:
+        with Pool(num_workers) as pool:
+            results = list(tqdm(pool.imap(check_file, jobs, chunksize=32), total=len(jobs), desc=desc))
+    else:
+        results = [check_file(job) for job in tqdm(jobs, desc=desc)]
+    return [r for r in results if r is not None]
+
+
+def data_sets(cfg):
+    """The folders the recipe reads -> list of (name, paths or an error message when the folder is unusable)."""
+    sets = []
+    try:
+        excluded = trial_speakers(cfg.exclude_trials or [])
+        files = [p for p in find_audio_files(cfg.train_dir) if p.split("/")[0] not in excluded]
+        if not files:
+            raise FileNotFoundError(f"{cfg.train_dir}: no audio files at <speaker>/<video>/<utt> depth")
+        sets.append((f"train_dir {cfg.train_dir}", [os.path.join(cfg.train_dir, p) for p in files]))
+    except (FileNotFoundError, ValueError) as err:
+        sets.append((f"train_dir {cfg.train_dir}", str(err)))
+    if cfg.aug_prob > 0:
+        probs = {"noise": cfg.noise_prob, "music": cfg.music_prob, "speech": cfg.babble_prob}
+        for category in MUSAN_CATEGORIES:
+            if probs[category] > 0:
+                folder = os.path.join(cfg.musan_dir or "", category)
+                try:
+                    sets.append((f"MUSAN {folder}", list_audio_folder(folder, f"MUSAN {category}")))
+                except FileNotFoundError as err:
+                    sets.append((f"MUSAN {folder}", str(err)))
+        if cfg.reverb_prob > 0:
+            try:
+                sets.append((f"RIR {cfg.rir_dir}", list_audio_folder(cfg.rir_dir, "RIR")))
+            except FileNotFoundError as err:
+                sets.append((f"RIR {cfg.rir_dir}", str(err)))
+    if cfg.get("test_dir") and cfg.get("trials"):
+        try:
+            utts = trial_utterances([t for path in cfg.trials for t in read_trials(path)])
+            sets.append((f"test_dir {cfg.test_dir}", [os.path.join(cfg.test_dir, u) for u in utts]))
+        except ValueError as err:
+            sets.append((f"test_dir {cfg.test_dir}", str(err)))
+    return sets
+
+
+def run_check(cfg, out=None):
+    """Check every folder of the recipe, print problems and a summary (to ``out``, default stdout)
+    -> number of problems found."""
+    out = out or sys.stdout
+    total_bad = 0
+    summary = []
+    for name, paths in data_sets(cfg):
+        if isinstance(paths, str):
+            print(f"FOLDER {paths}", file=out)
+            summary.append(f"{name}: unusable folder")
+            total_bad += 1
+            continue
+        problems = check_files(paths, cfg.sample_rate, int(cfg.get("num_workers", 1)), desc=name[:40])
+        for _, kind, message in problems:
+            print(f"{kind.upper():12s} {message}", file=out)
+        kinds = Counter(kind for _, kind, _ in problems)
+        detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        summary.append(f"{name}: {len(paths)} files, {len(problems)} bad" + (f" ({detail})" if detail else ""))
+        total_bad += len(problems)
+    print("\nsummary:", file=out)
+    for line in summary:
+        print(f"  {line}", file=out)
+    print(f"  {'no problems found' if total_bad == 0 else f'{total_bad} problem(s) found'}", file=out)
+    return total_bad
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = load_config(argv)
+    sys.exit(1 if run_check(cfg) else 0)
+
+
+if __name__ == "__main__":
+    main()

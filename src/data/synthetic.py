@@ -1,0 +1,358 @@
+"""A small synthetic speaker corpus in the VoxCeleb layout, for tests, the demo and smoke runs.
+
+Each synthetic speaker is a source-filter voice with its own
+- pitch (mean f0, 85-250 Hz, and how much it moves),
+- vocal tract (a length factor that scales all formants, plus a personal shift of each vowel's formants,
+  formant bandwidths, glottal spectral tilt, breathiness, fricative colour),
+- speaking rate (syllable length) and vowel habits.
+An utterance is a string of syllables (optional fricative onset, a vowel with a pitch contour, an
+attack/decay envelope) with short pauses, declining pitch, a per-video channel colour and a little noise.
+Speakers overlap enough that verification is not trivial, and differ enough that a small ECAPA-TDNN
+trained for a few CPU minutes separates them.
+
+Layout written by ``make_corpus(root, ...)``::
+
+    root/train/id00001/<11-char video id>/00001.wav     training speakers (VoxCeleb2-like)
+    root/test/id10001/<video>/00001.wav                 held-out speakers (VoxCeleb1-like)
+    root/trials.txt                                     "1 id10001/v/00001.wav id10001/w/00003.wav" (test/)
+    root/musan/{noise,music,speech}/<source>/*.wav      coloured noise, tonal music, babble voices
+    root/RIRS_NOISES/simulated_rirs/{smallroom,mediumroom}/RoomNNN/RoomNNN-NNNNN.wav
+
+Everything is 16-bit 16 kHz mono WAV and is a deterministic function of ``seed``.
+
+Command line::
+
+    python -m src.data.synthetic --out data/synthetic --train_speakers 40 --test_speakers 10 --utts 20
+"""
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import butter, lfilter, sosfilt
+from tqdm import tqdm
+
+from src.data.audio import write_wav
+from src.trials import write_trials
+
+logger = logging.getLogger(__name__)
+
+# Adult male formant targets F1..F4 in Hz for seven vowels (a, i, u, e, o, ae, er); a speaker scales them.
+VOWEL_FORMANTS = np.array([
+    [730, 1090, 2440, 3400],
+    [270, 2290, 3010, 3700],
+    [300, 870, 2240, 3300],
+    [530, 1840, 2480, 3500],
+    [570, 840, 2410, 3300],
+    [660, 1720, 2410, 3450],
+    [490, 1350, 1690, 3300],
+], dtype=np.float64)
+FORMANT_BANDWIDTHS = np.array([70.0, 100.0, 140.0, 180.0])
+VIDEO_ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
+
+# Stream names keep the random draws of different parts of the corpus independent of each other.
+_STREAMS = {"train": 1, "test": 2, "babble": 3, "utt": 4, "video": 5, "noise": 6, "music": 7, "speech": 8,
+            "rir": 9, "trials": 10}
+
+
+def _rng(seed, *keys):
+    """A numpy Generator determined by the seed and a path of integer keys."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed)] + [int(k) for k in keys]))
+
+
+@dataclass
+class SyntheticSpeaker:
+    """The parameters of one synthetic voice."""
+    f0: float                  # mean pitch, Hz
+    pitch_spread: float        # std of per-syllable pitch changes, in log units
+    formant_sos: np.ndarray    # (num_vowels, 4, 6) second-order sections of the vowel resonators
+    tilt: float                # glottal source low-pass pole (0..1, larger = darker voice)
+    breathiness: float         # aspiration noise relative to the glottal pulses
+    fricative_sos: np.ndarray  # (2, 6) band-pass for fricative onsets
+    syllable_seconds: float    # mean syllable length (speaking rate)
+    vowel_probs: np.ndarray    # (num_vowels,) how often the speaker uses each vowel
+
+
+def _resonator_sos(freqs, bandwidths, sample_rate):
+    """Cascade of unity-peak-gain two-pole resonators -> sos array (len(freqs), 6)."""
+    r = np.exp(-np.pi * bandwidths / sample_rate)
+    theta = 2 * np.pi * freqs / sample_rate
+    gain = (1 - r) * np.sqrt(1 - 2 * r * np.cos(2 * theta) + r * r)
+    sos = np.zeros((len(freqs), 6))
+    sos[:, 0] = gain
+    sos[:, 3] = 1.0
+    sos[:, 4] = -2 * r * np.cos(theta)
+    sos[:, 5] = r * r
+    return sos
+
+
+def random_speaker(rng, sample_rate=16000):
+    """Draw a speaker: pitch and vocal-tract length are loosely tied (as in people), the rest is personal."""
+    f0 = float(np.exp(rng.uniform(np.log(85), np.log(250))))
+    # Higher voices tend to have shorter vocal tracts (higher formants), with personal scatter.
+    tract = float(np.clip(0.85 + 0.35 * (np.log(f0 / 85) / np.log(250 / 85)) + rng.normal(0, 0.06), 0.8, 1.3))
+    personal = np.exp(rng.normal(0, 0.07, size=VOWEL_FORMANTS.shape))
+    freqs = np.minimum(VOWEL_FORMANTS * tract * personal, 0.45 * sample_rate)
+    bandwidths = FORMANT_BANDWIDTHS * rng.uniform(0.7, 1.6)
+    formant_sos = np.stack([_resonator_sos(f, bandwidths, sample_rate) for f in freqs])
+    fricative_hz = rng.uniform(2500, 5500) * tract
+    low, high = fricative_hz * 0.75 / (sample_rate / 2), min(fricative_hz * 1.3 / (sample_rate / 2), 0.95)
+    return SyntheticSpeaker(
+        f0=f0,
+        pitch_spread=float(rng.uniform(0.03, 0.12)),
+        formant_sos=formant_sos,
+        tilt=float(rng.uniform(0.6, 0.9)),
+        breathiness=float(rng.uniform(0.0, 0.25)),
+        fricative_sos=butter(1, [low, high], btype="bandpass", output="sos"),
+        syllable_seconds=float(rng.uniform(0.12, 0.26)),
+        vowel_probs=rng.dirichlet(np.full(len(VOWEL_FORMANTS), 2.0)),
+    )
+
+
+def _raised_cosine_envelope(n, attack, release):
+    """Amplitude envelope (n,) rising over ``attack`` and falling over ``release`` samples."""
+    env = np.ones(n)
+    attack, release = min(attack, n // 2), min(release, n // 2)
+    if attack > 0:
+        env[:attack] = 0.5 - 0.5 * np.cos(np.pi * np.arange(attack) / attack)
+    if release > 0:
+        env[n - release:] = 0.5 + 0.5 * np.cos(np.pi * np.arange(release) / release)
+    return env
+
+
+def synthesize_utterance(speaker, seconds, rng, sample_rate=16000, channel=(0.0, 1.0)):
+    """One utterance of ``speaker`` -> float32 (round(seconds * sample_rate),), peak below 1.
+
+    ``channel`` is ``(tilt, gain)`` of the recording channel (first-order colouring and level), shared by
+    the utterances of one video.
+    """
+    total = int(round(seconds * sample_rate))
+    out = np.zeros(total + sample_rate)  # room for the last syllable to finish
+    pos = int(rng.uniform(0.03, 0.15) * sample_rate)
+    f0_utt = speaker.f0 * np.exp(rng.normal(0, 0.05))
+    while pos < total:
+        declination = 1.0 - 0.12 * pos / total
+        # Optional fricative onset: band-limited noise burst in the speaker's fricative colour.
+        if rng.random() < 0.4:
+            n = int(rng.uniform(0.03, 0.08) * sample_rate)
+            burst = sosfilt(speaker.fricative_sos, rng.standard_normal(n))
+            burst *= rng.uniform(0.01, 0.04) / (np.sqrt(np.mean(burst ** 2)) + 1e-12)
+            out[pos:pos + n] += burst * _raised_cosine_envelope(n, n // 4, n // 3)
+            pos += n
+        # Vowel: glottal pulse train with a pitch glide, through the speaker's formant resonators.
+        n = max(int(speaker.syllable_seconds * rng.uniform(0.6, 1.4) * sample_rate), 160)
+        f0_syl = f0_utt * declination * np.exp(rng.normal(0, speaker.pitch_spread))
+        glide = rng.normal(0, 0.08)
+        vibrato = 0.01 * np.sin(2 * np.pi * 5.5 * np.arange(n) / sample_rate)
+        f0 = f0_syl * np.exp(np.linspace(-glide, glide, n) + vibrato)
+        phase = np.cumsum(f0) / sample_rate + rng.random()
+        pulses = np.diff(np.floor(phase), prepend=np.floor(phase[0])).astype(np.float64)
+        source = lfilter([1.0 - speaker.tilt], [1.0, -speaker.tilt], pulses)
+        source += speaker.breathiness * 0.025 * rng.standard_normal(n)
+        vowel = rng.choice(len(speaker.vowel_probs), p=speaker.vowel_probs)
+        voiced = sosfilt(speaker.formant_sos[vowel], source)
+        voiced *= rng.uniform(0.06, 0.1) / (np.sqrt(np.mean(voiced ** 2)) + 1e-12)
+        out[pos:pos + n] += voiced * _raised_cosine_envelope(n, int(0.015 * sample_rate), int(0.03 * sample_rate))
+        pos += n
+        # Gap between syllables; now and then a longer pause between words.
+        pos += int(rng.uniform(0.0, 0.03) * sample_rate)
+        if rng.random() < 0.15:
+            pos += int(rng.uniform(0.08, 0.3) * sample_rate)
+    wav = out[:total]
+    tilt, gain = channel
+    wav = lfilter([1.0, tilt], [1.0], wav)
+    wav = wav / (np.abs(wav).max() + 1e-9) * gain
+    snr_db = rng.uniform(18, 35)
+    noise = rng.standard_normal(total)
+    noise *= np.sqrt(np.mean(wav ** 2) / 10 ** (snr_db / 10))
+    wav = wav + noise
+    return (wav / max(1.0, np.abs(wav).max() / 0.99)).astype(np.float32)
+
+
+def video_id(rng):
+    """An 11-character YouTube-like id."""
+    return "".join(rng.choice(VIDEO_ID_ALPHABET, size=11))
+
+
+def write_speaker_set(out_dir, first_id, num_speakers, utts_per_speaker, seconds, seed, stream,
+                      videos_per_speaker=3, sample_rate=16000, progress=True):
+    """Write ``num_speakers`` speakers as ``out_dir/idNNNNN/<video>/NNNNN.wav``.
+
+    Returns {speaker: [relative utterance paths]}.
+    """
+    written = {}
+    total = num_speakers * utts_per_speaker
+    with tqdm(total=total, desc=f"synthesizing {os.path.basename(out_dir)}", disable=not progress,
+              leave=False) as bar:
+        for s in range(num_speakers):
+            name = f"id{first_id + s:05d}"
+            speaker = random_speaker(_rng(seed, _STREAMS[stream], s), sample_rate)
+            vrng = _rng(seed, _STREAMS[stream], s, _STREAMS["video"])
+            videos = [(video_id(vrng), (vrng.uniform(-0.6, 0.6), vrng.uniform(0.3, 0.9)))
+                      for _ in range(videos_per_speaker)]
+            written[name] = []
+            for u in range(utts_per_speaker):
+                urng = _rng(seed, _STREAMS[stream], s, _STREAMS["utt"], u)
+                vid, channel = videos[u % videos_per_speaker]
+                wav = synthesize_utterance(speaker, urng.uniform(*seconds), urng, sample_rate, channel)
+                rel = f"{name}/{vid}/{u + 1:05d}.wav"
+                write_wav(os.path.join(out_dir, rel), wav, sample_rate)
+                written[name].append(rel)
+                bar.update(1)
+    return written
+
+
+def make_trials(utterances, seed):
+    """Balanced trials: per utterance one target and one nontarget trial -> list of (label, enroll, test).
+
+    ``utterances`` is {speaker: [relative paths]}; a target pair prefers another video of the speaker.
+    """
+    rng = _rng(seed, _STREAMS["trials"])
+    speakers = sorted(utterances)
+    trials = []
+    for s, spk in enumerate(speakers):
+        utts = utterances[spk]
+        for enroll in utts:
+            video = enroll.split("/")[1]
+            others = [u for u in utts if u != enroll and u.split("/")[1] != video] or \
+                     [u for u in utts if u != enroll]
+            if not others:
+                continue
+            trials.append((1, enroll, others[rng.integers(len(others))]))
+            other = utterances[speakers[(s + 1 + rng.integers(len(speakers) - 1)) % len(speakers)]]
+            trials.append((0, enroll, other[rng.integers(len(other))]))
+    return trials
+
+
+def _coloured_noise(n, exponent, rng):
+    """Noise with power spectrum ~ 1 / f**exponent (0 white, 1 pink, 2 brown), unit RMS."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.arange(len(spectrum), dtype=np.float64)
+    freqs[0] = 1.0
+    noise = np.fft.irfft(spectrum / freqs ** (exponent / 2), n)
+    return noise / (np.sqrt(np.mean(noise ** 2)) + 1e-12)
+
+
+def _music(seconds, rng, sample_rate):
+    """Tonal 'music': overlapping harmonic notes from a pentatonic scale with decaying envelopes."""
+    total = int(seconds * sample_rate)
+    out = np.zeros(total + sample_rate)
+    root = rng.uniform(110, 220)
+    scale = root * 2 ** (np.array([0, 2, 4, 7, 9, 12, 14, 16, 19, 21]) / 12)
+    for voice in range(rng.integers(2, 4)):
+        pos = int(rng.uniform(0, 0.2) * sample_rate)
+        while pos < total:
+            n = int(rng.uniform(0.15, 0.8) * sample_rate)
+            t = np.arange(n) / sample_rate
+            f = scale[rng.integers(len(scale))] * (2 if voice == 0 else 1)
+            harmonics = np.arange(1, 6)[:, None]
+            note = (np.sin(2 * np.pi * f * harmonics * t) / harmonics ** 1.5).sum(axis=0)
+            out[pos:pos + n] += note * np.exp(-t * rng.uniform(2, 8)) * _raised_cosine_envelope(n, 80, 400)
+            pos += n
+    out = out[:total]
+    return out / (np.abs(out).max() + 1e-9) * 0.7
+
+
+def _rir(rng, sample_rate, rt60):
+    """Exponentially decaying impulse response: silence, a direct-path peak, sparse early reflections and a
+    noise tail with -2..8 dB direct-to-reverberant energy ratio."""
+    delay = int(rng.uniform(0.002, 0.02) * sample_rate)
+    length = delay + int(min(1.2 * rt60, 1.0) * sample_rate)
+    t = np.arange(length - delay) / sample_rate
+    tail = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
+    tail[:int(0.002 * sample_rate)] = 0.0
+    for _ in range(6):  # early reflections
+        tail[int(rng.uniform(0.002, 0.03) * sample_rate)] += rng.uniform(1.0, 3.0) * rng.choice([-1, 1])
+    tail *= np.sqrt(10 ** (-rng.uniform(-2, 8) / 10) / np.sum(tail ** 2))
+    tail = np.clip(tail, -0.8, 0.8)  # the direct path stays the strongest peak
+    h = np.zeros(length)
+    h[delay:] = tail
+    h[delay] = 1.0
+    return h / np.abs(h).max() * 0.9
+
+
+def write_musan(musan_dir, seed, sample_rate=16000, num_noise=6, num_music=4, num_speech=6, seconds=6.0):
+    """A MUSAN-like folder: noise (white/pink/brown, some modulated), music (tonal), speech (synthetic voices)."""
+    for i in range(num_noise):
+        rng = _rng(seed, _STREAMS["noise"], i)
+        noise = _coloured_noise(int(seconds * sample_rate), i % 3, rng)
+        if i >= 3:  # slowly fluctuating level, like traffic or wind
+            noise *= 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * np.arange(len(noise)) / sample_rate)
+        write_wav(os.path.join(musan_dir, "noise", "free-sound", f"noise-free-sound-{i:04d}.wav"),
+                  0.7 * noise / np.abs(noise).max(), sample_rate)
+    for i in range(num_music):
+        write_wav(os.path.join(musan_dir, "music", "fma", f"music-fma-{i:04d}.wav"),
+                  _music(seconds, _rng(seed, _STREAMS["music"], i), sample_rate), sample_rate)
+    for i in range(num_speech):
+        rng = _rng(seed, _STREAMS["speech"], i)
+        speaker = random_speaker(_rng(seed, _STREAMS["babble"], i), sample_rate)
+        wav = synthesize_utterance(speaker, seconds, rng, sample_rate, (rng.uniform(-0.5, 0.5), 0.8))
+        write_wav(os.path.join(musan_dir, "speech", "librivox", f"speech-librivox-{i:04d}.wav"), wav, sample_rate)
+
+
+def write_rirs(rir_dir, seed, sample_rate=16000, rooms_per_size=2, rirs_per_room=4):
+    """An RIRS_NOISES/simulated_rirs-like folder: small rooms (RT60 0.2-0.45 s) and medium rooms (0.4-0.8 s)."""
+    for size, (lo, hi) in (("smallroom", (0.2, 0.45)), ("mediumroom", (0.4, 0.8))):
+        for room in range(1, rooms_per_size + 1):
+            rng = _rng(seed, _STREAMS["rir"], lo * 100, room)
+            rt60 = rng.uniform(lo, hi)
+            for k in range(1, rirs_per_room + 1):
+                path = os.path.join(rir_dir, size, f"Room{room:03d}", f"Room{room:03d}-{k:05d}.wav")
+                write_wav(path, _rir(rng, sample_rate, rt60), sample_rate)
+
+
+def make_corpus(root, num_train_speakers=40, num_test_speakers=10, utts_per_speaker=20, seconds=(2.0, 4.0),
+                seed=0, videos_per_speaker=3, sample_rate=16000, augment_folders=True, progress=True):
+    """Write the whole synthetic corpus below ``root`` (see the module docstring for the layout).
+
+    Args:
+        seconds: (min, max) utterance length, drawn uniformly per utterance.
+        augment_folders: also write the MUSAN-like and RIR-like folders.
+
+    Returns:
+        dict of paths: train_dir, test_dir, trials, musan_dir, rir_dir (the last two None when
+        ``augment_folders`` is False), plus num_trials.
+    """
+    root = os.path.abspath(root)
+    os.makedirs(root, exist_ok=True)
+    paths = {"train_dir": os.path.join(root, "train"), "test_dir": os.path.join(root, "test"),
+             "trials": os.path.join(root, "trials.txt"), "musan_dir": None, "rir_dir": None}
+    write_speaker_set(paths["train_dir"], 1, num_train_speakers, utts_per_speaker, seconds, seed, "train",
+                      videos_per_speaker, sample_rate, progress)
+    test = write_speaker_set(paths["test_dir"], 10001, num_test_speakers, utts_per_speaker, seconds, seed,
+                             "test", videos_per_speaker, sample_rate, progress)
+    trials = make_trials(test, seed) if num_test_speakers >= 2 else []
+    write_trials(trials, paths["trials"])
+    paths["num_trials"] = len(trials)
+    if augment_folders:
+        paths["musan_dir"] = os.path.join(root, "musan")
+        paths["rir_dir"] = os.path.join(root, "RIRS_NOISES", "simulated_rirs")
+        write_musan(paths["musan_dir"], seed, sample_rate)
+        write_rirs(paths["rir_dir"], seed, sample_rate)
+    logger.info("synthetic corpus written to %s", root)
+    return paths
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Write a synthetic speaker corpus in the VoxCeleb layout.")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--train_speakers", type=int, default=40)
+    parser.add_argument("--test_speakers", type=int, default=10)
+    parser.add_argument("--utts", type=int, default=20, help="utterances per speaker")
+    parser.add_argument("--videos", type=int, default=3, help="videos (recording sessions) per speaker")
+    parser.add_argument("--min_seconds", type=float, default=2.0)
+    parser.add_argument("--max_seconds", type=float, default=4.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no_augment_folders", action="store_true", help="skip the MUSAN-like and RIR folders")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    paths = make_corpus(args.out, args.train_speakers, args.test_speakers, args.utts,
+                        (args.min_seconds, args.max_seconds), args.seed, args.videos,
+                        augment_folders=not args.no_augment_folders)
+    print(json.dumps(paths, indent=2))
+
+
+if __name__ == "__main__":
+    main()

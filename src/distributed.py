@@ -1,0 +1,105 @@
+"""Data-parallel set-up: which rank this process is, how many there are, and gradient averaging across them.
+
+Launch scripts start one process per device (``run_distribute_train_ascend.sh`` from an HCCL rank table,
+``run_distribute_train_gpu.sh`` / ``run_distribute_train_cpu.sh`` with ``msrun``) and pass ``--distributed true``.
+Each process then calls ``init_data_parallel``: MindSpore's collective communication (HCCL on Ascend, NCCL on GPU,
+MCCL over TCP on CPU) is initialised and every gradient is averaged over the ranks before the optimizer step, so all
+ranks keep identical parameters. Each rank reads its own shard of every epoch (see ``src/data``).
+
+``python -m src.distributed freeze_config OUT [--config PATH] [--key value ...]`` writes the resolved recipe with
+relative paths made absolute, so processes started in per-rank working folders all read the same files.
+"""
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.context import ParallelMode
+
+from src.config import load_config, save_config
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """This process's rank (0-based) among ``size`` data-parallel processes."""
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self):
+        """True on the rank that writes checkpoints, logs and summaries."""
+        return self.rank == 0
+
+
+def init_data_parallel(enabled):
+    """Start collective communication and data-parallel gradient averaging when ``enabled``; -> RankInfo.
+
+    Call after ``src.device.setup_device`` and before building the training network.
+    """
+    if not enabled:
+        return RankInfo()
+    from mindspore.communication import get_group_size, get_rank, init
+    init()
+    info = RankInfo(rank=get_rank(), size=get_group_size())
+    ms.reset_auto_parallel_context()
+    ms.set_auto_parallel_context(parallel_mode=ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                 device_num=info.size)
+    return info
+
+
+class _Barrier(nn.Cell):
+    """Sum of one number over all ranks; returns only when every rank has called it."""
+
+    def __init__(self):
+        super().__init__()
+        self.all_reduce = ops.AllReduce()
+
+    def construct(self, x):
+        return self.all_reduce(x)
+
+
+def barrier(info):
+    """Wait until every rank reaches this point (no-op in a single process)."""
+    if info.size > 1:
+        _Barrier()(ms.Tensor(np.ones(1, np.float32))).asnumpy()
+
+
+def device_id_for_process(configured):
+    """Device this process should use: DEVICE_ID from the launcher (one per rank) if set, else ``configured``."""
+    return int(os.environ.get("DEVICE_ID", configured))
+
+
+PATH_KEYS_WHEN_MISSING = ("output_dir",)   # paths that may not exist yet but must still be made absolute
+
+
+def absolute_paths(cfg, base_dir):
+    """Copy of ``cfg`` with relative paths made absolute against ``base_dir``: string values naming an existing
+    file or folder there, ``output_dir``, and ``resume`` when it is a path."""
+    out = type(cfg)(cfg)
+    for key, value in cfg.items():
+        if not isinstance(value, str) or not value or os.path.isabs(value):
+            continue
+        candidate = os.path.join(base_dir, value)
+        if key in PATH_KEYS_WHEN_MISSING or os.path.exists(candidate):
+            out[key] = os.path.normpath(candidate)
+    return out
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) < 2 or argv[0] != "freeze_config":
+        print("usage: python -m src.distributed freeze_config OUT.yaml [--config PATH] [--key value ...]",
+              file=sys.stderr)
+        return 2
+    out = argv[1]
+    cfg = absolute_paths(load_config(argv[2:]), os.getcwd())
+    cfg.pop("config", None)
+    save_config(cfg, out)
+    print(cfg["output_dir"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

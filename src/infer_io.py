@@ -1,0 +1,287 @@
+"""Files of the Ascend 310 / CPU inference flow: the export contract, windows, ``.bin`` tensors, manifest, list file.
+
+The byte layout is described once, in ascend310_infer/BIN_FORMAT.md; this module and the C++ program
+(ascend310_infer/src/infer_io.cc) both follow it. In short:
+
+- export contract ``<model file>.json`` (written by export.py): input kind (waveform or fbank), shapes, dtype,
+  sample rate, window length, embedding size, batch size;
+- input ``.bin``: raw little-endian float32 of the model's input shape ``[B, S]`` or ``[B, T, n_mels]``, one
+  window per row; ``manifest.json`` says which rows belong to which utterance;
+- output ``.bin``: same file name, raw little-endian float32 ``[B, E]``; ``output_list.txt`` lists
+  ``<input> <output> <ms>`` per file and ends with ``# total_ms <ms> files <n>``.
+
+Example::
+
+    contract = read_contract("ecapa_tdnn.mindir.json")
+    starts = window_starts(num_samples=130000, window_samples=48000)    # [0, 41000, 82000]
+    rows = cut_windows(wav, starts, 48000)                              # (3, 48000)
+"""
+import json
+import math
+import os
+
+import numpy as np
+
+CONTRACT_VERSION = 1
+LIST_FILE = "output_list.txt"
+MANIFEST_FILE = "manifest.json"
+BIN_DTYPE = np.dtype("<f4")        # little-endian float32, the only dtype on both sides
+INPUT_KINDS = ("waveform", "fbank")
+
+
+class InferFileError(ValueError):
+    """A contract, manifest, list or .bin file that does not match the layout (the message names the file)."""
+
+
+# ---- export contract ----
+
+def export_base(cfg):
+    """Exported model path without extension (export_file, "" -> <output_dir>/ecapa_tdnn)."""
+    return cfg.export_file or os.path.join(cfg.output_dir, "ecapa_tdnn")
+
+
+def infer_paths(cfg):
+    """(model path, infer folder) of the 310 flow with the config defaults filled in (infer_model, infer_dir)."""
+    model = cfg.infer_model or export_base(cfg) + ".mindir"
+    return model, cfg.infer_dir or os.path.join(cfg.output_dir, "infer")
+
+
+def contract_path(model_path):
+    """The contract JSON written beside an exported model: ``ecapa.mindir`` -> ``ecapa.mindir.json``."""
+    return os.fspath(model_path) + ".json"
+
+
+def write_contract(path, contract):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(contract, f, indent=2)
+    return path
+
+
+def read_contract(path):
+    """Read and check an export contract -> dict (keys as written by src/exporting.py)."""
+    if not os.path.isfile(path):
+        raise InferFileError(f"{path}: export contract not found (export.py writes it beside the model as "
+                             f"<model file>.json)")
+    with open(path, encoding="utf-8") as f:
+        try:
+            contract = json.load(f)
+        except json.JSONDecodeError as err:
+            raise InferFileError(f"{path}: not valid JSON: {err}") from None
+    required = ("input", "output", "batch_size", "sample_rate", "window_samples", "embedding_size")
+    missing = [k for k in required if k not in contract]
+    if missing:
+        raise InferFileError(f"{path}: not an export contract, missing keys {missing}")
+    kind = contract["input"].get("kind")
+    if kind not in INPUT_KINDS:
+        raise InferFileError(f"{path}: input.kind must be one of {INPUT_KINDS}, got {kind!r}")
+    return contract
+
+
+def row_shape(contract):
+    """Shape of one window as the model takes it: ``(S,)`` for waveform input, ``(T, n_mels)`` for fbank."""
+    if contract["input"]["kind"] == "waveform":
+        return (int(contract["window_samples"]),)
+    return (int(contract["frames_per_window"]), int(contract["n_mels"]))
+
+
+# ---- windows ----
+
+def window_starts(num_samples, window_samples, max_windows=0):
+    """Start sample of each window of an utterance (BIN_FORMAT.md, "Windows").
+
+    ``num_samples <= window_samples``: ``[0]`` (one repeat-padded window). Longer: ``n = ceil(L / S)`` windows
+    (at most ``max_windows`` when > 0) with starts spread evenly over ``[0, L - S]``, rounded down: consecutive
+    when L is a multiple of S, overlapping a little otherwise, so every sample is covered.
+    """
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    if num_samples <= window_samples:
+        return [0]
+    count = math.ceil(num_samples / window_samples)
+    if max_windows and max_windows > 0:
+        count = min(count, int(max_windows))
+    if count == 1:
+        return [0]
+    last = num_samples - window_samples
+    return [(i * last) // (count - 1) for i in range(count)]
+
+
+def repeat_pad(wav, length):
+    """(L,) -> (length,): the utterance repeated end to end and cut at ``length`` samples."""
+    if wav.shape[0] == 0:
+        raise ValueError("cannot repeat-pad an empty waveform")
+    reps = math.ceil(length / wav.shape[0])
+    return np.tile(wav, reps)[:length]
+
+
+def cut_windows(wav, starts, window_samples):
+    """(L,) float32 and window starts -> (len(starts), window_samples) float32 rows."""
+    if wav.shape[0] <= window_samples:
+        return repeat_pad(wav, window_samples)[None].astype(np.float32)
+    return np.stack([wav[s:s + window_samples] for s in starts]).astype(np.float32)
+
+
+# ---- .bin tensors ----
+
+def write_bin(path, array):
+    """Write ``array`` as raw little-endian float32, C order (no header)."""
+    np.ascontiguousarray(array, dtype=BIN_DTYPE).tofile(path)
+    return path
+
+
+def resolve_shape(model_shape, num_bytes, what):
+    """Shape of a .bin of ``num_bytes`` for a model input of ``model_shape`` (-1: dynamic, from the file size).
+
+    Mirrors ``ResolveShape`` of ascend310_infer/src/infer_io.cc, including its messages.
+    """
+    dynamic = [i for i, d in enumerate(model_shape) if d is None or d < 0]
+    shape_text = "[" + ", ".join(str(-1 if d is None else d) for d in model_shape) + "]"
+    if len(dynamic) > 1:
+        raise InferFileError(f"model input shape {shape_text} has more than one dynamic dimension; export it with "
+                             f"a fixed batch size")
+    fixed = int(np.prod([d for i, d in enumerate(model_shape) if i not in dynamic], dtype=np.int64))
+    row = fixed * BIN_DTYPE.itemsize
+    if not dynamic:
+        if num_bytes != row:
+            raise InferFileError(f"{what}: {num_bytes} bytes, expected {row} (float32 {shape_text}, the model's "
+                                 f"input shape)")
+        return tuple(int(d) for d in model_shape)
+    if row == 0 or num_bytes == 0 or num_bytes % row:
+        raise InferFileError(f"{what}: {num_bytes} bytes is not a positive multiple of {row} (float32 {shape_text} "
+                             f"with the dynamic dimension taken from the file size)")
+    shape = [int(d) for d in model_shape]
+    shape[dynamic[0]] = num_bytes // row
+    return tuple(shape)
+
+
+def read_bin(path, shape):
+    """Read a .bin written by ``write_bin`` (or the C++ program) as ``shape``; the size must match exactly."""
+    if not os.path.isfile(path):
+        raise InferFileError(f"{path}: .bin file not found")
+    shape = resolve_shape(list(shape), os.path.getsize(path), path)
+    return np.fromfile(path, dtype=BIN_DTYPE).reshape(shape).astype(np.float32)
+
+
+# ---- manifest ----
+
+def write_manifest(path, contract, window_samples, max_windows, utterances, files):
+    """``utterances``: list of dicts key, num_samples, starts; ``files``: list of dicts name, rows [[key, i]]."""
+    manifest = {"contract": contract, "window_samples": int(window_samples), "max_windows": int(max_windows),
+                "utterances": utterances, "files": files}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+    return path
+
+
+def read_manifest(path):
+    """Read ``manifest.json`` and check that every utterance's windows appear exactly once in the files."""
+    if not os.path.isfile(path):
+        raise InferFileError(f"{path}: manifest not found (preprocess.py writes it beside the input .bin files)")
+    with open(path, encoding="utf-8") as f:
+        try:
+            manifest = json.load(f)
+        except json.JSONDecodeError as err:
+            raise InferFileError(f"{path}: not valid JSON: {err}") from None
+    for key in ("contract", "utterances", "files"):
+        if key not in manifest:
+            raise InferFileError(f"{path}: missing key '{key}'")
+    expected = {(u["key"], i) for u in manifest["utterances"] for i in range(len(u["starts"]))}
+    seen = [tuple(row) for f in manifest["files"] for row in f["rows"]]
+    if len(seen) != len(set(seen)) or set(seen) != expected:
+        raise InferFileError(f"{path}: the files' rows do not list every utterance window exactly once")
+    return manifest
+
+
+# ---- output list ----
+
+def write_list(output_dir, entries, total_ms):
+    """Write ``output_list.txt``: ``entries`` of (input name, output name, milliseconds), then the total."""
+    path = os.path.join(output_dir, LIST_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("# input output milliseconds\n")
+        for name_in, name_out, ms in entries:
+            f.write(f"{name_in} {name_out} {ms:.3f}\n")
+        f.write(f"# total_ms {total_ms:.3f} files {len(entries)}\n")
+    return path
+
+
+def read_list(output_dir):
+    """Read ``output_list.txt`` -> list of (input name, output name, milliseconds)."""
+    path = os.path.join(output_dir, LIST_FILE)
+    if not os.path.isfile(path):
+        raise InferFileError(f"{path}: list file not found (the inference step writes it last; did it finish?)")
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            fields = text.split()
+            try:
+                entries.append((fields[0], fields[1], float(fields[2])))
+            except (IndexError, ValueError):
+                raise InferFileError(f"{path}:{line_no}: expected '<input> <output> <ms>', got {text!r}") from None
+    return entries
+
+
+def utterance_embeddings(output_dir, manifest):
+    """Average each utterance's window embeddings -> dict key -> (E,) float32 (listed outputs only)."""
+    contract = manifest["contract"]
+    batch, emb_size = int(contract["batch_size"]), int(contract["embedding_size"])
+    outputs = {name_in: name_out for name_in, name_out, _ in read_list(output_dir)}
+    sums, counts = {}, {}
+    for entry in manifest["files"]:
+        if entry["name"] not in outputs:
+            raise InferFileError(f"{os.path.join(output_dir, LIST_FILE)}: no output listed for input {entry['name']}")
+        emb = read_bin(os.path.join(output_dir, outputs[entry["name"]]), (batch, emb_size))
+        for row, (key, _) in enumerate(entry["rows"]):
+            sums[key] = sums.get(key, 0.0) + emb[row].astype(np.float64)
+            counts[key] = counts.get(key, 0) + 1
+    return {key: (sums[key] / counts[key]).astype(np.float32) for key in sums}
+
+
+# ---- preprocess: utterances -> input .bin files + manifest ----
+
+def write_inputs(keys, audio_root, contract, input_dir, max_windows=0, featurize=None, progress=True):
+    """Cut every utterance into windows and write them as input .bin files of the contract's batch size.
+
+    ``keys``: utterance paths relative to ``audio_root``; ``featurize``: for fbank-input models a function
+    (N, S) waveform rows -> (N, T, n_mels) (src/exporting.py ``window_featurizer``). The last file is filled up with
+    copies of its last row. Returns the manifest path (``input_dir/manifest.json``).
+    """
+    from tqdm import tqdm
+    from src.data.audio import read_audio
+
+    if (contract["input"]["kind"] == "fbank") != (featurize is not None):
+        raise ValueError("featurize must be given exactly when the contract's input kind is fbank")
+    batch = int(contract["batch_size"])
+    window = int(contract["window_samples"])
+    os.makedirs(input_dir, exist_ok=True)
+    for name in os.listdir(input_dir):                   # never mix windows of two runs
+        if name.endswith(".bin"):
+            os.remove(os.path.join(input_dir, name))
+    utterances, files, pending, pending_rows = [], [], [], []
+
+    def flush():
+        rows = np.concatenate(pending)
+        rows = np.concatenate([rows, np.repeat(rows[-1:], batch - rows.shape[0], axis=0)])
+        if featurize is not None:
+            rows = featurize(rows)
+        name = f"batch_{len(files):06d}.bin"
+        write_bin(os.path.join(input_dir, name), rows)
+        files.append({"name": name, "rows": list(pending_rows)})
+        pending.clear()
+        pending_rows.clear()
+
+    for key in tqdm(keys, desc="preprocess", unit="utt", disable=not progress):
+        wav = read_audio(os.path.join(audio_root, key), sample_rate=int(contract["sample_rate"]))
+        starts = window_starts(wav.shape[0], window, max_windows)
+        utterances.append({"key": key, "num_samples": int(wav.shape[0]), "starts": starts})
+        for i, row in enumerate(cut_windows(wav, starts, window)):
+            pending.append(row[None])
+            pending_rows.append([key, i])
+            if len(pending) == batch:
+                flush()
+    if pending:
+        flush()
+    return write_manifest(os.path.join(input_dir, MANIFEST_FILE), contract, window, max_windows, utterances, files)

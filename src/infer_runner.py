@@ -1,0 +1,86 @@
+"""The inference step of the 310 flow on any MindSpore device through Python (the CPU check of ascend310_infer/).
+
+Same file contract as the C++ program (ascend310_infer/BIN_FORMAT.md): every ``*.bin`` of ``input_dir`` (sorted by
+name) is one model input tensor; each gives ``output_dir/<same name>`` (float32 ``[B, E]``) and a line of
+``output_list.txt``. The model's input shape comes from its export contract (``<model>.json``), because a loaded
+``nn.GraphCell`` does not report it; a dynamic axis is taken from the file size as in the C++ program.
+
+Command line (the C++ program's flags)::
+
+    python -m src.infer_runner --model ecapa.mindir --input_dir infer/input --output_dir infer/output
+"""
+import argparse
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn
+
+from src.infer_io import (InferFileError, contract_path, read_bin, read_contract, resolve_shape, write_bin,
+                          write_list)
+
+logger = logging.getLogger(__name__)
+
+
+def list_inputs(input_dir):
+    """Sorted names of the .bin files in ``input_dir``; errors as the C++ program's."""
+    if not os.path.isdir(input_dir):
+        raise InferFileError(f"--input_dir {input_dir}: not a folder")
+    names = sorted(n for n in os.listdir(input_dir)
+                   if n.endswith(".bin") and os.path.isfile(os.path.join(input_dir, n)))
+    if not names:
+        raise InferFileError(f"--input_dir {input_dir}: no .bin files in it")
+    return names
+
+
+def run_folder(model_path, input_dir, output_dir):
+    """Run the exported MINDIR on every input .bin -> total milliseconds of the model calls."""
+    names = list_inputs(input_dir)
+    if not os.path.isfile(model_path):
+        raise InferFileError(f"{model_path}: not a readable file")
+    contract = read_contract(contract_path(model_path))
+    model_shape = contract["input"]["shape"]
+    os.makedirs(output_dir, exist_ok=True)
+    model = nn.GraphCell(ms.load(model_path))
+    entries, total_ms = [], 0.0
+    for name in names:
+        path = os.path.join(input_dir, name)
+        shape = resolve_shape(model_shape, os.path.getsize(path), path)
+        x = ms.Tensor(read_bin(path, shape))
+        start = time.perf_counter()
+        y = model(x).asnumpy()
+        ms_taken = 1000.0 * (time.perf_counter() - start)
+        write_bin(os.path.join(output_dir, name), y.astype(np.float32))
+        entries.append((name, name, ms_taken))
+        total_ms += ms_taken
+        logger.info("%s %s -> %s %.1f ms", name, list(shape), list(y.shape), ms_taken)
+    write_list(output_dir, entries, total_ms)
+    logger.info("total: %d files, %.1f ms, %.1f ms per file", len(names), total_ms, total_ms / len(names))
+    return total_ms
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Run an exported MINDIR on a folder of .bin inputs "
+                                                 "(the CPU twin of ascend310_infer).")
+    parser.add_argument("--model", required=True, help="exported MINDIR file (its contract JSON beside it)")
+    parser.add_argument("--input_dir", required=True, help="folder of input .bin files (preprocess.py)")
+    parser.add_argument("--output_dir", required=True, help="folder for output .bin files and output_list.txt")
+    parser.add_argument("--device_target", default="CPU", help="CPU, GPU or Ascend")
+    parser.add_argument("--device_id", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from src.device import setup_device
+    setup_device(args.device_target, args.device_id)
+    try:
+        run_folder(args.model, args.input_dir, args.output_dir)
+    except InferFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Trial scoring: cosine similarity, optional mean subtraction, s-norm and adaptive s-norm (NumPy only).
+
+- Cosine: ``s(e, t) = <e, t> / (|e| |t|)``.
+- Mean subtraction: a mean embedding ``m`` (of training utterances) is subtracted from every embedding, cohort
+  included, before length normalisation.
+- S-norm: with a cohort of speaker embeddings ``C`` (training-set speaker means), each side's score against the
+  cohort gives a mean and standard deviation, and
+  ``s_norm = ((s - mu_e) / sd_e + (s - mu_t) / sd_t) / 2``.
+- AS-norm (adaptive s-norm): the same, but ``mu`` and ``sd`` of each side come from its ``topk`` highest cohort
+  scores only (Matejka et al., Interspeech 2017). Standard deviations are the unbiased estimate (ddof=1), as in
+  SpeechBrain's scoring recipe.
+"""
+import logging
+
+import numpy as np
+
+from src.trials import trial_utterances
+
+SCORE_NORMS = ("none", "snorm", "asnorm")
+
+logger = logging.getLogger(__name__)
+
+
+def l2_normalize(x, eps=1e-12):
+    """Rows of ``x`` (N, D) scaled to unit length -> (N, D) float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def speaker_means(embeddings, speaker_of):
+    """Average each speaker's length-normalised embeddings -> ``(speakers, (S, D) float64)``.
+
+    ``embeddings``: dict key -> (D,) array; ``speaker_of``: function key -> speaker id (e.g. the first path
+    component of a VoxCeleb path). Speakers are sorted.
+    """
+    groups = {}
+    for key, emb in embeddings.items():
+        groups.setdefault(speaker_of(key), []).append(emb)
+    speakers = sorted(groups)
+    means = np.stack([l2_normalize(np.stack(groups[s])).mean(axis=0) for s in speakers])
+    return speakers, means
+
+
+def cohort_statistics(embeddings, cohort, topk=None, chunk=4096):
+    """Mean and std of each embedding's cosine scores against the cohort -> ``(mean (N,), std (N,))``.
+
+    ``embeddings`` (N, D) and ``cohort`` (M, D) already length-normalised; ``topk`` None uses the whole cohort
+    (s-norm), else the ``topk`` highest scores of each row (AS-norm; must be >= 2 and <= M).
+    """
+    num_cohort = cohort.shape[0]
+    if topk is not None and not 2 <= topk <= num_cohort:
+        raise ValueError(f"asnorm_topk must be between 2 and the cohort size ({num_cohort}), got {topk}")
+    if topk is None and num_cohort < 2:
+        raise ValueError(f"s-norm needs a cohort of at least 2 speakers, got {num_cohort}")
+    means, stds = [], []
+    for start in range(0, embeddings.shape[0], chunk):
+        scores = embeddings[start:start + chunk] @ cohort.T                     # (n, M)
+        if topk is not None and topk < num_cohort:
+            scores = np.partition(scores, num_cohort - topk, axis=1)[:, num_cohort - topk:]
+        means.append(scores.mean(axis=1))
+        stds.append(scores.std(axis=1, ddof=1))
+    return np.concatenate(means), np.maximum(np.concatenate(stds), 1e-12)
+
+
+def score_trials(embeddings, trials, score_norm="none", cohort=None, mean=None, topk=300):
+    """Score every trial -> (N,) float64 in trial order.
+
+    ``embeddings``: dict key -> (D,) array covering every utterance in ``trials`` (list of ``(label, enroll,
+    test)``); ``score_norm``: "none", "snorm" or "asnorm" (the last two need ``cohort`` (M, D), e.g. training
+    speaker means); ``mean``: optional (D,) embedding subtracted from everything before normalisation; ``topk``: the
+    AS-norm cohort size per side (clipped to the cohort size).
+    """
+    if score_norm not in SCORE_NORMS:
+        raise ValueError(f"score_norm: expected one of {', '.join(SCORE_NORMS)}, got {score_norm!r}")
+    keys = trial_utterances(trials)
+    missing = [k for k in keys if k not in embeddings]
+    if missing:
+        raise KeyError(f"{len(missing)} trial utterances have no embedding, e.g. {missing[:3]}")
+    index = {k: i for i, k in enumerate(keys)}
+    matrix = np.stack([np.asarray(embeddings[k], dtype=np.float64) for k in keys])
+    if mean is not None:
+        matrix = matrix - np.asarray(mean, dtype=np.float64)
+    matrix = l2_normalize(matrix)
+    enroll = np.array([index[e] for _, e, _ in trials])
+    test = np.array([index[t] for _, _, t in trials])
+    scores = np.sum(matrix[enroll] * matrix[test], axis=1)
+    if score_norm == "none":
+        return scores
+    if cohort is None:
+        raise ValueError(f"score_norm {score_norm} needs a cohort (set cohort_source)")
+    cohort = np.asarray(cohort, dtype=np.float64)
+    if mean is not None:
+        cohort = cohort - np.asarray(mean, dtype=np.float64)
+    cohort = l2_normalize(cohort)
+    k = min(int(topk), cohort.shape[0]) if score_norm == "asnorm" else None
+    if k is not None and k < int(topk):
+        logger.warning("asnorm_topk %d is larger than the cohort (%d speakers): using all of it (plain s-norm)",
+                       int(topk), cohort.shape[0])
+    mu, sd = cohort_statistics(matrix, cohort, k)
+    return 0.5 * ((scores - mu[enroll]) / sd[enroll] + (scores - mu[test]) / sd[test])

@@ -1,0 +1,75 @@
+"""Trial lists: which pairs of utterances to score and whether they share a speaker.
+
+Two formats are read, one per file (decided by the first non-blank line):
+
+- VoxCeleb: ``1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav`` (label 1 target, 0 nontarget).
+  The cleaned VoxCeleb1 lists are ``veri_test2.txt`` (Vox1-O), ``list_test_all2.txt`` (Vox1-E) and
+  ``list_test_hard2.txt`` (Vox1-H).
+- Kaldi: ``enroll test target`` or ``enroll test nontarget``.
+
+Blank lines and lines starting with ``#`` are skipped. Any other malformed line raises ``TrialFileError`` naming the
+file and line number.
+"""
+import os
+
+KALDI_LABELS = {"target": 1, "nontarget": 0}
+VOX_LABELS = {"1": 1, "0": 0}
+
+
+class TrialFileError(ValueError):
+    """A trial list that cannot be read; the message names the file and line."""
+
+
+def _parse_line(fields):
+    """-> (format, (label, enroll, test)) or None when the fields fit neither format."""
+    if len(fields) != 3:
+        return None
+    if fields[0] in VOX_LABELS:
+        return "voxceleb", (VOX_LABELS[fields[0]], fields[1], fields[2])
+    if fields[2] in KALDI_LABELS:
+        return "kaldi", (KALDI_LABELS[fields[2]], fields[0], fields[1])
+    return None
+
+
+def read_trials(path):
+    """Read a VoxCeleb- or Kaldi-format trial list -> list of ``(label, enroll, test)``, label 1 target / 0 not."""
+    if not os.path.isfile(path):
+        raise TrialFileError(f"{path}: trial list not found")
+    trials, file_format = [], None
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            parsed = _parse_line(text.split())
+            if parsed is None:
+                raise TrialFileError(
+                    f"{path}:{line_no}: expected '<1|0> <enroll> <test>' (VoxCeleb) or "
+                    f"'<enroll> <test> <target|nontarget>' (Kaldi), got: {text[:200]!r}")
+            line_format, trial = parsed
+            file_format = file_format or line_format
+            if line_format != file_format:
+                raise TrialFileError(f"{path}:{line_no}: a {line_format}-format line in a {file_format}-format "
+                                     f"trial list: {text[:200]!r}")
+            trials.append(trial)
+    if not trials:
+        raise TrialFileError(f"{path}: no trials in the file")
+    return trials
+
+
+def write_trials(trials, path, file_format="voxceleb"):
+    """Write ``(label, enroll, test)`` tuples in VoxCeleb (``1 a b``) or Kaldi (``a b target``) format."""
+    if file_format not in ("voxceleb", "kaldi"):
+        raise ValueError(f"file_format: expected voxceleb or kaldi, got {file_format!r}")
+    with open(path, "w", encoding="utf-8") as f:
+        for label, enroll, test in trials:
+            if file_format == "voxceleb":
+                f.write(f"{int(label)} {enroll} {test}\n")
+            else:
+                f.write(f"{enroll} {test} {'target' if label else 'nontarget'}\n")
+    return path
+
+
+def trial_utterances(trials):
+    """Distinct utterances of one or several trial lists, sorted -> list of str."""
+    return sorted({key for _, enroll, test in trials for key in (enroll, test)})

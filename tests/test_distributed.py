@@ -1,0 +1,109 @@
+"""Data parallel on CPU: two msrun ranks over loopback agree exactly and match one process on both shards."""
+import os
+import re
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import nn, ops
+
+from src.checkpoint import read_checkpoint, restore_checkpoint
+from src.config import load_config
+from src.data.dataset import create_train_dataset, train_list_from_config
+from src.data.synthetic import make_corpus
+from src.distributed import absolute_paths
+from src.train_step import build_train_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SummedGradients(nn.Cell):
+    """Gradients of the training loss of one batch w.r.t. ``weights`` (what one rank computes)."""
+
+    def __init__(self, train_net, weights):
+        super().__init__(auto_prefix=False)
+        self.train_net, self.weights = train_net, weights
+        self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
+
+    def construct(self, wav, labels):
+        loss, correct = self.train_net(wav, labels)
+        return self.grad(self.train_net, self.weights)(wav, labels, (ops.ones_like(loss), ops.zeros_like(correct)))
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dp")
+    corpus = make_corpus(str(root / "corpus"), num_train_speakers=4, num_test_speakers=0, utts_per_speaker=4,
+                         seconds=(0.6, 1.0), seed=5, augment_folders=False, progress=False)
+    args = ["--channels", "32", "--mfa_channels", "96", "--embedding_size", "16", "--attention_channels", "16",
+            "--se_channels", "16", "--res2net_scale", "2", "--crop_seconds", "0.5", "--batch_size", "2",
+            "--num_workers", "1", "--train_dir", corpus["train_dir"], "--musan_dir", "", "--rir_dir", "",
+            "--aug_prob", "0.0", "--speed_perturb", "false", "--specaugment", "false",
+            "--train_list_dir", str(root / "lists"), "--output_dir", str(root / "run"), "--max_steps", "3",
+            "--checkpoint_every_steps", "1", "--keep_checkpoints", "0", "--lr_step_size", "2", "--max_lr", "0.001"]
+    env = dict(os.environ, MASTER_PORT=str(free_port()))
+    env["PATH"] = os.path.join(ROOT, ".venv", "bin") + os.pathsep + env.get("PATH", "")
+    done = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_distribute_train_cpu.sh"), "2"] + args,
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    logs = {r: (root / "run" / "distribute" / f"worker_{r}.log") for r in (0, 1)}
+    tails = "\n".join(p.read_text()[-3000:] for p in logs.values() if p.exists())
+    assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}\n{tails}"
+    return root, args, logs
+
+
+def test_ranks_end_with_identical_parameters(two_rank_run):
+    _, _, logs = two_rank_run
+    digests = []
+    for rank, path in logs.items():
+        found = re.findall(rf"rank {rank}: sha256 of the trainable parameters ([0-9a-f]{{64}})", path.read_text())
+        assert found, f"no parameter digest in {path}"
+        digests.append(found[-1])
+    assert digests[0] == digests[1]
+
+
+def test_data_parallel_step_equals_one_process_on_both_shards(two_rank_run):
+    root, args, _ = two_rank_run
+    cfg = load_config(args)
+    before, state = read_checkpoint(str(root / "run" / "checkpoints" / "ckpt_step00000002.ckpt"))
+    after, _ = read_checkpoint(str(root / "run" / "checkpoints" / "ckpt_step00000003.ckpt"))
+    assert state["world_size"] == 2 and (state["epoch"], state["step_in_epoch"]) == (0, 2)
+
+    # One process: continue from step 2 with the batch each rank read at step 3, average the two gradients.
+    train_list = train_list_from_config(cfg)
+    step_cell, train_net = build_train_step(cfg, train_list.num_speakers, "CPU")
+    restore_checkpoint(step_cell, str(root / "run" / "checkpoints" / "ckpt_step00000002.ckpt"))
+    train_net.set_train()
+    gradients = SummedGradients(train_net, step_cell.weights)
+    per_rank = []
+    for shard in (0, 1):
+        dataset, _ = create_train_dataset(cfg, train_list, 0, num_shards=2, shard_id=shard, start_step=2)
+        wav, labels = next(dataset.create_tuple_iterator(num_epochs=1))
+        per_rank.append(gradients(wav, labels))
+    mean = tuple((a + b) / 2 for a, b in zip(*per_rank))
+    step_cell.optimizer(ops.clip_by_global_norm(mean, cfg.grad_clip_norm))
+
+    compared = 0
+    for param in step_cell.get_parameters():
+        key = param.name[len("network."):] if param.name.startswith("network.") else param.name
+        if "moving_" in key:          # batch-norm running statistics are per rank
+            continue
+        np.testing.assert_allclose(param.asnumpy(), after[key].asnumpy(), rtol=0, atol=1e-6, err_msg=key)
+        compared += not np.array_equal(before[key].asnumpy(), after[key].asnumpy())
+    assert compared > 50        # weights, biases and Adam moments really moved in that step
+
+
+def test_relative_paths_are_made_absolute(tmp_path):
+    (tmp_path / "lists").mkdir()
+    cfg = load_config(["--output_dir", "runs/x", "--train_list_dir", "lists", "--resume", "latest"])
+    out = absolute_paths(cfg, str(tmp_path))
+    assert out.output_dir == str(tmp_path / "runs" / "x")
+    assert out.train_list_dir == str(tmp_path / "lists")
+    assert out.resume == "latest" and out.device_target == cfg.device_target

@@ -1,0 +1,163 @@
+"""ECAPA-TDNN: parameter counts, shapes, length masking, and equality with SpeechBrain's PyTorch ECAPA_TDNN.
+
+A GRAPH-mode compile takes 10-25 s here, so only the tests of the compiled paths (no lengths, lengths with both
+padding modes) compile; the comparisons with SpeechBrain run the same Cells in PYNATIVE mode (``pynative``).
+"""
+import numpy as np
+import pytest
+import mindspore as ms
+
+from src.config import load_config
+from src.ecapa_tdnn import ECAPA_TDNN, ecapa_from_config
+from tests.speechbrain_ref import (copy_speechbrain_to_mindspore, make_speechbrain_ecapa, mindspore_name,
+                                   randomize_batchnorm, speechbrain_embed)
+
+TOLERANCE = 1e-5
+
+
+@pytest.fixture
+def pynative():
+    """Run the test in PYNATIVE mode (no graph compile), then return to GRAPH mode."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def trainable_count(net):
+    return sum(int(np.prod(p.shape)) for p in net.trainable_params())
+
+
+def randomize_our_batchnorm(net, seed=0):
+    """Realistic running statistics and affine parameters for every batch norm of our network."""
+    rng = np.random.default_rng(seed)
+    for p in net.get_parameters():
+        n = p.shape[0]
+        leaf = p.name.rsplit(".", 1)[1]
+        values = {"moving_mean": lambda: rng.normal(0.0, 0.5, n), "moving_variance": lambda: rng.uniform(0.3, 2.0, n),
+                  "gamma": lambda: rng.uniform(0.5, 1.5, n), "beta": lambda: rng.normal(0.0, 0.2, n)}
+        if leaf in values:
+            p.set_data(ms.Tensor(values[leaf]().astype(np.float32)))
+    return net
+
+
+@pytest.mark.parametrize("channels, mfa_channels, global_context, expected", [
+    (512, 1536, True, 6_194_048),
+    (1024, 3072, True, 20_767_552),
+    (1024, 1536, True, 14_660_416),
+    (1024, 3072, False, 19_981_120),     # the older zoo's configuration
+])
+def test_trainable_parameter_count(channels, mfa_channels, global_context, expected):
+    net = ECAPA_TDNN(channels=channels, mfa_channels=mfa_channels, global_context=global_context)
+    assert trainable_count(net) == expected
+
+
+def test_forward_features_shapes_and_embedding():
+    net = ECAPA_TDNN(channels=32, mfa_channels=96, embedding_size=24, attention_channels=16, se_channels=8)
+    net.set_train(False)
+    feats = ms.Tensor(np.random.default_rng(0).normal(size=(2, 37, 80)).astype(np.float32))
+    blocks, pooled, embedding = net.forward_features(feats)
+    assert len(blocks) == 4 and all(tuple(b.shape) == (2, 37, 32) for b in blocks)
+    assert tuple(pooled.shape) == (2, 192)
+    assert tuple(embedding.shape) == (2, 24)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "zeros"])
+def test_padded_utterance_gets_its_embedding_alone(padding):
+    """Each utterance of a padded batch (padding filled with large garbage) equals the utterance run alone.
+    The batch runs compiled (GRAPH), the utterances alone in PYNATIVE mode."""
+    net = randomize_our_batchnorm(ECAPA_TDNN(channels=32, mfa_channels=96, attention_channels=16, se_channels=8,
+                                             padding=padding))
+    net.set_train(False)
+    rng = np.random.default_rng(1)
+    lengths = np.array([50, 31, 9], np.int32)
+    feats = rng.normal(size=(3, 50, 80)).astype(np.float32)
+    for i, n in enumerate(lengths):
+        feats[i, n:] = 100.0 * rng.normal(size=(50 - n, 80))
+    batched = net(ms.Tensor(feats), ms.Tensor(lengths)).asnumpy()
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        for i, n in enumerate(lengths):
+            alone = net(ms.Tensor(feats[i:i + 1, :n])).asnumpy()[0]
+            assert np.abs(batched[i] - alone).max() <= TOLERANCE, f"utterance {i} ({n} of 50 frames)"
+        # the padding does change the embedding when no lengths are given (the masking is what removes it)
+        unmasked = net(ms.Tensor(feats)).asnumpy()
+        assert np.abs(unmasked[2] - batched[2]).max() > 1e-2
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@pytest.mark.parametrize("channels, mfa_channels, global_context, padding, batch, frames", [
+    (512, 1536, True, "reflect", 3, 60),
+    (512, 1536, False, "reflect", 3, 60),
+    (1024, 3072, True, "reflect", 2, 40),
+    (1024, 3072, False, "reflect", 2, 40),
+    (64, 192, False, "zeros", 3, 60),     # zero padding (older zoo) against SpeechBrain with constant padding
+])
+def test_matches_speechbrain(channels, mfa_channels, global_context, padding, batch, frames, pynative):
+    sb = randomize_batchnorm(make_speechbrain_ecapa(channels, mfa_channels, global_context=global_context,
+                                                    padding=padding), seed=channels)
+    net = ECAPA_TDNN(channels=channels, mfa_channels=mfa_channels, global_context=global_context, padding=padding)
+    copy_speechbrain_to_mindspore(sb, net)
+    net.set_train(False)
+    rng = np.random.default_rng(2)
+    feats = rng.normal(size=(batch, frames, 80)).astype(np.float32)
+    lengths = np.array([frames] + [frames - 9 * (i + 1) for i in range(batch - 1)], np.int32)
+
+    ours = net(ms.Tensor(feats)).asnumpy()
+    reference = speechbrain_embed(sb, feats)
+    assert np.abs(reference).max() > 0.1
+    assert np.abs(ours - reference).max() <= TOLERANCE
+
+    ours_masked = net(ms.Tensor(feats), ms.Tensor(lengths)).asnumpy()
+    for i, n in enumerate(lengths):      # SpeechBrain on each utterance cropped to its length, alone
+        alone = speechbrain_embed(sb, feats[i:i + 1, :n])[0]
+        assert np.abs(ours_masked[i] - alone).max() <= TOLERANCE, f"utterance {i} ({n} frames)"
+    # SpeechBrain batched with lengths pads at the batch's end: it agrees on the full-length row only
+    reference_masked = speechbrain_embed(sb, feats, lengths)
+    assert np.abs(ours_masked[0] - reference_masked[0]).max() <= TOLERANCE
+
+
+def test_training_gradients_match_speechbrain(pynative):
+    """Train mode (batch statistics in every batch norm): gradients of a random projection of the embeddings, and
+    the batch norms' moving statistics after that one forward pass."""
+    import torch
+    sb = randomize_batchnorm(make_speechbrain_ecapa(64, 192, attention_channels=16, se_channels=16), seed=3)
+    sb.train()
+    net = ECAPA_TDNN(channels=64, mfa_channels=192, attention_channels=16, se_channels=16)
+    copy_speechbrain_to_mindspore(sb, net)
+    net.set_train(True)
+    rng = np.random.default_rng(4)
+    feats = rng.normal(size=(4, 30, 80)).astype(np.float32)
+    projection = rng.normal(size=(4, 192)).astype(np.float32)
+
+    out = sb(torch.from_numpy(feats))[:, 0]
+    (out * torch.from_numpy(projection)).sum().backward()
+    reference = {name: p.grad.numpy() for name, p in sb.named_parameters()}
+
+    params = net.trainable_params()
+
+    def objective(x, w):
+        return (net(x) * w).sum()
+
+    grads = ms.grad(objective, grad_position=None, weights=params)(ms.Tensor(feats), ms.Tensor(projection))
+    ours = {p.name: g.asnumpy() for p, g in zip(params, grads)}
+    for name, g_ref in reference.items():
+        g = ours[mindspore_name(name)]
+        # tolerance relative to the gradient's size, floored at 1 (asp.conv.bias has an exactly-zero gradient)
+        assert np.abs(g - g_ref).max() <= 5e-4 * max(np.abs(g_ref).max(), 1.0), name
+    ours_state = {p.name: p.asnumpy() for p in net.get_parameters()}
+    for name, value in sb.state_dict().items():
+        if name.endswith(("running_mean", "running_var")):
+            np.testing.assert_allclose(ours_state[mindspore_name(name)], value.numpy(), rtol=1e-4, atol=1e-5,
+                                       err_msg=name)
+
+
+def test_ecapa_from_config_and_bad_padding():
+    cfg = load_config(["--channels", "32", "--mfa_channels", "96", "--global_context", "false",
+                       "--padding", "zeros", "--embedding_size", "16"])
+    net = ecapa_from_config(cfg)
+    assert net.padding == "zeros" and not net.asp.global_context
+    assert tuple(net.fc.weight.shape) == (16, 192, 1)
+    assert tuple(net.blocks[0].conv.weight.shape) == (32, 80, 5)
+    with pytest.raises(ValueError, match="padding"):
+        ECAPA_TDNN(channels=32, mfa_channels=96, padding="circular")

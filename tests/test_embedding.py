@@ -1,0 +1,177 @@
+"""Bucketed embedding extraction: equal to one-at-a-time, bounded compiles, hierarchical features, cache, errors."""
+import glob
+import json
+import os
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from src.config import Config
+from src.data.audio import AudioError, read_audio, write_wav
+from src.data.synthetic import make_corpus
+from src.ecapa_tdnn import ECAPA_TDNN
+from src.embedding import (SpeakerEmbedder, extract_embeddings, load_embeddings, load_weights,
+                           parameters_sha256, plan_batches)
+
+SMALL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
+             res2net_scale=4, global_context=True, padding="reflect")
+
+
+def small_cfg(**extra):
+    return Config(sample_rate=16000, n_mels=80, bucket_seconds=[1.0], max_eval_seconds=1.5,
+                  eval_batch_size=4, eval_batch_seconds=100.0, **SMALL, **extra)
+
+
+class ShapeRecorder:
+    """Calls a cell and remembers the distinct input shapes it was fed (one graph compile each)."""
+
+    def __init__(self, cell):
+        self.cell, self.shapes, self.calls = cell, set(), 0
+
+    def __call__(self, wav, lens):
+        self.shapes.add(tuple(wav.shape))
+        self.calls += 1
+        return self.cell(wav, lens)
+
+
+class AloneFeatures(ms.nn.Cell):
+    """One unpadded utterance -> block 0 and block 3 outputs, pooled statistics and embedding."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.fbank = SpeakerEmbedder(network).fbank
+        self.network = network
+
+    def construct(self, wav):
+        feats, _ = self.fbank(wav)
+        blocks, pooled, embedding = self.network.forward_features(feats)
+        return blocks[0], blocks[3], pooled, embedding
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    paths = make_corpus(str(tmp_path_factory.mktemp("corpus")), num_train_speakers=1, num_test_speakers=3,
+                        utts_per_speaker=3, seconds=(0.5, 2.0), seed=3, augment_folders=False, progress=False)
+    root = paths["test_dir"]
+    keys = sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "**", "*.wav"), recursive=True))
+    return root, keys
+
+
+@pytest.fixture(scope="module")
+def network():
+    ms.set_seed(0)
+    net = ECAPA_TDNN(**{k: v for k, v in SMALL.items()})
+    net.set_train(False)
+    return net
+
+
+@pytest.fixture(scope="module")
+def embedder(network):
+    return SpeakerEmbedder(network)
+
+
+def alone(cell, root, key, max_samples):
+    wav = read_audio(os.path.join(root, key))[:max_samples]
+    return cell(ms.Tensor(wav[None]), ms.Tensor(np.array([wav.size], np.int32))).asnumpy()[0]
+
+
+def test_batched_equals_one_at_a_time_with_bounded_compiles(corpus, embedder):
+    root, keys = corpus
+    cfg = small_cfg()
+    lengths = {k: read_audio(os.path.join(root, k)).size for k in keys}
+    assert len(set(lengths.values())) == len(keys) == 9
+    recorder = ShapeRecorder(embedder)
+    emb = extract_embeddings(recorder, keys, root, cfg, progress=False)
+    assert list(emb) == keys and all(e.shape == (16,) and e.dtype == np.float32 for e in emb.values())
+    # One input shape (so one graph) per bucket used, not one per distinct length; full batches only.
+    batches, cropped = plan_batches(lengths, cfg)
+    used = {bucket for bucket, _ in batches}
+    assert recorder.shapes == {(4, b) for b in used} and len(used) <= 2 < len(keys)
+    assert sorted(cropped) == [k for k in keys if lengths[k] > 24000] and cropped
+    # Padding does not change an embedding: equal to the utterance embedded alone at its own length.
+    by_length = sorted(keys, key=lengths.get)
+    for key in (by_length[0], by_length[-1]):
+        np.testing.assert_allclose(emb[key], alone(embedder, root, key, 24000), atol=1e-5, rtol=0)
+
+
+def test_hierarchical_features_shapes_and_padding(corpus, network, embedder):
+    root, keys = corpus
+    cfg = small_cfg()
+    outputs = ("embedding", "block3", "pooled", "block0")            # returned in network order regardless
+    # Utterances of the shortest bucket only (one graph): they are padded to 1 s in batches of 4.
+    keys = [k for k in keys if read_audio(os.path.join(root, k)).size <= 16000]
+    assert len(keys) >= 2
+    features_cell = SpeakerEmbedder(network, outputs)
+    feats = extract_embeddings(features_cell, keys, root, cfg, progress=False)
+    emb = extract_embeddings(embedder, keys, root, cfg, progress=False)
+    assert features_cell.outputs == ("block0", "block3", "pooled", "embedding")
+    sizes = [64, 64, 192, 16]                                         # block0, block3 (mean+std), pooled, emb
+    assert all(f.shape == (sum(sizes),) for f in feats.values())
+    key = min(keys, key=lambda k: read_audio(os.path.join(root, k)).size)
+    np.testing.assert_allclose(feats[key][-16:], emb[key], atol=1e-5, rtol=0)
+    # The utterance alone, unpadded, through forward_features; block statistics taken in NumPy.
+    wav = read_audio(os.path.join(root, key))
+    x0, x3, pooled, embedding = (t.asnumpy()[0] for t in AloneFeatures(network)(ms.Tensor(wav[None])))
+    expected = np.concatenate([x0.mean(0), x0.std(0), x3.mean(0), x3.std(0), pooled, embedding])
+    np.testing.assert_allclose(feats[key], expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown names"):
+        SpeakerEmbedder(network, ("block4",))
+
+
+def test_cache_is_reused_only_for_the_same_model(corpus, embedder, tmp_path):
+    root, keys = corpus
+    cfg = small_cfg()
+    cache = str(tmp_path / "emb.npz")
+    model_id = parameters_sha256(embedder)
+    first = ShapeRecorder(embedder)
+    emb = extract_embeddings(first, keys[:5], root, cfg, cache_path=cache, info={"checkpoint": "x.ckpt"},
+                             model_id=model_id, progress=False)
+    meta = json.load(open(str(tmp_path / "emb.json")))
+    assert meta["info"] == {"checkpoint": "x.ckpt"} and meta["num_keys"] == 5
+    assert meta["fingerprint"]["model"] == model_id and meta["fingerprint"]["root"] == os.path.abspath(root)
+    stored = load_embeddings(cache)
+    assert sorted(stored) == sorted(keys[:5])
+    with np.load(cache) as data:
+        assert data["embeddings"].shape == (5, 16) and data["embeddings"].dtype == np.float32
+    second = ShapeRecorder(embedder)
+    again = extract_embeddings(second, keys[:5], root, cfg, cache_path=cache, model_id=model_id, progress=False)
+    assert second.calls == 0 and all(np.array_equal(again[k], emb[k]) for k in keys[:5])
+    extract_embeddings(second, keys, root, cfg, cache_path=cache, model_id=model_id, progress=False)
+    assert second.calls > 0 and len(load_embeddings(cache)) == 9
+    third = ShapeRecorder(embedder)
+    extract_embeddings(third, keys[:2], root, cfg, cache_path=cache, model_id="other weights", progress=False)
+    assert third.calls >= 1
+
+
+def test_bad_audio_is_named(corpus, embedder, tmp_path):
+    root, keys = corpus
+    write_wav(str(tmp_path / "empty.wav"), np.zeros(0, np.float32))
+    write_wav(str(tmp_path / "short.wav"), np.zeros(300, np.float32))
+    for name, message in (("empty.wav", "no audio"), ("short.wav", "too short"), ("gone.wav", "not found")):
+        with pytest.raises(AudioError, match=f"{name}.*{message}"):
+            extract_embeddings(embedder, [name], str(tmp_path), small_cfg(), progress=False)
+
+
+def test_load_weights_prefixes_missing_and_misshapen(tmp_path):
+    ms.set_seed(2)
+    network = ECAPA_TDNN(**SMALL)
+    path = str(tmp_path / "net.ckpt")
+    ms.save_checkpoint(network, path)
+    ms.set_seed(1)
+    other = ECAPA_TDNN(**SMALL)
+    load_weights(other, path)
+    for name, param in network.parameters_dict().items():
+        assert np.array_equal(other.parameters_dict()[name].asnumpy(), param.asnumpy()), name
+    # A training checkpoint: names under a wrapper prefix, plus entries that are not network parameters.
+    entries = [{"name": "network." + n, "data": p.value()} for n, p in network.parameters_dict().items()]
+    entries.append({"name": "classifier.weight", "data": ms.Tensor(np.zeros((5, 16), np.float32))})
+    ms.save_checkpoint(entries, str(tmp_path / "train.ckpt"))
+    load_weights(ECAPA_TDNN(**SMALL), str(tmp_path / "train.ckpt"))
+    ms.save_checkpoint([e for e in entries if not e["name"].endswith("fc.weight")], str(tmp_path / "part.ckpt"))
+    with pytest.raises(ValueError, match=r"part.ckpt: does not fit the network: 1 network parameters missing.*fc"):
+        load_weights(ECAPA_TDNN(**SMALL), str(tmp_path / "part.ckpt"))
+    with pytest.raises(ValueError, match="net.ckpt: does not fit.*another shape"):
+        load_weights(ECAPA_TDNN(**dict(SMALL, channels=48)), path)
+    with pytest.raises(ValueError, match="nothing.ckpt: checkpoint file not found"):
+        load_weights(other, str(tmp_path / "nothing.ckpt"))

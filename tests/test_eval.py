@@ -1,0 +1,140 @@
+"""eval.py and python -m src.verify end to end on a synthetic corpus with a random-weight checkpoint."""
+import json
+import os
+import subprocess
+import sys
+
+import mindspore as ms
+import numpy as np
+import pytest
+import soundfile as sf
+
+import eval as eval_script
+from src import verify
+from src.data.audio import read_audio, write_wav
+from src.data.synthetic import make_corpus
+from src.ecapa_tdnn import ECAPA_TDNN
+from src.embedding import load_embeddings
+from src.metrics import summarize
+from src.scoring import score_trials, speaker_means
+from src.trials import read_trials, write_trials
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
+             res2net_scale=4)
+OVERRIDES = [a for k, v in SMALL.items() for a in (f"--{k}", str(v))] + [
+    "--bucket_seconds", "[1.0, 1.5]", "--max_eval_seconds", "1.5", "--eval_batch_size", "4"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval")
+    corpus = make_corpus(str(tmp / "corpus"), num_train_speakers=3, num_test_speakers=3, utts_per_speaker=2,
+                         seconds=(0.6, 1.4), seed=5, augment_folders=False, progress=False)
+    kaldi = write_trials(read_trials(corpus["trials"]), str(tmp / "kaldi_trials.txt"), "kaldi")
+    ms.set_seed(0)
+    checkpoint = str(tmp / "random.ckpt")
+    ms.save_checkpoint(ECAPA_TDNN(**SMALL), checkpoint)
+    out = str(tmp / "out")
+    argv = OVERRIDES + ["--checkpoint", checkpoint, "--test_dir", corpus["test_dir"],
+                        "--trials", f"[{corpus['trials']}, {kaldi}]", "--eval_output_dir", out,
+                        "--score_norm", "asnorm", "--asnorm_topk", "2", "--cohort_source", corpus["train_dir"],
+                        "--cohort_utts_per_speaker", "2", "--subtract_mean", "true"]
+    summary = eval_script.main(argv)
+    return corpus, checkpoint, out, argv, summary
+
+
+def test_eval_writes_scores_summary_and_det(setup):
+    corpus, checkpoint, out, _, summary = setup
+    trials = read_trials(corpus["trials"])
+    labels = np.array([t[0] for t in trials])
+    with open(os.path.join(out, "eval_summary.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(summary))
+    assert set(summary["trial_lists"]) == {"trials", "kaldi_trials"} and summary["scoring"] == "mean_asnorm"
+    assert summary["num_utterances"] == 6 and summary["config"]["score_norm"] == "asnorm"
+    # Scores recomputed from the embedding caches eval.py wrote (cohort = training speaker means).
+    emb = load_embeddings(os.path.join(out, "embeddings.npz"))
+    cohort_emb = load_embeddings(os.path.join(out, "embeddings_cohort.npz"))
+    assert len(emb) == 6 and len(cohort_emb) == 6 and all(k.startswith("id0") for k in cohort_emb)
+    mean = np.mean(np.stack(list(cohort_emb.values())), axis=0, dtype=np.float64)
+    _, cohort = speaker_means(cohort_emb, lambda k: k.split("/")[0])
+    expected = score_trials(emb, trials, "asnorm", cohort, mean, 2)
+    for name in ("trials", "kaldi_trials"):
+        entry = summary["trial_lists"][name]
+        rows = [line.split() for line in open(entry["score_file"])]
+        assert [(int(r[3]), r[0], r[1]) for r in rows] == trials
+        np.testing.assert_allclose([float(r[2]) for r in rows], expected, rtol=1e-5, atol=2e-6)
+        assert entry["metrics"]["mean_asnorm"] == pytest.approx(summarize(expected, labels), rel=1e-5, abs=1e-5)
+        cosine = summarize(score_trials(emb, trials), labels)
+        assert entry["metrics"]["cosine"] == pytest.approx(cosine, abs=1e-6)
+        with open(entry["det_plot"], "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert summary["verify_threshold"]["value"] == pytest.approx(cosine["eer_threshold"], abs=1e-6)
+    meta = json.load(open(os.path.join(out, "embeddings.json")))
+    assert meta["info"]["checkpoint"] == os.path.abspath(checkpoint)
+
+
+def test_eval_rerun_uses_the_cache_and_bad_checkpoint_is_named(setup, tmp_path):
+    corpus, checkpoint, out, argv, summary = setup
+    again = eval_script.main(argv)
+    assert again["trial_lists"] == summary["trial_lists"]
+    log = open(os.path.join(out, "eval.log")).read()
+    assert "6 of 6 utterances found" in log
+    partial = str(tmp_path / "partial.ckpt")
+    params = ms.load_checkpoint(checkpoint)
+    ms.save_checkpoint([{"name": k, "data": v} for k, v in params.items() if k != "fc.weight"], partial)
+    with pytest.raises(ValueError, match="partial.ckpt: does not fit the network: 1 network parameters missing"):
+        eval_script.main(argv + ["--checkpoint", partial])
+    with pytest.raises(ValueError, match="score_norm / subtract_mean need training data"):
+        eval_script.main(argv + ["--cohort_source", ""])
+
+
+def test_verify_scores_a_pair_with_the_eval_threshold(setup, tmp_path, capsys):
+    corpus, checkpoint, out, _, summary = setup
+    emb = load_embeddings(os.path.join(out, "embeddings.npz"))
+    lengths = {k: read_audio(os.path.join(corpus["test_dir"], k)).size for k in emb}
+    a, b = sorted(emb, key=lengths.get)[-2:]                       # the two longest: one bucket
+    paths = [os.path.join(corpus["test_dir"], k) for k in (a, b)]
+    summary_file = os.path.join(out, "eval_summary.json")
+    assert verify.main(paths + ["--checkpoint", checkpoint, "--summary", summary_file] + OVERRIDES) == 0
+    printed = capsys.readouterr().out
+    score = float(printed.split()[1])
+    expected = float(np.dot(emb[a], emb[b]) / np.linalg.norm(emb[a]) / np.linalg.norm(emb[b]))
+    assert score == pytest.approx(expected, abs=1e-4)
+    threshold = summary["verify_threshold"]["value"]
+    assert f"threshold {threshold:.4f}: EER threshold of plain cosine scores on trials, from {summary_file}" \
+        in printed
+    assert ("same speaker" if score >= threshold else "different speakers") in printed
+    # --embed writes embeddings keyed by the paths given; stereo 44.1 kHz input is mixed down and resampled.
+    wav, _ = sf.read(paths[0], dtype="float32")
+    stereo = str(tmp_path / "stereo44k.wav")
+    sf.write(stereo, np.stack([np.interp(np.arange(int(wav.size * 44100 / 16000)) * 16000 / 44100,
+                                         np.arange(wav.size), wav)] * 2, axis=1), 44100)
+    npz = str(tmp_path / "emb.npz")
+    assert verify.main(["--embed", stereo, paths[1], "--out", npz, "--checkpoint", checkpoint] + OVERRIDES) == 0
+    written = load_embeddings(npz)
+    assert list(written) == [stereo, paths[1]] and np.allclose(written[paths[1]], emb[b], atol=1e-5)
+    e = written[stereo]
+    assert abs(float(np.dot(e, emb[b]) / np.linalg.norm(e) / np.linalg.norm(emb[b])) - expected) < 0.05
+
+
+def test_verify_default_threshold_is_stated_and_warned(caplog):
+    with caplog.at_level("WARNING"):
+        assert verify.threshold_from({}, "any.ckpt") == (verify.DEFAULT_THRESHOLD, "default (uncalibrated)")
+    assert "NOT calibrated" in caplog.text
+    assert verify.threshold_from({"threshold": "0.4"}, "any.ckpt") == (0.4, "given with --threshold")
+
+
+def test_verify_rejects_empty_and_unreadable_files(setup, tmp_path):
+    corpus, checkpoint, _, _, _ = setup
+    write_wav(str(tmp_path / "empty.wav"), np.zeros(0, np.float32))
+    (tmp_path / "garbage.wav").write_bytes(b"not audio at all")
+    good = os.path.join(corpus["test_dir"], read_trials(corpus["trials"])[0][1])
+    for bad, message in (("empty.wav", "no audio"), ("garbage.wav", "not a readable audio file")):
+        with pytest.raises(ValueError, match=f"{tmp_path / bad}: .*{message}"):
+            verify.main([good, str(tmp_path / bad), "--checkpoint", checkpoint] + OVERRIDES)
+    # As a command: exit status 1 and a message naming the file.
+    missing = str(tmp_path / "missing.wav")
+    result = subprocess.run([sys.executable, "-m", "src.verify", good, missing, "--checkpoint", checkpoint]
+                            + OVERRIDES, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and f"error: {missing}: audio file not found" in result.stderr, result.stderr

@@ -1,0 +1,88 @@
+"""train.py end to end on CPU: resuming mid-epoch gives exactly the uninterrupted run; logs and files written."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import train
+from src.checkpoint import read_checkpoint
+from src.data.synthetic import make_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    return make_corpus(str(root), num_train_speakers=5, num_test_speakers=0, utts_per_speaker=4,
+                       seconds=(0.6, 1.2), seed=3, progress=False)
+
+
+def small_args(corpus, output_dir, list_dir):
+    """A tiny model and crop; waveform augmentation always on (noise/music/babble/reverb), 2 data workers."""
+    return ["--channels", "32", "--mfa_channels", "96", "--embedding_size", "16", "--attention_channels", "16",
+            "--se_channels", "16", "--res2net_scale", "2", "--crop_seconds", "0.5", "--batch_size", "4",
+            "--num_workers", "2", "--train_dir", corpus["train_dir"], "--musan_dir", corpus["musan_dir"],
+            "--rir_dir", corpus["rir_dir"], "--train_list_dir", str(list_dir), "--aug_prob", "1.0",
+            "--speed_perturb", "true", "--specaugment", "false", "--margin_warmup_steps", "4",
+            "--lr_step_size", "3", "--max_lr", "0.001", "--checkpoint_every_steps", "2",
+            "--keep_checkpoints", "2", "--log_every_steps", "2", "--num_epochs", "3", "--output_dir", str(output_dir)]
+
+
+def final_params(output_dir, step):
+    params, state = read_checkpoint(os.path.join(output_dir, "checkpoints", f"ckpt_step{step:08d}.ckpt"))
+    return {k: v.asnumpy() for k, v in params.items()}, state
+
+
+def logged_steps(output_dir):
+    with open(os.path.join(output_dir, "train_log.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_resume_mid_epoch_equals_uninterrupted_run(corpus, tmp_path):
+    # 20 utterances / batch 4 = 5 steps per epoch: stop at step 3 (mid-epoch 0), run on to 7 (mid-epoch 1).
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train.main(small_args(corpus, straight, tmp_path / "lists") + ["--max_steps", "7"])
+    train.main(small_args(corpus, split, tmp_path / "lists") + ["--max_steps", "3"])
+    halfway, state = final_params(split, 3)
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 3)
+    train.main(small_args(corpus, split, tmp_path / "lists") + ["--max_steps", "7", "--resume"])
+
+    want, _ = final_params(straight, 7)
+    got, state = final_params(split, 7)
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 2, 7)
+    assert set(got) == set(want)
+    changed = 0
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-6, err_msg=name)
+        changed += not np.array_equal(halfway[name], want[name])
+    assert changed > len(want) // 2          # the second half really trained
+    # 15 classes: 5 speakers x 3 speeds; the classifier row count shows speed perturbation was wired in.
+    assert want["classifier.weight"].shape == (15, 16)
+
+    # The resumed process ran steps 4..7 only (it did not start over): logged every 2 steps of a process, at
+    # the epoch end (step 5) and where it stopped.
+    assert [r["global_step"] for r in logged_steps(split) if "loss" in r] == [2, 3, 5, 7]
+    # Files of a run: newest 2 checkpoints, resolved config, text and JSON logs (every 2 steps, the window
+    # restarting at each epoch end).
+    assert sorted(os.listdir(straight / "checkpoints")) == ["ckpt_step00000006.ckpt", "ckpt_step00000007.ckpt"]
+    records = [r for r in logged_steps(straight) if "loss" in r]
+    assert [r["global_step"] for r in records] == [2, 4, 5, 7]
+    for r in records:
+        assert np.isfinite(r["loss"]) and 0 <= r["accuracy"] <= 1 and r["samples_per_second"] > 0
+        assert 1e-6 <= r["lr"] <= 1e-3
+    assert any(r.get("event") == "epoch_end" and r["epoch"] == 0 for r in logged_steps(straight))
+    assert (straight / "config.yaml").is_file() and (straight / "train.log").is_file()
+
+
+def test_bare_resume_flag_means_latest():
+    assert train.resume_flag_to_value(["--resume"]) == ["--resume", "latest"]
+    assert train.resume_flag_to_value(["--resume", "--seed", "1"]) == ["--resume", "latest", "--seed", "1"]
+    assert train.resume_flag_to_value(["--resume", "a.ckpt"]) == ["--resume", "a.ckpt"]
+
+
+def test_fresh_run_refuses_an_output_dir_with_checkpoints(corpus, tmp_path):
+    out = tmp_path / "used"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "ckpt_step00000009.ckpt").write_bytes(b"earlier run")
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train.main(small_args(corpus, out, tmp_path / "lists") + ["--max_steps", "1"])
