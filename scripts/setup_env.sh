@@ -25,11 +25,11 @@ ensure_venv() {
     return 0
   fi
   echo "[setup] installing $files into $VENV (MindSpore is a large download the first time)"
-  if [ "$want" = test ]; then
-    # torch first, pinned to the local CPU wheel, so nothing later resolves another torch.
-    pip install -q torch==2.13.0
-  fi
-  for f in $files; do pip install -q -r "$f"; done
+  # One resolve over all files, so numpy<2 (MindSpore) and torch==2.13.0 (the local CPU wheel) bind every
+  # package; installing the files one after another let a test dependency upgrade numpy to 2.x.
+  local args=()
+  for f in $files; do args+=(-r "$f"); done
+  pip install -q "${args[@]}"
   if [ "$want" = test ]; then
     pip install -q --no-deps "speechbrain==$SPEECHBRAIN_VERSION"
   fi

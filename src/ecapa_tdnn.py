@@ -45,6 +45,18 @@ STD_EPS = 1e-12        # floor of the variance before the square root in the poo
 _matmul_nt = ops.MatMul(transpose_b=True)      # (N, in) x (out, in) -> (N, out), no explicit weight transpose
 
 
+def sum_frames(x):
+    """(B, T, C) -> (B, 1, C) sum over frames, as a batched matmul with a row of ones (a reduction over the middle
+    axis is several times slower on CPU)."""
+    return ops.bmm(ops.ones((x.shape[0], 1, x.shape[1]), x.dtype), x)
+
+
+def tanh(x):
+    """tanh as 2 sigmoid(2x) - 1: MindSpore's CPU tanh kernel is off by up to 3e-5 (its sigmoid by 8e-7), which
+    showed in the attention's gradients as 10-30x the error of PyTorch float32."""
+    return 2.0 * ops.sigmoid(2.0 * x) - 1.0
+
+
 def dense(x, weight, bias=None):
     """x (N, in) @ weight (out, in)^T + bias (out,) -> (N, out)."""
     y = _matmul_nt(x, weight)
@@ -108,7 +120,8 @@ class Conv1d(nn.Cell):
         return weight.transpose(0, 2, 1).reshape(self.out_channels, self.kernel_size * self.in_channels)
 
     def pad_batch(self, x):
-        """(B, T, C) -> (B, T + 2 * pad, C), padded at the batch's frame 0 and frame T-1."""
+        """(B, T, C) -> (B, T + 2 * pad, C), padded at the batch's frame 0 and frame T-1. Reflection is built from
+        frame slices, not ops.pad (its PadV3 has no ONNX translation)."""
         if self.padding == "zeros":
             zeros = ops.zeros((x.shape[0], self.pad, x.shape[2]), x.dtype)
             return ops.concat((zeros, x, zeros), axis=1)
@@ -162,7 +175,7 @@ class BatchNorm(nn.Cell):
             mean = ops.matmul(average, rows)                                     # (1, C)
             centered = rows - mean
             var = ops.matmul(average, centered * centered).reshape(-1)
-            scale = (self.gamma * ops.rsqrt(var + self.eps)).reshape(1, -1)
+            scale = (self.gamma / ops.sqrt(var + self.eps)).reshape(1, -1)
             y = centered * scale + self.beta
             m = self.momentum
             batch_mean = ops.stop_gradient(mean.reshape(-1))
@@ -170,7 +183,7 @@ class BatchNorm(nn.Cell):
             y = ops.depend(y, ops.assign(self.moving_mean, m * self.moving_mean + (1 - m) * batch_mean))
             y = ops.depend(y, ops.assign(self.moving_variance, m * self.moving_variance + (1 - m) * batch_var))
         else:
-            scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
+            scale = self.gamma / ops.sqrt(self.moving_variance + self.eps)   # not rsqrt: no ONNX translation
             y = rows * scale + (self.beta - self.moving_mean * scale)
         return ops.cast(y.reshape(shape), x.dtype)
 
@@ -225,9 +238,9 @@ class SEBlock(nn.Cell):
 
     def construct(self, x, mask=None):
         if mask is None:
-            s = x.mean(axis=1, keep_dims=True)
+            s = sum_frames(x) / x.shape[1]
         else:
-            s = (x * mask).sum(axis=1, keepdims=True) / mask.sum(axis=1, keepdims=True)
+            s = sum_frames(x * mask) / mask.sum(axis=1, keepdims=True)
         s = ops.sigmoid(self.conv2(ops.relu(self.conv1(s))))
         return x * s
 
@@ -281,8 +294,9 @@ class AttentiveStatisticsPooling(nn.Cell):
     @staticmethod
     def statistics(x, weights):
         """x (B, T, M), weights (B, T, M or 1) summing to 1 over T -> mean, std (B, M) each."""
-        mean = (x * weights).sum(axis=1)
-        var = (weights * ops.square(x - mean.expand_dims(1))).sum(axis=1)
+        mean = sum_frames(x * weights)                                        # (B, 1, M)
+        var = sum_frames(weights * ops.square(x - mean)).squeeze(1)
+        mean = mean.squeeze(1)
         return mean, ops.sqrt(ops.maximum(var, STD_EPS))   # not ops.clamp(min=): no ONNX translation
 
     def attention_hidden(self, x, mask):
@@ -305,7 +319,7 @@ class AttentiveStatisticsPooling(nn.Cell):
         return tdnn.norm(ops.relu(frame_part + utt_part.expand_dims(1)))
 
     def construct(self, x, mask=None):
-        logits = self.conv(ops.tanh(self.attention_hidden(x, mask)))          # (B, T, M)
+        logits = self.conv(tanh(self.attention_hidden(x, mask)))          # (B, T, M)
         if mask is not None:
             logits = ops.masked_fill(logits, mask < 0.5, float("-inf"))
         attention = ops.softmax(logits, axis=1)
