@@ -8,6 +8,8 @@ Writes into eval_output_dir (default <output_dir>/eval):
     det_<list>.png        DET curves (plain cosine, and the configured scoring when it differs)
     eval_summary.json     metrics per list and scoring, the threshold ``python -m src.verify`` uses, the config
     embeddings.npz/.json  embedding cache (reused when checkpoint and config match)
+    embeddings_cohort.npz/.json   the same for the cohort utterances (only with cohort_source)
+    mean_embedding.npy    the subtracted mean embedding (only with subtract_mean)
     eval.log              this run's log
 """
 import json
@@ -133,8 +135,8 @@ def main(argv=None):
         score_file = os.path.join(out_dir, f"scores_{name}.txt")
         write_scores(score_file, trials, scores)
         det_file = plot_det(curves, os.path.join(out_dir, f"det_{name}.png"), title=f"DET: {name}")
-        summary["trial_lists"][name] = {"trials": os.path.abspath(path), "score_file": score_file,
-                                        "det_plot": det_file, "metrics": metrics}
+        summary["trial_lists"][name] = {"trials": os.path.abspath(path), "score_file": os.path.abspath(score_file),
+                                        "det_plot": os.path.abspath(det_file), "metrics": metrics}
         for scoring, m in metrics.items():
             logger.info("%-16s %-12s EER %.3f%% (threshold %.4f)  minDCF@0.01 %.4f  minDCF@0.05 %.4f  "
                         "(%d target, %d nontarget)", name, scoring, m["eer_percent"], m["eer_threshold"],

@@ -44,8 +44,11 @@ def main(argv=None):
     save_embeddings(os.path.join(infer_dir, "embeddings.npz"), embeddings,
                     {"model_file": manifest["contract"]["model_file"], "max_windows": manifest["max_windows"]})
     cohort, mean = cohort_and_mean(cfg)
+    trial_files = [t for t in (cfg.trials if isinstance(cfg.trials, list) else [cfg.trials]) if t]
+    if not trial_files:
+        raise ValueError("trials: no trial list to score (--trials PATH or --trials '[a.txt, b.txt]')")
     results = {}
-    for path in (cfg.trials if isinstance(cfg.trials, list) else [cfg.trials]):
+    for path in trial_files:
         trials = read_trials(path)
         scores = score_trials(embeddings, trials, cfg.score_norm, cohort, mean, int(cfg.asnorm_topk))
         summary = summarize(scores, np.array([label for label, _, _ in trials]))
@@ -60,4 +63,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, KeyError) as err:      # bad trial list, manifest, .bin, cohort: the message names the file
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

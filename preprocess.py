@@ -24,7 +24,7 @@ def utterance_keys(cfg):
         if not keys:
             raise ValueError(f"{cfg.infer_utt_list}: no utterances listed")
         return keys
-    trial_files = cfg.trials if isinstance(cfg.trials, list) else [cfg.trials]
+    trial_files = [t for t in (cfg.trials if isinstance(cfg.trials, list) else [cfg.trials]) if t]
     if not trial_files:
         raise ValueError("set --trials (trial lists) or --infer_utt_list (one utterance path per line)")
     return trial_utterances([t for path in trial_files for t in read_trials(path)])
@@ -49,4 +49,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ValueError as err:                  # bad trial list, contract or audio file: the message names the file
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

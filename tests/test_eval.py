@@ -89,7 +89,7 @@ def test_eval_rerun_uses_the_cache_and_bad_checkpoint_is_named(setup, tmp_path):
         eval_script.main(argv + ["--cohort_source", ""])
 
 
-def test_verify_scores_a_pair_with_the_eval_threshold(setup, tmp_path, capsys):
+def test_verify_scores_a_pair_with_the_eval_threshold(setup, tmp_path, capsys, caplog):
     corpus, checkpoint, out, _, summary = setup
     emb = load_embeddings(os.path.join(out, "embeddings.npz"))
     lengths = {k: read_audio(os.path.join(corpus["test_dir"], k)).size for k in emb}
@@ -111,7 +111,9 @@ def test_verify_scores_a_pair_with_the_eval_threshold(setup, tmp_path, capsys):
     sf.write(stereo, np.stack([np.interp(np.arange(int(wav.size * 44100 / 16000)) * 16000 / 44100,
                                          np.arange(wav.size), wav)] * 2, axis=1), 44100)
     npz = str(tmp_path / "emb.npz")
-    assert verify.main(["--embed", stereo, paths[1], "--out", npz, "--checkpoint", checkpoint] + OVERRIDES) == 0
+    with caplog.at_level("INFO"):
+        assert verify.main(["--embed", stereo, paths[1], "--out", npz, "--checkpoint", checkpoint] + OVERRIDES) == 0
+    assert f"{stereo}: resampling from 44100 Hz to 16000 Hz" in caplog.text          # the note
     written = load_embeddings(npz)
     assert list(written) == [stereo, paths[1]] and np.allclose(written[paths[1]], emb[b], atol=1e-5)
     e = written[stereo]

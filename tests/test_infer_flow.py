@@ -1,5 +1,6 @@
 """The whole 310 flow on CPU (scripts/run_infer_cpu.sh: preprocess -> src/infer_runner.py -> postprocess) against
-embeddings computed directly with the network on the same windows, and run_infer_310.sh's argument handling."""
+embeddings computed directly with the network on the same windows and against eval.py on the same windows, and
+run_infer_310.sh's argument handling (device id handed to the program)."""
 import json
 import os
 import subprocess
@@ -25,6 +26,14 @@ SMALL = dict(channels=16, mfa_channels=48, embedding_size=24, attention_channels
 BATCH, SECONDS = 3, 1.0
 
 
+# Stands in for ascend310_infer/build/ecapa_infer (INFER_PROGRAM): records its flags, then runs the Python runner,
+# which takes the same flags and honours the same file contract.
+FAKE_PROGRAM = """#!/bin/bash
+printf '%s\\n' "$@" > "$(dirname "$0")/program_args.txt"
+exec "$PYTHON" -m src.infer_runner "$@"
+"""
+
+
 def run(script, *args, **env):
     return subprocess.run(["bash", script, *args], capture_output=True, text=True, cwd=ROOT,
                           env=dict(os.environ, PYTHON=sys.executable, **env))
@@ -40,7 +49,7 @@ def test_cpu_flow_equals_direct_network_embeddings(tmp_path):
     export_model(net, model, "MINDIR", "waveform", batch_size=BATCH, seconds=SECONDS)
     infer_dir = tmp_path / "infer"
 
-    proc = run(SCRIPT_CPU, model + ".mindir", corpus["test_dir"], corpus["trials"], "0",
+    proc = run(SCRIPT_CPU, model + ".mindir", corpus["test_dir"], "0", "--trials", corpus["trials"],
                "--infer_max_windows", "0", INFER_DIR=str(infer_dir))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.load(open(infer_dir / "result.json"))["trials.txt"]
@@ -73,6 +82,19 @@ def test_cpu_flow_equals_direct_network_embeddings(tmp_path):
     assert result["eer"] == pytest.approx(expected["eer"], abs=1e-9)
     assert result["min_dcf_p0.01"] == pytest.approx(expected["min_dcf_p0.01"], abs=1e-9)
 
+    # The Ascend script with a stand-in program: the device id reaches the program as --device_id, same result.
+    program = tmp_path / "bin" / "ecapa_infer"
+    program.parent.mkdir()
+    program.write_text(FAKE_PROGRAM)
+    program.chmod(0o755)
+    proc = run(SCRIPT_310, model + ".mindir", corpus["test_dir"], "3", "--trials", corpus["trials"],
+               INFER_DIR=str(tmp_path / "infer310"), INFER_PROGRAM=str(program))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    args = open(tmp_path / "bin" / "program_args.txt").read().split()
+    assert args == ["--model", model + ".mindir", "--input_dir", str(tmp_path / "infer310" / "input"),
+                    "--output_dir", str(tmp_path / "infer310" / "output"), "--device_id", "3"]
+    assert json.load(open(tmp_path / "infer310" / "result.json")) == json.load(open(infer_dir / "result.json"))
+
 
 @pytest.mark.parametrize("script", [SCRIPT_310, SCRIPT_CPU])
 def test_infer_script_argument_errors(tmp_path, script):
@@ -82,20 +104,22 @@ def test_infer_script_argument_errors(tmp_path, script):
     trials = tmp_path / "trials.txt"
     trials.write_text("1 a.wav b.wav\n")
     cases = [
-        ((), "expected at least 3 arguments"),
-        ((str(model), str(tmp_path)), "expected at least 3 arguments"),
-        ((str(tmp_path / "none.mindir"), str(tmp_path), str(trials)), "is not a file"),
-        ((str(model), str(tmp_path / "nodata"), str(trials)), "DATA_PATH"),
-        ((str(model), str(tmp_path), str(tmp_path / "none.txt")), "TRIALS"),
+        ((), "expected at least 2 arguments"),
+        ((str(model),), "expected at least 2 arguments"),
+        ((str(tmp_path / "none.mindir"), str(tmp_path), "--trials", str(trials)), "is not a file"),
+        ((str(model), str(tmp_path / "nodata"), "--trials", str(trials)), "DATA_PATH"),
+        ((str(model), str(tmp_path), "0"), "no trial list: pass --trials"),
         # The older zoo's bug: the data path landing in the device id. It must be refused, not run on device 0.
-        ((str(model), str(tmp_path), str(trials), str(tmp_path)), "DEVICE_ID must be a non-negative integer"),
+        ((str(model), str(tmp_path), str(tmp_path), "--trials", str(trials)),
+         "DEVICE_ID must be a non-negative integer"),
+        ((str(model), str(tmp_path), "-1", "--trials", str(trials)), "DEVICE_ID must be a non-negative integer"),
     ]
     for args, message in cases:
         proc = run(script, *args)
         assert proc.returncode == 2, (args, proc.stderr)
-        assert message in proc.stderr and "MINDIR DATA_PATH TRIALS [DEVICE_ID]" in proc.stderr, proc.stderr
+        assert message in proc.stderr and "MINDIR DATA_PATH [DEVICE_ID] --trials TRIALS" in proc.stderr, proc.stderr
     os.remove(tmp_path / "m.mindir.json")
-    proc = run(script, str(model), str(tmp_path), str(trials))
+    proc = run(script, str(model), str(tmp_path), "--trials", str(trials))
     assert proc.returncode == 2 and "no export contract" in proc.stderr
 
 
@@ -118,3 +142,45 @@ def test_preprocess_fbank_contract_writes_fbank_of_each_window(tmp_path):
     windows = cut_windows(read_audio(str(tmp_path / "a.wav")), manifest["utterances"][0]["starts"], 1600)
     expected, _ = Fbank()(ms.Tensor(windows))
     np.testing.assert_allclose(rows, expected.asnumpy(), atol=1e-4)
+
+
+def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
+    """First window only (infer_max_windows 1) vs eval.py cropping every utterance to that window
+    (max_eval_seconds = the window, no other bucket): the same samples reach the network, so the same EER."""
+    import eval as eval_script
+    import postprocess
+    import preprocess
+    from src.infer_runner import run_folder
+
+    corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=0, num_test_speakers=4, utts_per_speaker=3,
+                         seconds=(1.2, 2.5), seed=4, augment_folders=False, progress=False)
+    ms.set_seed(1)
+    net = ECAPA_TDNN(**SMALL)
+    net.set_train(False)
+    checkpoint = str(tmp_path / "net.ckpt")
+    ms.save_checkpoint(net, checkpoint)
+    model = str(tmp_path / "ecapa")
+    export_model(net, model, "MINDIR", "waveform", batch_size=BATCH, seconds=SECONDS)
+    infer_dir = str(tmp_path / "infer")
+    common = ["--infer_model", model + ".mindir", "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],
+              "--infer_dir", infer_dir, "--infer_max_windows", "1"]
+    assert preprocess.main(common) == 0
+    run_folder(model + ".mindir", os.path.join(infer_dir, "input"), os.path.join(infer_dir, "output"))
+    assert postprocess.main(common) == 0
+    flow = json.load(open(os.path.join(infer_dir, "result.json")))["trials.txt"]
+
+    model_args = [a for k, v in SMALL.items() for a in (f"--{k}", str(v))]
+    summary = eval_script.main(model_args + [
+        "--checkpoint", checkpoint, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],
+        "--eval_output_dir", str(tmp_path / "eval"), "--bucket_seconds", "[]", "--max_eval_seconds", str(SECONDS),
+        "--eval_batch_size", "4", "--embedding_cache", ""])
+    evaluated = summary["trial_lists"]["trials"]["metrics"]["cosine"]
+    assert evaluated["num_trials"] == flow["num_trials"] > 10 and 0 < flow["eer"] < 1
+    for key in ("eer", "min_dcf_p0.01", "min_dcf_p0.05"):
+        assert flow[key] == pytest.approx(evaluated[key], abs=1e-9), key
+    # Not by chance: the scores themselves agree trial by trial.
+    flow_emb = dict(np.load(os.path.join(infer_dir, "embeddings.npz")))
+    flow_emb = dict(zip(flow_emb["keys"], flow_emb["embeddings"]))
+    flow_scores = score_trials(flow_emb, read_trials(corpus["trials"]))
+    eval_scores = [float(line.split()[2]) for line in open(summary["trial_lists"]["trials"]["score_file"])]
+    np.testing.assert_allclose(flow_scores, eval_scores, atol=1e-5)
