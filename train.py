@@ -12,20 +12,11 @@ import logging
 import os
 import sys
 
+from src.checkpoint import resume_flag_to_value
 from src.config import load_config
 from src.device import setup_device
 from src.distributed import device_id_for_process, init_data_parallel
 from src.trainer import train
-
-
-def resume_flag_to_value(argv):
-    """A bare ``--resume`` (last argument or followed by another option) means ``--resume latest``."""
-    argv = list(argv)
-    for i, arg in enumerate(argv):
-        if arg == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
-            argv.insert(i + 1, "latest")
-            break
-    return argv
 
 
 def setup_logging(output_dir, is_main):

@@ -2,7 +2,13 @@
 # Data-parallel training on the Ascend devices of this server listed in an HCCL rank table (version 1.0):
 #   bash scripts/run_distribute_train_ascend.sh RANK_TABLE_FILE [--key value ...]
 # Write a rank table with  python -m src.rank_table write --out hccl.json --device_ids 0,1,2,3
-# The device count and ids come from the table. Each rank runs in its own working folder
+# (device IPs from /etc/hccn.conf) and check one with  python -m src.rank_table check hccl.json
+# The device count and ids come from the table. Several servers: write a table on each, join them with
+#   python -m src.rank_table merge --out hccl_job.json server_a.json server_b.json
+# and run this script with the joined table on every server; each starts the ranks of the server whose
+# server_id is one of its addresses (or SERVER_ID=IP). RANK_SIZE is the job's total. output_dir should then
+# be on storage the servers share (rank 0 writes checkpoints there; the others read the training list).
+# Each rank runs in its own working folder
 # RUN_DIR/rank_<id> (RUN_DIR defaults to OUTPUT_DIR/distribute) and logs to train.log there; only rank 0 writes
 # checkpoints and summaries into output_dir. Relative paths are taken from the folder you run this in.
 set -euo pipefail

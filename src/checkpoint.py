@@ -50,6 +50,17 @@ def list_checkpoints(folder):
     return sorted(found)
 
 
+def resume_flag_to_value(argv):
+    """Command-line arguments with a bare ``--resume`` (last, or followed by another option) made ``--resume
+    latest``; the launch scripts and train.py both read their arguments through this."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            argv.insert(i + 1, "latest")
+            break
+    return argv
+
+
 def latest_checkpoint(folder):
     """Path of the newest complete checkpoint in ``folder``, or None."""
     found = list_checkpoints(folder)

@@ -50,6 +50,14 @@ def _parse_value(key, text, default):
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+        try:
+            value = float(text)      # YAML 1.1 reads 1e-4 (no dot) as a string; a number is meant
+        except ValueError:
+            pass
+        else:
+            if isinstance(default, int) and value.is_integer():
+                value = int(value)
     if default is None or value is None:
         return value
     if isinstance(default, bool):

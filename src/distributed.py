@@ -7,7 +7,8 @@ MCCL over TCP on CPU) is initialised and every gradient is averaged over the ran
 ranks keep identical parameters. Each rank reads its own shard of every epoch (see ``src/data``).
 
 ``python -m src.distributed freeze_config OUT [--config PATH] [--key value ...]`` writes the resolved recipe with
-relative paths made absolute, so processes started in per-rank working folders all read the same files.
+relative paths made absolute, so processes started in per-rank working folders all read the same files;
+``python -m src.distributed output_dir [--key value ...]`` prints the recipe's output folder as an absolute path.
 """
 import os
 import sys
@@ -18,6 +19,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.context import ParallelMode
 
+from src.checkpoint import resume_flag_to_value
 from src.config import load_config, save_config
 
 
@@ -71,30 +73,43 @@ def device_id_for_process(configured):
     return int(os.environ.get("DEVICE_ID", configured))
 
 
-PATH_KEYS_WHEN_MISSING = ("output_dir",)   # paths that may not exist yet but must still be made absolute
+# Folders and files a run writes, which may not exist yet when the recipe is frozen: made absolute whenever set.
+PATH_KEYS_WHEN_MISSING = ("output_dir", "train_list_dir", "eval_output_dir", "export_file", "infer_dir")
+
+
+def _absolute(key, value, base_dir):
+    if not isinstance(value, str) or not value or os.path.isabs(value):
+        return value
+    candidate = os.path.join(base_dir, value)
+    if key in PATH_KEYS_WHEN_MISSING or os.path.exists(candidate):
+        return os.path.normpath(candidate)
+    return value
 
 
 def absolute_paths(cfg, base_dir):
-    """Copy of ``cfg`` with relative paths made absolute against ``base_dir``: string values naming an existing
-    file or folder there, ``output_dir``, and ``resume`` when it is a path."""
+    """Copy of ``cfg`` with relative paths made absolute against ``base_dir``: string values (and the strings of
+    list values, e.g. ``exclude_trials``, ``trials``) naming an existing file or folder there, and the output paths
+    of ``PATH_KEYS_WHEN_MISSING`` (``train_list_dir``, ...) even before they exist. ``resume: latest`` stays."""
     out = type(cfg)(cfg)
     for key, value in cfg.items():
-        if not isinstance(value, str) or not value or os.path.isabs(value):
-            continue
-        candidate = os.path.join(base_dir, value)
-        if key in PATH_KEYS_WHEN_MISSING or os.path.exists(candidate):
-            out[key] = os.path.normpath(candidate)
+        if isinstance(value, list):
+            out[key] = [_absolute(key, v, base_dir) for v in value]
+        else:
+            out[key] = _absolute(key, value, base_dir)
     return out
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["output_dir"]:
+        print(os.path.abspath(load_config(resume_flag_to_value(argv[1:])).output_dir))
+        return 0
     if len(argv) < 2 or argv[0] != "freeze_config":
-        print("usage: python -m src.distributed freeze_config OUT.yaml [--config PATH] [--key value ...]",
-              file=sys.stderr)
+        print("usage: python -m src.distributed freeze_config OUT.yaml [--config PATH] [--key value ...]\n"
+              "       python -m src.distributed output_dir [--config PATH] [--key value ...]", file=sys.stderr)
         return 2
     out = argv[1]
-    cfg = absolute_paths(load_config(argv[2:]), os.getcwd())
+    cfg = absolute_paths(load_config(resume_flag_to_value(argv[2:])), os.getcwd())
     cfg.pop("config", None)
     save_config(cfg, out)
     print(cfg["output_dir"])

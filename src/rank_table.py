@@ -11,10 +11,13 @@ Command line::
 
     python -m src.rank_table write --out hccl_8p.json [--device_ids 0,1,2,3] [--server_id IP]
                                    [--device_ips IP,IP,... | --hccn_conf /etc/hccn.conf]
+    python -m src.rank_table merge --out hccl_16p.json server_a.json server_b.json   # several servers, one job
     python -m src.rank_table check hccl_8p.json
     python -m src.rank_table devices hccl_8p.json [--server_id IP]   # "RANK_SIZE N" then "rank_id device_id" lines
 
 Device IPs default to the ``address_<device_id>=IP`` lines of /etc/hccn.conf, as Ascend servers configure them.
+For a job over several servers, write one table on each server, merge them (ranks are numbered server after
+server, in the order given) and give the merged file to ``run_distribute_train_ascend.sh`` on every server.
 """
 import argparse
 import ipaddress
@@ -57,6 +60,22 @@ def make_rank_table(device_ids, device_ips, server_id):
     return table
 
 
+def merge_rank_tables(tables):
+    """One rank table for a job over the servers of ``tables`` (each a valid table), in the order given; rank ids
+    are renumbered 0..N-1 server after server. Raises RankTableError when a server appears twice."""
+    servers, rank = [], 0
+    for table in tables:
+        for server in table["server_list"]:
+            devices = []
+            for device in sorted(server["device"], key=lambda d: int(d["rank_id"])):
+                devices.append(dict(device, rank_id=str(rank)))
+                rank += 1
+            servers.append(dict(server, device=devices))
+    merged = {"version": "1.0", "server_count": str(len(servers)), "server_list": servers, "status": "completed"}
+    validate_rank_table(merged, source="merged rank table")
+    return merged
+
+
 def _int_field(value, where):
     if not isinstance(value, str) or not value.isdigit():
         raise RankTableError(f"{where}: expected a non-negative integer written as a string, got {value!r}")
@@ -93,10 +112,13 @@ def validate_rank_table(table, source="rank table"):
     count = _int_field(field(table, "server_count", ""), f"{source}: server_count")
     if count != len(servers):
         raise RankTableError(f"{source}: server_count: says {count} but server_list has {len(servers)} servers")
-    ranks = []
+    ranks, server_ids = [], set()
     for s, server in enumerate(servers):
         where = f"server_list[{s}]."
-        _ip_field(field(server, "server_id", where), f"{source}: {where}server_id")
+        server_id = _ip_field(field(server, "server_id", where), f"{source}: {where}server_id")
+        if server_id in server_ids:
+            raise RankTableError(f"{source}: {where}server_id: server {server_id} is listed twice")
+        server_ids.add(server_id)
         devices = field(server, "device", where)
         if not isinstance(devices, list) or not devices:
             raise RankTableError(f"{source}: {where}device: expected a non-empty list of devices")
@@ -167,6 +189,9 @@ def main(argv=None):
     write.add_argument("--device_ips", default=None, help="comma-separated device IPs (default: from --hccn_conf)")
     write.add_argument("--hccn_conf", default=HCCN_CONF, help="file with address_<device_id>=IP lines")
     write.add_argument("--server_id", default=None, help="this server's IP (default: from the host name)")
+    merge = sub.add_parser("merge", help="join the tables of several servers into the table of one job")
+    merge.add_argument("--out", required=True, help="JSON file to write")
+    merge.add_argument("tables", nargs="+", help="rank tables, one per server, in rank order")
     check = sub.add_parser("check", help="validate a rank table")
     check.add_argument("path")
     devices = sub.add_parser("devices", help="print RANK_SIZE and the 'rank_id device_id' pairs of this server")
@@ -190,6 +215,11 @@ def main(argv=None):
             with open(args.out, "w", encoding="utf-8") as f:
                 json.dump(table, f, indent=4)
             print(f"wrote {args.out}: {len(device_ids)} devices on server {server_id}")
+        elif args.command == "merge":
+            table = merge_rank_tables([load_rank_table(path) for path in args.tables])
+            with open(args.out, "w", encoding="utf-8") as f:
+                json.dump(table, f, indent=4)
+            print(f"wrote {args.out}: {validate_rank_table(table)} ranks on {table['server_count']} servers")
         elif args.command == "check":
             table = load_rank_table(args.path)
             print(f"{args.path}: ok, {validate_rank_table(table)} ranks on {len(table['server_list'])} server(s)")

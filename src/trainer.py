@@ -23,7 +23,8 @@ from tqdm import tqdm
 from src.checkpoint import latest_checkpoint, list_checkpoints, restore_checkpoint, save_checkpoint
 from src.config import save_config
 from src.data.augment import WaveAugment
-from src.data.dataset import count_skipped, create_train_dataset, num_train_classes, train_list_from_config
+from src.data.dataset import (count_skipped, create_train_dataset, num_train_classes, train_list_from_config,
+                              unreadable_log)
 from src.distributed import barrier
 from src.loss import margin_at_step
 from src.lr_schedule import cyclic_lr
@@ -82,12 +83,14 @@ def train(cfg, rank, device_target="CPU"):
     if rank.is_main:
         os.makedirs(checkpoint_dir, exist_ok=True)
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    # MUSAN and RIR folders first: a missing or empty one fails at once, naming it (the training list of
+    # VoxCeleb2 can take a while to build).
+    augment = WaveAugment.from_config(cfg)
     # Rank 0 makes (or checks) the training list; the others read it once it is there.
     train_list = train_list_from_config(cfg) if rank.is_main else None
     barrier(rank)
     if train_list is None:
         train_list = train_list_from_config(cfg)
-    augment = WaveAugment.from_config(cfg)
     num_classes = num_train_classes(cfg, train_list)
     ms.set_seed(int(cfg.seed))
     step_cell, train_net = build_train_step(cfg, num_classes, device_target)
@@ -102,6 +105,9 @@ def train(cfg, rank, device_target="CPU"):
                          f"with --resume (latest) or --resume PATH, or choose another --output_dir")
     if resume_path:
         saved = restore_checkpoint(step_cell, resume_path)     # raises if the classes or the model differ
+        if int(saved.get("seed", cfg.seed)) != int(cfg.seed):
+            logger.warning("resuming with seed %s but the checkpoint was trained with seed %s: the data order and "
+                           "augmentation from here on differ from the interrupted run", cfg.seed, saved["seed"])
         state.update({k: saved[k] for k in ("global_step", "updates", "overflow_steps")})
         state["epoch"], state["step_in_epoch"] = data_position(saved, int(cfg.batch_size), rank.size)
         logger.info("resumed from %s: global step %d, epoch %d, batch %d", resume_path, state["global_step"],
@@ -172,10 +178,14 @@ def train(cfg, rank, device_target="CPU"):
         if state["step_in_epoch"] != 0 and not (max_steps and state["global_step"] >= max_steps):
             raise RuntimeError(f"epoch {epoch}: the dataset ended after batch {state['step_in_epoch']} of "
                                f"{steps_per_epoch}")
-        if state["step_in_epoch"] == 0:
-            skipped = count_skipped(cfg, epoch, rank.rank)
+        if state["step_in_epoch"] == 0 and rank.is_main:
+            # Every rank appends its unreadable files to one log in output_dir; count them all.
+            skipped = count_skipped(cfg, epoch)
             log.write(event="epoch_end", epoch=epoch, global_step=state["global_step"], unreadable_files=skipped,
                       overflow_steps=state["overflow_steps"])
+            logger.info("epoch %d done at global step %d: %d unreadable audio file(s) skipped%s, %d overflowed "
+                        "step(s) skipped so far", epoch, state["global_step"], skipped,
+                        f" (listed in {unreadable_log(cfg).path})" if skipped else "", state["overflow_steps"])
     logger.info("training finished at global step %d (%d overflowed steps skipped)", state["global_step"],
                 state["overflow_steps"])
     # Data-parallel ranks must agree exactly on the trainable parameters (batch-norm running statistics are

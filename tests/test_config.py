@@ -8,6 +8,10 @@ def test_overrides_keep_the_yaml_types():
     cfg = load_config(["--channels", "256", "--global_context", "false", "--aam_scale", "32"])
     assert cfg.channels == 256 and cfg.global_context is False
     assert isinstance(cfg.aam_scale, float) and cfg.aam_scale == 32.0
+    # exponent notation without a dot is a string to YAML 1.1, but a number is meant
+    cfg = load_config(["--max_lr", "1e-4", "--base_lr", "1E-6", "--lr_step_size", "6.5e4", "--output_dir", "1e3"])
+    assert cfg.max_lr == 1e-4 and cfg.base_lr == 1e-6 and cfg.output_dir == "1e3"
+    assert cfg.lr_step_size == 65000 and isinstance(cfg.lr_step_size, int)
     assert cfg.config == DEFAULT_CONFIG
 
 

@@ -47,15 +47,18 @@ def two_rank_run(tmp_path_factory):
             "--se_channels", "16", "--res2net_scale", "2", "--crop_seconds", "0.5", "--batch_size", "2",
             "--num_workers", "1", "--train_dir", corpus["train_dir"], "--musan_dir", "", "--rir_dir", "",
             "--aug_prob", "0.0", "--speed_perturb", "false", "--specaugment", "false",
-            "--train_list_dir", str(root / "lists"), "--output_dir", str(root / "run"), "--max_steps", "3",
+            "--train_list_dir", str(root / "lists"), "--output_dir", str(root / "run"),
             "--checkpoint_every_steps", "1", "--keep_checkpoints", "0", "--lr_step_size", "2", "--max_lr", "0.001"]
-    env = dict(os.environ, MASTER_PORT=str(free_port()))
-    env["PATH"] = os.path.join(ROOT, ".venv", "bin") + os.pathsep + env.get("PATH", "")
-    done = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_distribute_train_cpu.sh"), "2"] + args,
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     logs = {r: (root / "run" / "distribute" / f"worker_{r}.log") for r in (0, 1)}
-    tails = "\n".join(p.read_text()[-3000:] for p in logs.values() if p.exists())
-    assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}\n{tails}"
+    # Two steps, then a resumed run (bare --resume: the latest checkpoint) for the third.
+    for extra in (["--max_steps", "2"], ["--max_steps", "3", "--resume"]):
+        env = dict(os.environ, MASTER_PORT=str(free_port()))
+        env["PATH"] = os.path.join(ROOT, ".venv", "bin") + os.pathsep + env.get("PATH", "")
+        done = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_distribute_train_cpu.sh"), "2"] + args
+                              + extra, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        tails = "\n".join(p.read_text()[-3000:] for p in logs.values() if p.exists())
+        assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}\n{tails}"
+    assert "resumed from" in logs[0].read_text() and "resumed from" in logs[1].read_text()
     return root, args, logs
 
 
@@ -69,41 +72,51 @@ def test_ranks_end_with_identical_parameters(two_rank_run):
     assert digests[0] == digests[1]
 
 
-def test_data_parallel_step_equals_one_process_on_both_shards(two_rank_run):
+def test_data_parallel_steps_equal_one_process_on_both_shards(two_rank_run):
+    """Steps 2 and 3 (the second after the resume) redone in one process: from the step-1 checkpoint, each step
+    averages the gradients of the batch each rank read. (Batch norm normalises each rank's batch by itself, so
+    the mean of per-rank gradients, not one batch of both, is what data parallelism computes.)"""
     root, args, _ = two_rank_run
     cfg = load_config(args)
-    before, state = read_checkpoint(str(root / "run" / "checkpoints" / "ckpt_step00000002.ckpt"))
-    after, _ = read_checkpoint(str(root / "run" / "checkpoints" / "ckpt_step00000003.ckpt"))
-    assert state["world_size"] == 2 and (state["epoch"], state["step_in_epoch"]) == (0, 2)
+    folder = root / "run" / "checkpoints"
+    saved = {s: read_checkpoint(str(folder / f"ckpt_step{s:08d}.ckpt")) for s in (1, 2, 3)}
+    assert saved[1][1]["world_size"] == 2 and (saved[3][1]["epoch"], saved[3][1]["step_in_epoch"]) == (0, 3)
 
-    # One process: continue from step 2 with the batch each rank read at step 3, average the two gradients.
     train_list = train_list_from_config(cfg)
     step_cell, train_net = build_train_step(cfg, train_list.num_speakers, "CPU")
-    restore_checkpoint(step_cell, str(root / "run" / "checkpoints" / "ckpt_step00000002.ckpt"))
+    restore_checkpoint(step_cell, str(folder / "ckpt_step00000001.ckpt"))
     train_net.set_train()
     gradients = SummedGradients(train_net, step_cell.weights)
-    per_rank = []
-    for shard in (0, 1):
-        dataset, _ = create_train_dataset(cfg, train_list, 0, num_shards=2, shard_id=shard, start_step=2)
-        wav, labels = next(dataset.create_tuple_iterator(num_epochs=1))
-        per_rank.append(gradients(wav, labels))
-    mean = tuple((a + b) / 2 for a, b in zip(*per_rank))
-    step_cell.optimizer(ops.clip_by_global_norm(mean, cfg.grad_clip_norm))
+    for step in (2, 3):
+        per_rank = []
+        for shard in (0, 1):
+            dataset, _ = create_train_dataset(cfg, train_list, 0, num_shards=2, shard_id=shard, start_step=step - 1)
+            wav, labels = next(dataset.create_tuple_iterator(num_epochs=1))
+            per_rank.append(gradients(wav, labels))
+        mean = tuple((a + b) / 2 for a, b in zip(*per_rank))
+        step_cell.optimizer(ops.clip_by_global_norm(mean, cfg.grad_clip_norm))
 
-    compared = 0
-    for param in step_cell.get_parameters():
-        key = param.name[len("network."):] if param.name.startswith("network.") else param.name
-        if "moving_" in key:          # batch-norm running statistics are per rank
-            continue
-        np.testing.assert_allclose(param.asnumpy(), after[key].asnumpy(), rtol=0, atol=1e-6, err_msg=key)
-        compared += not np.array_equal(before[key].asnumpy(), after[key].asnumpy())
-    assert compared > 50        # weights, biases and Adam moments really moved in that step
+        before, after = saved[step - 1][0], saved[step][0]
+        compared = 0
+        for param in step_cell.get_parameters():
+            key = param.name[len("network."):] if param.name.startswith("network.") else param.name
+            if "moving_" in key:          # batch-norm running statistics are per rank
+                continue
+            np.testing.assert_allclose(param.asnumpy(), after[key].asnumpy(), rtol=0, atol=1e-6,
+                                       err_msg=f"step {step}: {key}")
+            compared += not np.array_equal(before[key].asnumpy(), after[key].asnumpy())
+        assert compared > 50        # weights, biases and Adam moments really moved in that step
 
 
 def test_relative_paths_are_made_absolute(tmp_path):
-    (tmp_path / "lists").mkdir()
-    cfg = load_config(["--output_dir", "runs/x", "--train_list_dir", "lists", "--resume", "latest"])
+    # The ranks of run_distribute_train_ascend.sh run in their own folders: every path of the frozen recipe must
+    # be absolute, also output folders that do not exist yet and the entries of list-valued keys.
+    (tmp_path / "trials.txt").write_text("1 a/b/1.wav c/d/2.wav\n")
+    cfg = load_config(["--output_dir", "runs/x", "--train_list_dir", "runs/x/lists", "--resume", "latest",
+                       "--exclude_trials", "[trials.txt]", "--trials", "[trials.txt, /abs/t.txt]"])
     out = absolute_paths(cfg, str(tmp_path))
     assert out.output_dir == str(tmp_path / "runs" / "x")
-    assert out.train_list_dir == str(tmp_path / "lists")
-    assert out.resume == "latest" and out.device_target == cfg.device_target
+    assert out.train_list_dir == str(tmp_path / "runs" / "x" / "lists")
+    assert out.exclude_trials == [str(tmp_path / "trials.txt")]
+    assert out.trials == [str(tmp_path / "trials.txt"), "/abs/t.txt"]
+    assert out.resume == "latest" and out.device_target == cfg.device_target and out.lr_mode == cfg.lr_mode

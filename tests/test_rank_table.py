@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from src.rank_table import (RankTableError, load_rank_table, local_devices, make_rank_table, read_hccn_conf,
-                            validate_rank_table)
+from src.rank_table import (RankTableError, load_rank_table, local_devices, make_rank_table, merge_rank_tables,
+                            read_hccn_conf, validate_rank_table)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,6 +54,7 @@ BREAKAGES = [
     (lambda t: t["server_list"][0]["device"][1].update(device_id="0"), r"device\[1\]\.device_id.*twice"),
     (lambda t: t["server_list"][0]["device"][0].pop("rank_id"), r"device\[0\]\.rank_id: missing"),
     (lambda t: t["server_list"][0]["device"][1].update(rank_id="3"), r"device\[1\]\.rank_id"),
+    (lambda t: t.update(server_count="2", server_list=t["server_list"] * 2), r"server_list\[1\]\.server_id.*twice"),
 ]
 
 
@@ -73,3 +74,28 @@ def test_not_json_names_the_file(tmp_path):
     path.write_text("{\"version\": ")
     with pytest.raises(RankTableError, match="broken.json: not valid JSON"):
         load_rank_table(str(path))
+
+
+def test_tables_of_two_servers_merge_into_one_job(tmp_path, monkeypatch):
+    monkeypatch.delenv("SERVER_ID", raising=False)
+    a = make_rank_table([0, 1], ["192.168.100.101", "192.168.101.101"], "10.0.0.1")
+    b = make_rank_table([4, 5, 6], ["192.168.100.102", "192.168.101.102", "192.168.102.102"], "10.0.0.2")
+    paths = []
+    for name, table in (("a.json", a), ("b.json", b)):
+        paths.append(str(tmp_path / name))
+        with open(paths[-1], "w") as f:
+            json.dump(table, f)
+    out = tmp_path / "job.json"
+    run = [sys.executable, "-m", "src.rank_table"]
+    subprocess.run(run + ["merge", "--out", str(out)] + paths, cwd=ROOT, check=True, capture_output=True)
+    job = load_rank_table(str(out))
+    assert job["server_count"] == "2" and validate_rank_table(job) == 5
+    assert local_devices(job, "10.0.0.1") == [(0, 0), (1, 1)]
+    assert local_devices(job, "10.0.0.2") == [(2, 4), (3, 5), (4, 6)]
+    listing = subprocess.run(run + ["devices", str(out), "--server_id", "10.0.0.2"], cwd=ROOT, check=True,
+                             capture_output=True, text=True)
+    assert listing.stdout.split("\n")[:4] == ["RANK_SIZE 5", "2 4", "3 5", "4 6"]
+    with pytest.raises(RankTableError, match=r"server_list\[1\]\.server_id: server 10.0.0.1 is listed twice"):
+        merge_rank_tables([a, a])
+    with pytest.raises(RankTableError, match="several servers and none matches this host"):
+        local_devices(job)

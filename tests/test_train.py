@@ -9,6 +9,7 @@ import pytest
 
 import train
 from src.checkpoint import read_checkpoint
+from src.data.lists import build_train_list
 from src.data.synthetic import make_corpus
 
 
@@ -55,6 +56,12 @@ def test_resume_mid_epoch_equals_uninterrupted_run(corpus, tmp_path):
     # 20 utterances / batch 4 = 5 steps per epoch: stop at step 3 (mid-epoch 0), run on to 7 (mid-epoch 1).
     straight, split = tmp_path / "straight", tmp_path / "split"
     cache = tmp_path / "compile_cache"
+    # One training file turns unreadable after the list was made: both runs meet it, skip it the same way and
+    # count it in the epoch summary.
+    train_list = build_train_list(corpus["train_dir"], str(tmp_path / "lists"), progress=False)
+    bad = train_list.paths[5]
+    with open(os.path.join(corpus["train_dir"], bad), "wb") as f:
+        f.write(b"RIFF....WAVEdamaged after the list was made")
     run_train(small_args(corpus, straight, tmp_path / "lists") + ["--max_steps", "7"], cache)
     run_train(small_args(corpus, split, tmp_path / "lists") + ["--max_steps", "3"], cache)
     halfway, state = final_params(split, 3)
@@ -84,8 +91,12 @@ def test_resume_mid_epoch_equals_uninterrupted_run(corpus, tmp_path):
     for r in records:
         assert np.isfinite(r["loss"]) and 0 <= r["accuracy"] <= 1 and r["samples_per_second"] > 0
         assert 1e-6 <= r["lr"] <= 1e-3
-    assert any(r.get("event") == "epoch_end" and r["epoch"] == 0 for r in logged_steps(straight))
-    assert (straight / "config.yaml").is_file() and (straight / "train.log").is_file()
+    epoch_ends = [r for r in logged_steps(straight) if r.get("event") == "epoch_end"]
+    assert [(r["epoch"], r["unreadable_files"]) for r in epoch_ends] == [(0, 1)]   # epoch 0 reads every file
+    text_log = (straight / "train.log").read_text()
+    assert "epoch 0 done at global step 5: 1 unreadable audio file(s) skipped" in text_log
+    assert bad in (straight / "unreadable_audio.txt").read_text()
+    assert (straight / "config.yaml").is_file()
 
 
 def test_bare_resume_flag_means_latest():
@@ -100,3 +111,14 @@ def test_fresh_run_refuses_an_output_dir_with_checkpoints(corpus, tmp_path):
     (out / "checkpoints" / "ckpt_step00000009.ckpt").write_bytes(b"earlier run")
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train.main(small_args(corpus, out, tmp_path / "lists") + ["--max_steps", "1"])
+
+
+def test_missing_or_empty_augmentation_folder_fails_before_the_training_list(corpus, tmp_path):
+    empty = tmp_path / "RIRS_NOISES" / "simulated_rirs"
+    empty.mkdir(parents=True)
+    args = small_args(corpus, tmp_path / "run", tmp_path / "lists")
+    with pytest.raises(FileNotFoundError, match=f"RIR folder {empty} holds no audio"):
+        train.main(args + ["--rir_dir", str(empty)])
+    with pytest.raises(FileNotFoundError, match="MUSAN folder not found: '/no/musan'"):
+        train.main(args + ["--musan_dir", "/no/musan"])
+    assert not (tmp_path / "lists").exists()            # failed before any audio header was read

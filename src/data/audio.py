@@ -54,7 +54,8 @@ def _decode_with_ffmpeg(path):
     if not ffmpeg_available():
         raise AudioError(
             f"{path}: {os.path.splitext(path)[1]} files need ffmpeg, which is not installed. Install ffmpeg "
-            f"or convert the files to WAV first, e.g. "
+            f"(e.g. apt-get install ffmpeg), or convert the files to WAV first where ffmpeg is installed: a whole "
+            f"<speaker>/<video>/<utt> tree with python -m src.data.convert --src DIR --dst DIR, one file with "
             f"ffmpeg -i '{path}' -ac 1 -ar 16000 '{os.path.splitext(path)[0]}.wav'", "needs_ffmpeg")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "decoded.wav")
@@ -104,8 +105,12 @@ def read_audio(path, sample_rate=16000, resample=False, start=0, num_samples=Non
     if not os.path.isfile(path):
         raise AudioError(f"{path}: audio file not found", "missing")
     if path.lower().endswith(FFMPEG_EXTENSIONS):
-        samples, rate = _decode_with_ffmpeg(path)
-        file_start = 0
+        samples, rate = _decode_with_ffmpeg(path)     # always the whole file: cut the requested part here
+        if samples.shape[0] == 0:
+            raise AudioError(f"{path}: the file holds no audio (0 samples)", "empty")
+        file_start = start if rate == sample_rate else 0
+        if rate == sample_rate:
+            samples = samples[start:None if num_samples is None else start + num_samples]
     else:
         try:
             with sf.SoundFile(path) as f:

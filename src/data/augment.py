@@ -47,7 +47,7 @@ def list_audio_folder(folder, what):
     files = sorted(os.path.join(d, f) for d, _, names in os.walk(folder) for f in names
                    if f.lower().endswith(AUDIO_EXTENSIONS))
     if not files:
-        raise FileNotFoundError(f"{what} folder {folder} holds no audio files (.wav/.flac)")
+        raise FileNotFoundError(f"{what} folder {folder} holds no audio files ({'/'.join(AUDIO_EXTENSIONS)})")
     return files
 
 
