@@ -3,6 +3,7 @@
 # e.g.  bash scripts/run_eval_ascend.sh 0 runs/vox2/ckpt/ckpt_step00100000.ckpt --test_dir /data/vox1/wav \
 #         --trials "[veri_test2.txt, list_test_all2.txt, list_test_hard2.txt]" --score_norm asnorm --cohort_source /data/vox2/dev/aac
 # Relative paths are taken from the folder you run this in. Uses .venv/bin/python when it exists.
+# run_eval_gpu.sh runs this script with DEVICE_TARGET=GPU.
 set -euo pipefail
 if [ $# -lt 2 ] || ! [[ "$1" =~ ^[0-9]+$ ]]; then
   echo "usage: bash $0 DEVICE_ID CHECKPOINT [--key value ...]" >&2
@@ -13,4 +14,4 @@ CHECKPOINT=$2
 shift 2
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ -x "$ROOT/.venv/bin/python" ] && export PATH="$ROOT/.venv/bin:$PATH"
-exec python "$ROOT/eval.py" --device_target Ascend --device_id "$DEVICE_ID" --checkpoint "$CHECKPOINT" "$@"
+exec python "$ROOT/eval.py" --device_target "${DEVICE_TARGET:-Ascend}" --device_id "$DEVICE_ID" --checkpoint "$CHECKPOINT" "$@"
