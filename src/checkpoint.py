@@ -116,7 +116,7 @@ def save_checkpoint(train_cell, folder, step, state, keep=5):
 def read_checkpoint(path):
     """Load a checkpoint file -> (param_dict, state dict or None). Errors name the file."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         params = ms.load_checkpoint(path)
     except (ValueError, RuntimeError, OSError) as err:
@@ -134,6 +134,32 @@ def network_parameters(params):
     return {k: v for k, v in params.items() if not k.startswith(other)}
 
 
+def fitting_parameters(path, cell, stored, source_of=lambda name: name):
+    """Take each parameter of ``cell`` from ``stored`` (a checkpoint's param dict) under ``source_of(name)``
+    -> {name: value}. Raises CheckpointError naming ``path`` and every missing or misshapen parameter."""
+    wanted, missing, misshapen = {}, [], []
+    for param in cell.get_parameters():
+        key = source_of(param.name)
+        if key not in stored:
+            missing.append(key)
+        elif tuple(stored[key].shape) != tuple(param.shape):
+            misshapen.append(f"{key}: network {tuple(param.shape)}, checkpoint {tuple(stored[key].shape)}")
+        else:
+            wanted[param.name] = ms.Parameter(stored[key].value(), name=param.name)
+    if missing or misshapen:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} network parameters missing from the checkpoint: {missing[:8]}")
+        if misshapen:
+            problems.append(f"{len(misshapen)} parameters with another shape (does the model config match the "
+                            f"checkpoint? The older zoo's checkpoint needs src/zoo_checkpoint.py): {misshapen[:8]}")
+        raise CheckpointError(f"{path}: does not fit the network: " + "; ".join(problems))
+    not_loaded, _ = ms.load_param_into_net(cell, wanted, strict_load=True)
+    if not_loaded:
+        raise CheckpointError(f"{path}: MindSpore did not load {not_loaded[:8]}")
+    return wanted
+
+
 def restore_checkpoint(train_cell, path):
     """Load every parameter of ``train_cell`` from ``path`` -> the saved state dict.
 
@@ -143,24 +169,5 @@ def restore_checkpoint(train_cell, path):
     if state is None:
         raise CheckpointError(f"{path}: has no '{STATE_KEY}' entry; it is not a training checkpoint of this "
                               f"project (load network weights with ms.load_param_into_net instead)")
-    wanted, missing, mismatched = {}, [], []
-    for param in train_cell.get_parameters():
-        key = checkpoint_key(param.name)
-        if key not in params:
-            missing.append(key)
-        elif tuple(params[key].shape) != tuple(param.shape):
-            mismatched.append(f"{key} {tuple(params[key].shape)} vs {tuple(param.shape)}")
-        else:
-            wanted[param.name] = params[key]
-    if missing or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing {len(missing)} parameters (first: {', '.join(missing[:3])})")
-        if mismatched:
-            problems.append(f"shape differs for {len(mismatched)} (checkpoint vs network; "
-                            f"first: {'; '.join(mismatched[:3])})")
-        raise CheckpointError(f"{path}: does not fit this training setup: {'; '.join(problems)}")
-    not_loaded, _ = ms.load_param_into_net(train_cell, wanted, strict_load=True)
-    if not_loaded:
-        raise CheckpointError(f"{path}: parameters not loaded: {', '.join(not_loaded[:5])}")
+    fitting_parameters(path, train_cell, params, checkpoint_key)
     return state

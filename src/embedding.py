@@ -38,6 +38,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from tqdm import tqdm
 
+from src.checkpoint import fitting_parameters, read_checkpoint
 from src.data.audio import AudioError, audio_info, read_audio
 from src.ecapa_tdnn import ECAPA_TDNN, ecapa_from_config, frame_mask
 from src.features import HOP_LENGTH, Fbank
@@ -111,34 +112,9 @@ def load_weights(network, checkpoint):
     in a training checkpoint of a wrapper cell). Extra entries (classifier, optimizer state) are logged and left
     out. Raises ValueError naming the file and the missing or misshapen parameters.
     """
-    if not os.path.isfile(checkpoint):
-        raise ValueError(f"{checkpoint}: checkpoint file not found")
-    try:
-        stored = ms.load_checkpoint(checkpoint)
-    except Exception as err:  # MindSpore raises ValueError/RuntimeError depending on the damage
-        raise ValueError(f"{checkpoint}: not a readable MindSpore checkpoint ({err})") from None
-    wanted = network.parameters_dict()
-    prefix = _checkpoint_prefix(stored, wanted)
-    mapped, missing, misshapen = {}, [], []
-    for name, param in wanted.items():
-        source = name if name in stored else prefix + name
-        if source not in stored:
-            missing.append(name)
-        elif tuple(stored[source].shape) != tuple(param.shape):
-            misshapen.append(f"{name}: network {tuple(param.shape)}, checkpoint {tuple(stored[source].shape)}")
-        else:
-            mapped[name] = ms.Parameter(stored[source].value(), name=name)
-    if missing or misshapen:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} network parameters missing from the checkpoint: {missing[:8]}")
-        if misshapen:
-            problems.append(f"{len(misshapen)} parameters with another shape (does the model config match the "
-                            f"checkpoint? The older zoo's checkpoint needs src/zoo_checkpoint.py): {misshapen[:8]}")
-        raise ValueError(f"{checkpoint}: does not fit the network: " + "; ".join(problems))
-    not_loaded, _ = ms.load_param_into_net(network, mapped, strict_load=True)
-    if not_loaded:
-        raise ValueError(f"{checkpoint}: MindSpore did not load {not_loaded[:8]}")
+    stored, _ = read_checkpoint(checkpoint)
+    prefix = _checkpoint_prefix(stored, network.parameters_dict())
+    mapped = fitting_parameters(checkpoint, network, stored, lambda name: name if name in stored else prefix + name)
     extra = sorted(set(stored) - {n if n in stored else prefix + n for n in mapped})
     if extra:
         logger.info("%s: %d entries are not network parameters and were left out, e.g. %s",

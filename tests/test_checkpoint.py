@@ -96,7 +96,7 @@ def test_misfit_and_corrupt_checkpoints_name_the_file(tmp_path):
     _, step = tiny_step(num_classes=5)
     path = save_checkpoint(step, str(tmp_path), 1, {"global_step": 1})
     _, other = tiny_step(num_classes=9)
-    with pytest.raises(CheckpointError, match=r"ckpt_step00000001\.ckpt.*classifier\.weight \(5, 8\) vs \(9, 8\)"):
+    with pytest.raises(CheckpointError, match=r"ckpt_step00000001\.ckpt: does not fit.*classifier\.weight: network \(9, 8\), checkpoint \(5, 8\)"):
         restore_checkpoint(other, path)
     _, wider = tiny_step(extra=["--channels", "24"])
     with pytest.raises(CheckpointError, match="does not fit"):
