@@ -8,7 +8,8 @@ import pytest
 import mindspore as ms
 
 from src.config import load_config
-from src.ecapa_tdnn import ECAPA_TDNN, ecapa_from_config
+import src.ecapa_tdnn
+from src.ecapa_tdnn import ECAPA_TDNN, LARGE_MATMUL, Conv1d, MatMulNT, ecapa_from_config
 from tests.speechbrain_ref import (copy_speechbrain_to_mindspore, make_speechbrain_ecapa, mindspore_name,
                                    randomize_batchnorm, speechbrain_embed)
 
@@ -117,9 +118,11 @@ def test_matches_speechbrain(channels, mfa_channels, global_context, padding, ba
     assert np.abs(ours_masked[0] - reference_masked[0]).max() <= TOLERANCE
 
 
-def test_training_gradients_match_speechbrain(pynative):
+@pytest.mark.parametrize("large_matmul", [LARGE_MATMUL, 1])
+def test_training_gradients_match_speechbrain(large_matmul, pynative, monkeypatch):
     """Train mode (batch statistics in every batch norm): gradients of a random projection of the embeddings, and
-    the batch norms' moving statistics after that one forward pass.
+    the batch norms' moving statistics after that one forward pass. With ``large_matmul`` 1 every convolution
+    uses MatMulNT and its hand-written backward (at the default only layers of >= 1536 channels do).
 
     The gradients are compared with SpeechBrain run in float64 (the exact answer for these weights): train-mode
     batch norm on 120 frames amplifies float32 rounding, so two float32 implementations differ by more than either
@@ -130,7 +133,9 @@ def test_training_gradients_match_speechbrain(pynative):
     sb = randomize_batchnorm(make_speechbrain_ecapa(64, 192, attention_channels=16, se_channels=16), seed=3)
     sb.train()
     sb64 = copy.deepcopy(sb).double()
+    monkeypatch.setattr(src.ecapa_tdnn, "LARGE_MATMUL", large_matmul)
     net = ECAPA_TDNN(channels=64, mfa_channels=192, attention_channels=16, se_channels=16)
+    assert (net.mfa.conv.large_matmul is not None) == (large_matmul == 1)
     copy_speechbrain_to_mindspore(sb, net)
     net.set_train(True)
     rng = np.random.default_rng(4)
@@ -158,6 +163,29 @@ def test_training_gradients_match_speechbrain(pynative):
         if name.endswith(("running_mean", "running_var")):
             np.testing.assert_allclose(ours_state[mindspore_name(name)], value.numpy(), rtol=1e-3, atol=1e-5,
                                        err_msg=name)
+
+
+def test_matmul_nt_gradients_and_when_conv1d_uses_it():
+    """MatMulNT's hand-written backward gives the gradients of x @ w^T (float64 NumPy reference); Conv1d uses it
+    when k * in and out are both >= LARGE_MATMUL (in the default network: the MFA layer)."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(7, 24)).astype(np.float32)
+    w = rng.normal(size=(40, 24)).astype(np.float32)
+    projection = rng.normal(size=(7, 40)).astype(np.float32)
+    matmul = MatMulNT()
+
+    def objective(a, b):
+        return (matmul(a, b) * ms.Tensor(projection)).sum()
+
+    dx, dw = ms.grad(objective, grad_position=(0, 1))(ms.Tensor(x), ms.Tensor(w))
+    np.testing.assert_allclose(matmul(ms.Tensor(x), ms.Tensor(w)).asnumpy(), x.astype(np.float64) @ w.T,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx.asnumpy(), projection.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw.asnumpy(), projection.astype(np.float64).T @ x, rtol=1e-5, atol=1e-5)
+    assert Conv1d(LARGE_MATMUL, LARGE_MATMUL).large_matmul is not None
+    assert Conv1d(LARGE_MATMUL // 3, LARGE_MATMUL, kernel_size=3).large_matmul is not None
+    assert Conv1d(1024, 1024).large_matmul is None and Conv1d(3072, 128).large_matmul is None
+    assert ECAPA_TDNN(channels=512, mfa_channels=1536).mfa.conv.large_matmul is not None
 
 
 def test_ecapa_from_config_and_bad_padding():

@@ -92,12 +92,15 @@ def test_cosine_plus_minus_one_gives_finite_value_and_gradients():
     emb[0] = weight[labels[0]]
     emb[1] = -weight[labels[1]]
     emb[2] = 3.0 * weight[labels[2]]
+    # the target cosines really reach +-1 (to within a few float32 rounding steps of 6e-8)
+    cos = cell.cosine_logits(ms.Tensor(emb)).asnumpy()[np.arange(3), labels[:3]]
+    np.testing.assert_allclose(cos, [1.0, -1.0, 1.0], rtol=0, atol=3e-7)
     loss, (grad_emb, (grad_weight,)) = loss_and_grads(cell, ms.Tensor(emb), ms.Tensor(labels))
     assert np.isfinite(loss.asnumpy())
     assert np.all(np.isfinite(grad_emb.asnumpy())) and np.all(np.isfinite(grad_weight.asnumpy()))
     # At cos = -1 the fallback cos - m sin(m) involves no sine, so it is exact. Near cos = +1 a float32 cosine
-    # rounded to 1 - 6e-8 gives sin(theta) = 3.5e-4 instead of ~0, moving the target logit by up to
-    # scale * sin(m) * 3.5e-4 = 2e-3; the loss moves by (1 - p_target) times that, and p_target ~ 1 for an
+    # rounded to 1 - 6e-8 (or 1 - 1.2e-7) gives sin(theta) = 3.5e-4 (4.9e-4) instead of ~0, moving the target logit
+    # by up to scale * sin(m) * 4.9e-4 = 3e-3; the loss moves by (1 - p_target) times that, and p_target ~ 1 for an
     # embedding on its class weight, so the loss still matches to 1e-5 (measured 1.3e-6).
     ref_loss, _ = reference_aam(emb, weight, labels, 0.2, 30.0)
     np.testing.assert_allclose(loss.asnumpy(), ref_loss, rtol=0, atol=1e-5)

@@ -46,9 +46,11 @@ def test_load_zoo_checkpoint_puts_each_tensor_in_place(zoo_reference, zoo_net, t
     entries = [{"name": name, "data": ms.Tensor(a)} for name, a in arrays.items()]
     entries.append({"name": "classifier.weight", "data": ms.Tensor(classifier)})
     # optimizer and loss-scale state the training checkpoint also holds (dropped on load)
-    for name in ("network.blocks.0.conv.weight", "network.fc.bias"):
-        entries.append({"name": "moment1." + name, "data": ms.Tensor(np.ones_like(arrays[name]))})
-        entries.append({"name": "moment2." + name, "data": ms.Tensor(np.ones_like(arrays[name]))})
+    moments = {name: arrays[name] for name in ("network.blocks.0.conv.weight", "network.fc.bias")}
+    moments["classifier.weight"] = classifier
+    for name, a in moments.items():
+        entries.append({"name": "moment1." + name, "data": ms.Tensor(np.ones_like(a))})
+        entries.append({"name": "moment2." + name, "data": ms.Tensor(np.ones_like(a))})
     for name in ("beta1_power", "beta2_power", "learning_rate", "scale_sense"):
         entries.append({"name": name, "data": ms.Tensor(np.array([0.5], np.float32))})
     entries.append({"name": "global_step", "data": ms.Tensor(np.array([1000], np.int32))})
