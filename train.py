@@ -40,4 +40,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as err:    # a bad recipe, folder, list or checkpoint: the message names it
+        logging.getLogger("train").error("%s", err)
+        sys.exit(1)
