@@ -5,16 +5,27 @@ Example::
     cfg = load_config(["--config", "configs/demo_config.yaml", "--channels", "256"])
     cfg.channels          # 256 (typed like the YAML value it replaces)
 
-Values given on the command line are parsed with ``yaml.safe_load``, so ``--global_context false``,
+Values given on the command line are parsed like the YAML file (``RecipeLoader``), so ``--global_context false``,
 ``--lr 1e-4`` and ``--crop_seconds [2, 3]`` become a bool, a float and a list.
 """
 import argparse
 import os
+import re
 
 import yaml
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "configs", "ecapa-tdnn_config.yaml")
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that also reads exponents without a dot (``1e-4``, ``6.5E4``) as floats, as YAML 1.2 does;
+    PyYAML follows YAML 1.1 and leaves them strings. Used for recipe files and command-line values alike."""
+
+
+RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                   re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                   list("-+0123456789."))
 
 
 class Config(dict):
@@ -36,7 +47,7 @@ def read_yaml(path):
         raise FileNotFoundError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as f:
         try:
-            data = yaml.safe_load(f) or {}
+            data = yaml.load(f, Loader=RecipeLoader) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
@@ -47,17 +58,9 @@ def read_yaml(path):
 def _parse_value(key, text, default):
     """Parse a command-line string into the type of the YAML default it overrides."""
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=RecipeLoader)
     except yaml.YAMLError:
         value = text
-    if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
-        try:
-            value = float(text)      # YAML 1.1 reads 1e-4 (no dot) as a string; a number is meant
-        except ValueError:
-            pass
-        else:
-            if isinstance(default, int) and value.is_integer():
-                value = int(value)
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -66,6 +69,8 @@ def _parse_value(key, text, default):
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if type(default) is int and isinstance(value, float) and value.is_integer():
+        return int(value)                                   # --lr_step_size 6.5e4
     if isinstance(default, str):
         return text
     if isinstance(default, (int, float)) and not isinstance(value, (int, float)):

@@ -48,3 +48,11 @@ def test_missing_config_file_is_named(tmp_path):
     cfg = {"a": 1}
     with pytest.raises(ValueError, match="overrides are written --key value"):
         apply_overrides(cfg, ["a", "2"])
+
+
+def test_exponent_without_a_dot_in_a_recipe_file_is_a_number(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_lr: 1e-4\nlr_step_size: 65000\nname: 1e3x\n")
+    cfg = load_config(["--config", str(recipe)])
+    assert cfg.max_lr == 1e-4 and isinstance(cfg.max_lr, float) and cfg.name == "1e3x"
+    assert yaml.safe_load(recipe.read_text())["max_lr"] == "1e-4"      # what plain PyYAML would have given
