@@ -4,47 +4,45 @@ s-norm / AS-norm), EER and minDCF.
     python postprocess.py --infer_dir runs/voxceleb/infer --trials [/data/voxceleb1/veri_test2.txt]
 
 Reads <infer_dir>/input/manifest.json and <infer_dir>/output/ (output_list.txt + .bin), prints one line per trial
-list and writes <infer_dir>/result.json (src/metrics.py summarize() per list) and the averaged embeddings
-(<infer_dir>/embeddings.npz). score_norm snorm/asnorm needs --infer_cohort: an embedding .npz (src/embedding.py
+list and writes <infer_dir>/result.json (src/evaluate/metrics.py summarize() per list) and the averaged embeddings
+(<infer_dir>/embeddings.npz). score_norm snorm/asnorm needs --infer_cohort: an embedding .npz (src/evaluate/extract.py
 format, e.g. eval.py's embeddings_cohort.npz) of training utterances <speaker>/<video>/<utt>.wav.
 """
 import json
 import logging
 import os
-import sys
 
 import numpy as np
 
+from src.cli import run_command, setup_logging
 from src.config import load_config
-from src.embedding import load_embeddings, save_embeddings
-from src.infer_io import MANIFEST_FILE, infer_paths, read_manifest, utterance_embeddings
-from src.metrics import summarize
-from src.scoring import score_trials, speaker_means
-from src.trials import read_trials
+from src.evaluate.extract import load_embeddings, save_embeddings
+from src.deploy.infer_files import MANIFEST_FILE, infer_paths, read_manifest, utterance_embeddings
+from src.evaluate.metrics import summarize
+from src.evaluate.scoring import mean_embedding, score_trials
+from src.data.trials import read_trials, trial_list_paths
 
 
 def cohort_and_mean(cfg):
-    """(cohort speaker means or None, mean embedding or None) from infer_cohort."""
+    """(cohort embeddings or None, mean embedding or None) from infer_cohort."""
     if not cfg.infer_cohort:
         if cfg.score_norm != "none" or cfg.subtract_mean:
             raise ValueError(f"score_norm {cfg.score_norm} / subtract_mean need --infer_cohort (a cohort .npz)")
         return None, None
-    embeddings = load_embeddings(cfg.infer_cohort)
-    mean = np.mean(np.stack(list(embeddings.values())), axis=0, dtype=np.float64) if cfg.subtract_mean else None
-    _, cohort = speaker_means(embeddings, lambda key: key.split("/")[0])
-    return cohort, mean
+    cohort = load_embeddings(cfg.infer_cohort)
+    return cohort, mean_embedding(cohort) if cfg.subtract_mean else None
 
 
 def main(argv=None):
     cfg = load_config(argv, description=__doc__.splitlines()[0])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     _, infer_dir = infer_paths(cfg)
     manifest = read_manifest(os.path.join(infer_dir, "input", MANIFEST_FILE))
     embeddings = utterance_embeddings(os.path.join(infer_dir, "output"), manifest)
     save_embeddings(os.path.join(infer_dir, "embeddings.npz"), embeddings,
                     {"model_file": manifest["contract"]["model_file"], "max_windows": manifest["max_windows"]})
     cohort, mean = cohort_and_mean(cfg)
-    trial_files = [t for t in (cfg.trials if isinstance(cfg.trials, list) else [cfg.trials]) if t]
+    trial_files = trial_list_paths(cfg.trials)
     if not trial_files:
         raise ValueError("trials: no trial list to score (--trials PATH or --trials '[a.txt, b.txt]')")
     results = {}
@@ -63,8 +61,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, KeyError) as err:      # bad trial list, manifest, .bin, cohort: the message names the file
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    run_command(main)

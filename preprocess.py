@@ -9,11 +9,11 @@ Utterances come from the trial lists (all their enrolment and test files) or fro
 """
 import logging
 import os
-import sys
 
+from src.cli import run_command, setup_logging
 from src.config import load_config
-from src.infer_io import contract_path, infer_paths, read_contract, write_inputs
-from src.trials import read_trials, trial_utterances
+from src.deploy.infer_files import contract_path, infer_paths, read_contract, write_inputs
+from src.data.trials import read_trials, trial_list_paths, trial_utterances
 
 
 def utterance_keys(cfg):
@@ -24,7 +24,7 @@ def utterance_keys(cfg):
         if not keys:
             raise ValueError(f"{cfg.infer_utt_list}: no utterances listed")
         return keys
-    trial_files = [t for t in (cfg.trials if isinstance(cfg.trials, list) else [cfg.trials]) if t]
+    trial_files = trial_list_paths(cfg.trials)
     if not trial_files:
         raise ValueError("set --trials (trial lists) or --infer_utt_list (one utterance path per line)")
     return trial_utterances([t for path in trial_files for t in read_trials(path)])
@@ -32,13 +32,13 @@ def utterance_keys(cfg):
 
 def main(argv=None):
     cfg = load_config(argv, description=__doc__.splitlines()[0])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     model, infer_dir = infer_paths(cfg)
     contract = read_contract(contract_path(model))
     featurize = None
     if contract["input"]["kind"] == "fbank":
         from src.device import setup_device
-        from src.exporting import window_featurizer
+        from src.deploy.export import window_featurizer
         setup_device("CPU")
         featurize = window_featurizer(contract)
     keys = utterance_keys(cfg)
@@ -49,8 +49,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as err:                  # bad trial list, contract or audio file: the message names the file
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    run_command(main)

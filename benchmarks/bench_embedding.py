@@ -19,11 +19,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mindspore as ms  # noqa: E402
 
-from src.config import Config  # noqa: E402
 from src.data.audio import read_audio, write_wav  # noqa: E402
 from src.device import setup_device  # noqa: E402
-from src.ecapa_tdnn import ECAPA_TDNN  # noqa: E402
-from src.embedding import SpeakerEmbedder, extract_embeddings  # noqa: E402
+from src.model.ecapa_tdnn import ECAPA_TDNN  # noqa: E402
+from src.evaluate.extract import Batching, extract_embeddings  # noqa: E402
+from src.model.embedder import Embedder  # noqa: E402
 
 
 class ShapeCounter:
@@ -56,9 +56,8 @@ def main():
         keys.append(f"utt{i:03d}.wav")
         write_wav(os.path.join(folder, keys[-1]), 0.1 * rng.standard_normal(int(s * 16000)).astype(np.float32))
     buckets = [float(b) for b in args.buckets.split(",")]
-    cfg = Config(sample_rate=16000, n_mels=80, bucket_seconds=buckets[:-1], max_eval_seconds=buckets[-1],
-                 eval_batch_size=args.batch, eval_batch_seconds=1e9, channels=args.channels,
-                 mfa_channels=args.mfa_channels)
+    cfg = Batching(sample_rate=16000, bucket_seconds=tuple(buckets[:-1]), max_seconds=buckets[-1],
+                   batch_size=args.batch, batch_seconds=1e9)
     ms.set_seed(0)
     network = ECAPA_TDNN(channels=args.channels, mfa_channels=args.mfa_channels)
     network.set_train(False)
@@ -66,7 +65,7 @@ def main():
     print(f"{args.utts} utterances, {total_audio:.0f} s of audio, {len(set(seconds))} distinct lengths, "
           f"channels {args.channels}, MFA {args.mfa_channels}, buckets {buckets} s, batch {args.batch}")
 
-    bucketed = ShapeCounter(SpeakerEmbedder(network))
+    bucketed = ShapeCounter(Embedder(network))
     start = time.time()
     emb = extract_embeddings(bucketed, keys, folder, cfg, progress=False)
     t_bucketed = time.time() - start
@@ -74,7 +73,7 @@ def main():
     extract_embeddings(bucketed, keys, folder, cfg, progress=False)
     t_bucketed_warm = time.time() - start
 
-    alone = ShapeCounter(SpeakerEmbedder(network))
+    alone = ShapeCounter(Embedder(network))
     start = time.time()
     diff = 0.0
     for key in keys:

@@ -27,8 +27,8 @@ import mindspore as ms  # noqa: E402
 from mindspore import nn  # noqa: E402
 
 from src.device import setup_device  # noqa: E402
-from src.ecapa_tdnn import ECAPA_TDNN  # noqa: E402
-from src.loss import AAMSoftmax  # noqa: E402
+from src.model.ecapa_tdnn import ECAPA_TDNN  # noqa: E402
+from src.model.loss import AAMSoftmax  # noqa: E402
 from tests.speechbrain_ref import make_speechbrain_ecapa, speechbrain_module  # noqa: E402
 
 KERNELS = (5, 3, 3, 3)

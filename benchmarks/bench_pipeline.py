@@ -6,7 +6,7 @@ prints "x real time per core" = audio seconds / CPU seconds (``time.process_time
 over all its threads, so other users of the shared machine do not inflate it). Target: >= 500x.
 
 The "full chain" rows add the fbank (read, crop, speed, noise, reverb, fbank), once as NumPy/scipy.fft (what a
-CPU data worker would compute) and once as MindSpore's ``src.features.Fbank`` (GRAPH mode, batches of
+CPU data worker would compute) and once as MindSpore's ``src.model.fbank.Fbank`` (GRAPH mode, batches of
 --batch_size; what the train graph runs, on the device on Ascend/GPU). "Recipe probabilities" is the default
 recipe (aug_prob 0.8, reverb 0.5, one of noise/music/babble 0.9, speed perturbation on); "every crop" reverberates
 and adds noise, music or babble to every crop.
@@ -31,7 +31,7 @@ from src.data.augment import WaveAugment  # noqa: E402
 from src.data.dataset import TrainSource, train_list_from_config  # noqa: E402
 from src.data.synthetic import make_corpus  # noqa: E402
 from src.device import setup_device  # noqa: E402
-from src.features import Fbank, mel_filterbank  # noqa: E402
+from src.model.fbank import Fbank, mel_filterbank  # noqa: E402
 
 TARGET = 500    # x real time per core
 
@@ -115,7 +115,7 @@ def main():
         audio = count * cfg.crop_seconds
         speed = audio / cpu
         print(f"{name:56s} {audio:8.1f} {cpu:7.2f} {speed:11.0f}x  {'met' if speed >= TARGET else 'MISSED'}")
-    print("Fbank: NumPy = scipy.fft rfft, as a CPU worker would compute it; MindSpore = src.features.Fbank in "
+    print("Fbank: NumPy = scipy.fft rfft, as a CPU worker would compute it; MindSpore = src.model.fbank.Fbank in "
           "GRAPH mode on the CPU (in training it runs inside the train graph, on the device on Ascend/GPU).")
     if tmp is not None:
         tmp.cleanup()

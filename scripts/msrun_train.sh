@@ -23,7 +23,7 @@ WORKER_NUM=${WORKER_NUM:-$LOCAL_RANKS}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # msrun starts every worker with the first python on PATH: it must be the one with MindSpore.
 [ -x "$ROOT/.venv/bin/python" ] && export PATH="$ROOT/.venv/bin:$PATH"
-OUTPUT_DIR=$(PYTHONPATH="$ROOT" python -m src.distributed output_dir "$@" | tail -n 1)
+OUTPUT_DIR=$(PYTHONPATH="$ROOT" python -m src.train.distributed output_dir "$@" | tail -n 1)
 LOG_DIR=${LOG_DIR:-$OUTPUT_DIR/distribute}
 mkdir -p "$LOG_DIR"
 NODE_ARGS=()

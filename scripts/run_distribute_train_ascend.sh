@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Data-parallel training on the Ascend devices of this server listed in an HCCL rank table (version 1.0):
 #   bash scripts/run_distribute_train_ascend.sh RANK_TABLE_FILE [--key value ...]
-# Write a rank table with  python -m src.rank_table write --out hccl.json --device_ids 0,1,2,3
-# (device IPs from /etc/hccn.conf) and check one with  python -m src.rank_table check hccl.json
+# Write a rank table with  python -m src.train.rank_table write --out hccl.json --device_ids 0,1,2,3
+# (device IPs from /etc/hccn.conf) and check one with  python -m src.train.rank_table check hccl.json
 # The device count and ids come from the table. Several servers: write a table on each, join them with
-#   python -m src.rank_table merge --out hccl_job.json server_a.json server_b.json
+#   python -m src.train.rank_table merge --out hccl_job.json server_a.json server_b.json
 # and run this script with the joined table on every server; each starts the ranks of the server whose
 # server_id is one of its addresses (or SERVER_ID=IP). RANK_SIZE is the job's total. output_dir should then
 # be on storage the servers share (rank 0 writes checkpoints there; the others read the training list).
@@ -22,11 +22,11 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 RANK_TABLE_FILE=$(realpath "$1")
 shift
 
-LISTING=$(python -m src.rank_table devices "$RANK_TABLE_FILE")   # "RANK_SIZE n", then "rank_id device_id" lines
+LISTING=$(python -m src.train.rank_table devices "$RANK_TABLE_FILE")   # "RANK_SIZE n", then "rank_id device_id" lines
 RANK_SIZE=$(echo "$LISTING" | head -n 1 | cut -d' ' -f2)
 # One recipe for every rank, with relative paths made absolute (the ranks run in their own folders).
 FROZEN=$(mktemp /tmp/ecapa_train_config.XXXXXX.yaml)
-OUTPUT_DIR=$(python -m src.distributed freeze_config "$FROZEN" "$@" | tail -n 1)
+OUTPUT_DIR=$(python -m src.train.distributed freeze_config "$FROZEN" "$@" | tail -n 1)
 RUN_DIR=${RUN_DIR:-$OUTPUT_DIR/distribute}
 mkdir -p "$RUN_DIR"
 cp "$FROZEN" "$RUN_DIR/launch_config.yaml" && rm -f "$FROZEN"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Evaluate a checkpoint on one Ascend device:  bash scripts/run_eval_ascend.sh DEVICE_ID CHECKPOINT [--key value ...]
-# e.g.  bash scripts/run_eval_ascend.sh 0 runs/vox2/ckpt/ckpt_step00100000.ckpt --test_dir /data/vox1/wav \
+# e.g.  bash scripts/run_eval_ascend.sh 0 runs/vox2/checkpoints/ckpt_step00100000.ckpt --test_dir /data/vox1/wav \
 #         --trials "[veri_test2.txt, list_test_all2.txt, list_test_hard2.txt]" --score_norm asnorm --cohort_source /data/vox2/dev/aac
 # Relative paths are taken from the folder you run this in. Uses .venv/bin/python when it exists.
 # run_eval_gpu.sh runs this script with DEVICE_TARGET=GPU.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Evaluate a checkpoint on the CPU:  bash scripts/run_eval_cpu.sh CHECKPOINT [--key value ...]
-# e.g.  bash scripts/run_eval_cpu.sh runs/demo/ckpt/ckpt_step00000200.ckpt --config configs/demo_config.yaml
+# e.g.  bash scripts/run_eval_cpu.sh demo_out/run/checkpoints/ckpt_step00000200.ckpt --config configs/demo_config.yaml
 # Relative paths are taken from the folder you run this in. Uses .venv/bin/python when it exists.
 set -euo pipefail
 if [ $# -lt 1 ]; then

@@ -16,7 +16,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-BACKEND="${INFER_BACKEND:-ascend}"          # ascend: ascend310_infer program; cpu: src/infer_runner.py
+BACKEND="${INFER_BACKEND:-ascend}"          # ascend: ascend310_infer program; cpu: src/deploy/cpu_runner.py
 
 usage() {
   sed -n '5,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -66,8 +66,8 @@ if [ "$BACKEND" = ascend ]; then
   echo "== infer on Ascend device $DEVICE ($PROGRAM)"
   "$PROGRAM" "${flags[@]}"
 else
-  echo "== infer on CPU (src/infer_runner.py; DEVICE_ID $DEVICE is not used)"
-  "$PYTHON" -m src.infer_runner "${flags[@]}" --device_target CPU
+  echo "== infer on CPU (src/deploy/cpu_runner.py; DEVICE_ID $DEVICE is not used)"
+  "$PYTHON" -m src.deploy.cpu_runner "${flags[@]}" --device_target CPU
 fi
 
 echo "== postprocess: scores and metrics -> $INFER_DIR/acc.log"

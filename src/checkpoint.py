@@ -1,6 +1,6 @@
-"""Training checkpoints: atomic save, keep the last K, find the latest, restore everything needed to resume.
+"""All reading and writing of weights: training checkpoints (atomic, keep the last K, resume) and network weights.
 
-A checkpoint is one MindSpore ``.ckpt`` file holding
+A training checkpoint is one MindSpore ``.ckpt`` file holding
 
 - the embedding network's parameters under their own names (``blocks.0.conv.weight``, ... as ``ECAPA_TDNN`` names
   them alone), so ``ms.load_param_into_net(ECAPA_TDNN(...), ms.load_checkpoint(path))`` loads it directly (extra
@@ -13,7 +13,15 @@ A checkpoint is one MindSpore ``.ckpt`` file holding
 Files are named ``ckpt_step<step:08d>.ckpt`` in one folder. Saving writes ``.partial_<name>`` in the same folder,
 flushes it to disk and renames it into place, so a crash while saving never leaves a broken file under a
 checkpoint name; ``latest_checkpoint`` only sees complete files.
+
+Network weights (``load_network_weights``) are read from any checkpoint by one rule: each network parameter under
+its own name, or else under ``network.`` (the older zoo's files and other wrapper cells); every other entry is left
+out. Example::
+
+    network = build_ecapa(cfg)
+    load_network_weights(network, "runs/x/checkpoints/ckpt_step00001000.ckpt")
 """
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +32,10 @@ import mindspore as ms
 
 logger = logging.getLogger(__name__)
 
-NETWORK_PREFIX = "network."      # attribute name of the embedding network inside the training cell
+NETWORK_PREFIX = "network."      # where a wrapper cell (the older zoo's training cell) keeps the embedding network
+# The embedding network inside this project's training cell; with mixed precision MindSpore's AMP wrapper adds
+# ``_backbone.``.
+TRAIN_NETWORK_PATHS = ("embedder.network._backbone.", "embedder.network.")
 STATE_KEY = "train_state"
 NAME_PATTERN = re.compile(r"^ckpt_step(\d{8,})\.ckpt$")
 
@@ -33,6 +44,7 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not fit the network; the message names the file."""
 
 
+# ---------------------------------------------------------------- files of a run
 def checkpoint_name(step):
     """File name of the checkpoint taken after ``step`` global steps."""
     return f"ckpt_step{int(step):08d}.ckpt"
@@ -50,76 +62,43 @@ def list_checkpoints(folder):
     return sorted(found)
 
 
-def resume_flag_to_value(argv):
-    """Command-line arguments with a bare ``--resume`` (last, or followed by another option) made ``--resume
-    latest``; the launch scripts and train.py both read their arguments through this."""
-    argv = list(argv)
-    for i, arg in enumerate(argv):
-        if arg == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
-            argv.insert(i + 1, "latest")
-            break
-    return argv
-
-
 def latest_checkpoint(folder):
     """Path of the newest complete checkpoint in ``folder``, or None."""
     found = list_checkpoints(folder)
     return found[-1][1] if found else None
 
 
-def checkpoint_key(param_name):
-    """Name a training-cell parameter gets in the file: the embedding network's own names lose their prefix."""
-    return param_name[len(NETWORK_PREFIX):] if param_name.startswith(NETWORK_PREFIX) else param_name
+# ---------------------------------------------------------------- hashes
+def file_sha256(path, block=1 << 20):
+    """SHA-256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def _fsync_path(path, directory=False):
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def parameters_sha256(params):
+    """SHA-256 over parameter names and values, in name order (``cell.get_parameters()``, ``trainable_params()``);
+    None when there are none."""
+    params = sorted(params, key=lambda p: p.name)
+    if not params:
+        return None
+    digest = hashlib.sha256()
+    for param in params:
+        digest.update(param.name.encode("utf-8"))
+        digest.update(np.ascontiguousarray(param.asnumpy()).tobytes())
+    return digest.hexdigest()
 
 
-def save_checkpoint(train_cell, folder, step, state, keep=5):
-    """Write all parameters of ``train_cell`` plus the JSON-able ``state`` dict as the checkpoint of ``step``.
-
-    Atomic (temporary file in ``folder``, fsync, ``os.replace``); afterwards only the newest ``keep`` checkpoints
-    are kept (``keep`` <= 0 keeps all). Returns the path written.
-    """
-    os.makedirs(folder, exist_ok=True)
-    entries, seen = [], {}
-    for param in train_cell.get_parameters():
-        key = checkpoint_key(param.name)
-        if key in seen:
-            if seen[key] is not param:
-                raise CheckpointError(f"two training parameters map to the checkpoint name '{key}'")
-            continue
-        seen[key] = param
-        entries.append({"name": key, "data": param})
-    payload = json.dumps(state, sort_keys=True).encode("utf-8")
-    entries.append({"name": STATE_KEY, "data": ms.Tensor(np.frombuffer(payload, dtype=np.uint8).copy())})
-
-    final = os.path.join(folder, checkpoint_name(step))
-    partial = os.path.join(folder, ".partial_" + checkpoint_name(step))
-    if os.path.exists(partial):
-        os.remove(partial)
-    ms.save_checkpoint(entries, partial)
-    _fsync_path(partial)
-    os.replace(partial, final)
-    _fsync_path(folder, directory=True)
-    if keep > 0:
-        for _, old in list_checkpoints(folder)[:-keep]:
-            os.remove(old)
-    return final
-
-
+# ---------------------------------------------------------------- reading
 def read_checkpoint(path):
-    """Load a checkpoint file -> (param_dict, state dict or None). Errors name the file."""
+    """Load a checkpoint file -> (``{name: Parameter}``, state dict or None). Errors name the file."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         params = ms.load_checkpoint(path)
-    except (ValueError, RuntimeError, OSError) as err:
+    except (ValueError, RuntimeError, OSError, TypeError) as err:
         raise CheckpointError(f"{path}: not a readable MindSpore checkpoint ({err})") from None
     state = None
     if STATE_KEY in params:
@@ -127,16 +106,23 @@ def read_checkpoint(path):
     return params, state
 
 
-def network_parameters(params):
-    """The embedding network's entries of a checkpoint's param dict (classifier, optimizer and state dropped)."""
-    other = ("classifier.", "moment1.", "moment2.", "beta1_power", "beta2_power", "global_step", "learning_rate",
-             "scale_sense", STATE_KEY)
-    return {k: v for k, v in params.items() if not k.startswith(other)}
+def checkpoint_key(param_name):
+    """Name a training-cell parameter gets in the file: the embedding network's own names lose their path."""
+    for path in TRAIN_NETWORK_PATHS:
+        if param_name.startswith(path):
+            return param_name[len(path):]
+    return param_name
+
+
+def network_source(stored):
+    """The one prefix rule: -> function network parameter name -> its name in ``stored`` (its own name if present,
+    else ``network.`` + name)."""
+    return lambda name: name if name in stored else NETWORK_PREFIX + name
 
 
 def fitting_parameters(path, cell, stored, source_of=lambda name: name):
-    """Take each parameter of ``cell`` from ``stored`` (a checkpoint's param dict) under ``source_of(name)``
-    -> {name: value}. Raises CheckpointError naming ``path`` and every missing or misshapen parameter."""
+    """Take each parameter of ``cell`` from ``stored`` (a checkpoint's param dict) under ``source_of(name)`` and load
+    it -> {name: Parameter}. Raises CheckpointError naming ``path`` and every missing or misshapen parameter."""
     wanted, missing, misshapen = {}, [], []
     for param in cell.get_parameters():
         key = source_of(param.name)
@@ -152,12 +138,31 @@ def fitting_parameters(path, cell, stored, source_of=lambda name: name):
             problems.append(f"{len(missing)} network parameters missing from the checkpoint: {missing[:8]}")
         if misshapen:
             problems.append(f"{len(misshapen)} parameters with another shape (does the model config match the "
-                            f"checkpoint? The older zoo's checkpoint needs src/zoo_checkpoint.py): {misshapen[:8]}")
+                            f"checkpoint? The older zoo's checkpoint needs python -m src.import_weights): "
+                            f"{misshapen[:8]}")
         raise CheckpointError(f"{path}: does not fit the network: " + "; ".join(problems))
     not_loaded, _ = ms.load_param_into_net(cell, wanted, strict_load=True)
     if not_loaded:
         raise CheckpointError(f"{path}: MindSpore did not load {not_loaded[:8]}")
     return wanted
+
+
+def load_network_weights(network, path):
+    """Load the network weights of any checkpoint (see the module docstring) into ``network`` -> ``network``.
+
+    Every network parameter must be found with the right shape; extra entries (classifier, optimizer state) are
+    logged and left out. Raises CheckpointError naming the file and the missing or misshapen parameters.
+    """
+    stored, _ = read_checkpoint(path)
+    source_of = network_source(stored)
+    fitting_parameters(path, network, stored, source_of)
+    used = {source_of(p.name) for p in network.get_parameters()}
+    extra = sorted(set(stored) - used)
+    if extra:
+        logger.info("%s: %d entries are not network parameters and were left out, e.g. %s", path, len(extra),
+                    extra[:4])
+    logger.info("%s: loaded %d network parameters", path, len(used))
+    return network
 
 
 def restore_checkpoint(train_cell, path):
@@ -168,6 +173,56 @@ def restore_checkpoint(train_cell, path):
     params, state = read_checkpoint(path)
     if state is None:
         raise CheckpointError(f"{path}: has no '{STATE_KEY}' entry; it is not a training checkpoint of this "
-                              f"project (load network weights with ms.load_param_into_net instead)")
+                              f"project (load network weights with src.checkpoint.load_network_weights instead)")
     fitting_parameters(path, train_cell, params, checkpoint_key)
     return state
+
+
+# ---------------------------------------------------------------- writing
+def _fsync_path(path, directory=False):
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint_file(entries, path):
+    """Write ``[{"name", "data"}]`` to ``path`` atomically: a ``.partial_`` file in the same folder, fsync, rename.
+    No partial file survives a failed write."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    partial = os.path.join(folder, ".partial_" + os.path.basename(path))
+    try:
+        ms.save_checkpoint(entries, partial)
+        _fsync_path(partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    _fsync_path(folder, directory=True)
+    return path
+
+
+def save_checkpoint(train_cell, folder, step, state, keep=5):
+    """Write all parameters of ``train_cell`` plus the JSON-able ``state`` dict as the checkpoint of ``step``.
+
+    Atomic (``write_checkpoint_file``); afterwards only the newest ``keep`` checkpoints are kept (``keep`` <= 0
+    keeps all). Returns the path written.
+    """
+    entries, seen = [], {}
+    for param in train_cell.get_parameters():
+        key = checkpoint_key(param.name)
+        if key in seen:
+            if seen[key] is not param:
+                raise CheckpointError(f"two training parameters map to the checkpoint name '{key}'")
+            continue
+        seen[key] = param
+        entries.append({"name": key, "data": param})
+    payload = json.dumps(state, sort_keys=True).encode("utf-8")
+    entries.append({"name": STATE_KEY, "data": ms.Tensor(np.frombuffer(payload, dtype=np.uint8).copy())})
+    final = write_checkpoint_file(entries, os.path.join(folder, checkpoint_name(step)))
+    if keep > 0:
+        for _, old in list_checkpoints(folder)[:-keep]:
+            os.remove(old)
+    return final

@@ -1,4 +1,7 @@
-"""Recipe configuration: one flat YAML file per recipe, every key overridable as ``--key value``.
+"""Recipe configuration: one YAML file per recipe, every key overridable as ``--key value``.
+
+A recipe file is a flat mapping of keys to values. It may start with ``base: other.yaml`` (a path relative to the
+file): it then holds only what differs from that recipe, and a key the base does not have is refused.
 
 Example::
 
@@ -6,7 +9,8 @@ Example::
     cfg.channels          # 256 (typed like the YAML value it replaces)
 
 Values given on the command line are parsed like the YAML file (``RecipeLoader``), so ``--global_context false``,
-``--lr 1e-4`` and ``--crop_seconds [2, 3]`` become a bool, a float and a list.
+``--lr 1e-4`` and ``--crop_seconds [2, 3]`` become a bool, a float and a list. A loaded recipe is read-only: library
+code takes the values it needs as arguments, and a changed copy is made with ``cfg.with_values(key=value)``.
 """
 import argparse
 import os
@@ -16,6 +20,11 @@ import yaml
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "configs", "ecapa-tdnn_config.yaml")
+BASE_KEY = "base"
+
+
+class UsageError(ValueError):
+    """A command line that cannot be parsed (unknown option, missing value): exit status 2."""
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -29,7 +38,7 @@ RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float",
 
 
 class Config(dict):
-    """A dict whose keys can also be read as attributes (``cfg.channels``)."""
+    """A read-only dict whose keys can also be read as attributes (``cfg.channels``)."""
 
     def __getattr__(self, name):
         try:
@@ -37,22 +46,54 @@ class Config(dict):
         except KeyError:
             raise AttributeError(f"config has no key '{name}'") from None
 
-    def __setattr__(self, name, value):
-        self[name] = value
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("a loaded recipe is read-only; make a changed copy with cfg.with_values(key=value)")
+
+    __setattr__ = __setitem__ = __delitem__ = _read_only
+    update = pop = popitem = clear = setdefault = _read_only
+
+    def __reduce__(self):          # pickling (dataset worker processes) must not go through __setitem__
+        return Config, (dict(self),)
+
+    def with_values(self, **changes):
+        """A copy with some values changed (keys must exist)."""
+        unknown = sorted(set(changes) - set(self))
+        if unknown:
+            raise KeyError(f"with_values: unknown config keys {unknown}")
+        return Config({**self, **changes})
 
 
-def read_yaml(path):
-    """Read a recipe file into a Config; errors name the file."""
+def _load_yaml_file(path):
+    """One recipe file -> dict; errors name the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as f:
         try:
-            data = yaml.load(f, Loader=RecipeLoader) or {}
+            data = yaml.load(f, Loader=RecipeLoader)
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        raise ValueError(f"{path}: the recipe file is empty; expected a mapping of key: value")
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of key: value at the top level")
-    return Config(data)
+        raise ValueError(f"{path}: expected a mapping of key: value at the top level, got {type(data).__name__}")
+    return data
+
+
+def read_yaml(path, _seen=()):
+    """Read a recipe file, with its ``base`` recipe resolved, into a Config; errors name the file and key."""
+    path = os.path.abspath(path)
+    if path in _seen:
+        raise ValueError(f"{path}: base recipes form a loop: {' -> '.join(_seen + (path,))}")
+    data = _load_yaml_file(path)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return Config(data)
+    merged = dict(read_yaml(os.path.join(os.path.dirname(path), str(base)), _seen + (path,)))
+    unknown = sorted(set(data) - set(merged))
+    if unknown:
+        raise ValueError(f"{path}: keys not in its base recipe {base}: {', '.join(unknown)}")
+    merged.update(data)
+    return Config(merged)
 
 
 def _parse_value(key, text, default):
@@ -80,38 +121,68 @@ def _parse_value(key, text, default):
     return value
 
 
-def apply_overrides(cfg, args):
-    """Apply ``["--key", "value", "--other=value", ...]`` to ``cfg``; unknown keys are an error."""
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise ValueError(f"unexpected argument '{arg}': overrides are written --key value")
-        if "=" in arg:
-            key, text = arg[2:].split("=", 1)
-            i += 1
-        else:
-            key = arg[2:]
-            if i + 1 >= len(args):
-                raise ValueError(f"--{key}: missing value")
-            text = args[i + 1]
-            i += 2
-        if key not in cfg:
-            raise ValueError(f"--{key}: unknown config key; known keys: {', '.join(sorted(cfg))}")
-        cfg[key] = _parse_value(key, text, cfg[key])
-    return cfg
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so every command ends on a bad command line alike."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+RECIPE_DEST = "recipe:"     # argparse destination prefix of the recipe keys' options
+
+
+def recipe_parser(description=None, default_path=DEFAULT_CONFIG):
+    """The argument parser every recipe command starts from: ``--config PATH`` plus ``--key value`` for every key
+    of the recipe. A command adds its own options and positionals to it before calling ``parse_recipe_args``."""
+    parser = ArgumentParser(description=description,
+                            epilog="Any key of the recipe file can be overridden as --key value.")
+    parser.add_argument("--config", default=default_path, help="recipe YAML file (default: %(default)s)")
+    return parser
+
+
+def parse_recipe_args(parser, argv=None):
+    """-> (recipe Config with the ``--key value`` overrides applied, the command's own options as a Namespace).
+
+    The recipe file is read first (``--config``); each of its keys then becomes an option of ``parser``, so a key's
+    value is never mistaken for a positional argument and an unknown option is refused by name."""
+    first = ArgumentParser(add_help=False)
+    first.add_argument("--config", default=parser.get_default("config"))
+    known, _ = first.parse_known_args(argv)
+    recipe = read_yaml(known.config)
+    keys = parser.add_argument_group("recipe keys", "override any key of the recipe file")
+    for key in recipe:
+        keys.add_argument(f"--{key}", dest=RECIPE_DEST + key, metavar="VALUE", default=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        unknown = next((a for a in rest if a.startswith("--")), rest[0])
+        if unknown.startswith("--"):
+            raise UsageError(f"{unknown.split('=')[0]}: unknown config key; known keys: {', '.join(sorted(recipe))}")
+        raise UsageError(f"unexpected argument '{unknown}'")
+    values = dict(recipe)
+    for dest, text in vars(args).items():
+        if dest.startswith(RECIPE_DEST):
+            key = dest[len(RECIPE_DEST):]
+            values[key] = _parse_value(key, text, recipe[key])
+    for dest in [d for d in vars(args) if d.startswith(RECIPE_DEST)]:
+        delattr(args, dest)
+    return Config(dict(values, config=known.config)), args
 
 
 def load_config(argv=None, default_path=DEFAULT_CONFIG, description=None):
-    """Read ``--config PATH`` (default ``default_path``) and apply every other ``--key value``."""
-    parser = argparse.ArgumentParser(description=description, add_help=True,
-                                     epilog="Any key of the YAML file can be overridden as --key value.")
-    parser.add_argument("--config", default=default_path, help="recipe YAML file")
-    known, rest = parser.parse_known_args(argv)
-    cfg = read_yaml(known.config)
-    apply_overrides(cfg, rest)
-    cfg["config"] = known.config
+    """Read ``--config PATH`` (default ``default_path``) and apply every other ``--key value`` -> Config."""
+    cfg, _ = parse_recipe_args(recipe_parser(description, default_path), argv)
     return cfg
+
+
+def resume_flag_to_value(argv):
+    """Command-line arguments with a bare ``--resume`` (last, or followed by another option) made ``--resume
+    latest``; the launch scripts and train.py both read their arguments through this."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            argv.insert(i + 1, "latest")
+            break
+    return argv
 
 
 def save_config(cfg, path):

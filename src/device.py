@@ -4,16 +4,16 @@ import os
 import mindspore as ms
 
 
-def setup_device(device_target="CPU", device_id=None, graph_mode=True):
+def setup_device(device_target="CPU", device_id=0, graph_mode=True):
     """Run on ``device_target`` ("Ascend", "GPU" or "CPU") in GRAPH mode (PYNATIVE if ``graph_mode`` is False).
 
-    ``device_id`` defaults to the DEVICE_ID environment variable (set by the launch scripts), else 0.
+    The device is the DEVICE_ID environment variable when set (the launch scripts set one per rank), else
+    ``device_id`` (the recipe's). Returns the normalised target name.
     """
     target = str(device_target).upper() if str(device_target).lower() != "ascend" else "Ascend"
     if target not in ("Ascend", "GPU", "CPU"):
         raise ValueError(f"device_target: expected Ascend, GPU or CPU, got '{device_target}'")
-    if device_id is None:
-        device_id = int(os.environ.get("DEVICE_ID", 0))
+    device_id = int(os.environ.get("DEVICE_ID", device_id if device_id is not None else 0))
     ms.set_context(mode=ms.GRAPH_MODE if graph_mode else ms.PYNATIVE_MODE)
-    ms.set_device(target, int(device_id))
+    ms.set_device(target, device_id)
     return target

@@ -24,7 +24,7 @@ def speechbrain_module(name):
 
 def make_speechbrain_ecapa(channels=512, mfa_channels=1536, embedding_size=192, attention_channels=128,
                            se_channels=128, res2net_scale=8, global_context=True, padding="reflect", n_mels=80):
-    """SpeechBrain ECAPA_TDNN in eval mode with the same hyper-parameters as ``src.ecapa_tdnn.ECAPA_TDNN``."""
+    """SpeechBrain ECAPA_TDNN in eval mode with the same hyper-parameters as ``src.model.ecapa_tdnn.ECAPA_TDNN``."""
     import torch
     ecapa = speechbrain_module("speechbrain.lobes.models.ECAPA_TDNN")
     model = ecapa.ECAPA_TDNN(n_mels, lin_neurons=embedding_size, channels=[channels] * 4 + [mfa_channels],

@@ -9,12 +9,12 @@ import pytest
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.checkpoint import read_checkpoint, restore_checkpoint
+from src.checkpoint import checkpoint_key, read_checkpoint, restore_checkpoint
 from src.config import load_config
 from src.data.dataset import create_train_dataset, train_list_from_config
 from src.data.synthetic import make_corpus
-from src.distributed import absolute_paths
-from src.train_step import build_train_step
+from src.train.distributed import absolute_paths
+from src.train.step import build_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,7 +99,7 @@ def test_data_parallel_steps_equal_one_process_on_both_shards(two_rank_run):
         before, after = saved[step - 1][0], saved[step][0]
         compared = 0
         for param in step_cell.get_parameters():
-            key = param.name[len("network."):] if param.name.startswith("network.") else param.name
+            key = checkpoint_key(param.name)
             if "moving_" in key:          # batch-norm running statistics are per rank
                 continue
             np.testing.assert_allclose(param.asnumpy(), after[key].asnumpy(), rtol=0, atol=1e-6,

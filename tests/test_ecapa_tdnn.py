@@ -8,8 +8,9 @@ import pytest
 import mindspore as ms
 
 from src.config import load_config
-import src.ecapa_tdnn
-from src.ecapa_tdnn import ECAPA_TDNN, LARGE_MATMUL, Conv1d, MatMulNT, ecapa_from_config
+import src.model.layers
+from src.model.ecapa_tdnn import ECAPA_TDNN, build_ecapa
+from src.model.layers import LARGE_MATMUL, Conv1d, MatMulNT
 from tests.speechbrain_ref import (copy_speechbrain_to_mindspore, make_speechbrain_ecapa, mindspore_name,
                                    randomize_batchnorm, speechbrain_embed)
 
@@ -133,7 +134,7 @@ def test_training_gradients_match_speechbrain(large_matmul, pynative, monkeypatc
     sb = randomize_batchnorm(make_speechbrain_ecapa(64, 192, attention_channels=16, se_channels=16), seed=3)
     sb.train()
     sb64 = copy.deepcopy(sb).double()
-    monkeypatch.setattr(src.ecapa_tdnn, "LARGE_MATMUL", large_matmul)
+    monkeypatch.setattr(src.model.layers, "LARGE_MATMUL", large_matmul)
     net = ECAPA_TDNN(channels=64, mfa_channels=192, attention_channels=16, se_channels=16)
     assert (net.mfa.conv.large_matmul is not None) == (large_matmul == 1)
     copy_speechbrain_to_mindspore(sb, net)
@@ -188,10 +189,10 @@ def test_matmul_nt_gradients_and_when_conv1d_uses_it():
     assert ECAPA_TDNN(channels=512, mfa_channels=1536).mfa.conv.large_matmul is not None
 
 
-def test_ecapa_from_config_and_bad_padding():
+def test_build_ecapa_and_bad_padding():
     cfg = load_config(["--channels", "32", "--mfa_channels", "96", "--global_context", "false",
                        "--padding", "zeros", "--embedding_size", "16"])
-    net = ecapa_from_config(cfg)
+    net = build_ecapa(cfg)
     assert net.padding == "zeros" and not net.asp.global_context
     assert tuple(net.fc.weight.shape) == (16, 192, 1)
     assert tuple(net.blocks[0].conv.weight.shape) == (32, 80, 5)

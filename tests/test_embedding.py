@@ -7,20 +7,19 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from src.config import Config
+from src.checkpoint import load_network_weights, parameters_sha256
 from src.data.audio import AudioError, read_audio, write_wav
 from src.data.synthetic import make_corpus
-from src.ecapa_tdnn import ECAPA_TDNN
-from src.embedding import (SpeakerEmbedder, extract_embeddings, load_embeddings, load_weights,
-                           parameters_sha256, plan_batches)
+from src.model.ecapa_tdnn import ECAPA_TDNN
+from src.model.embedder import Embedder
+from src.evaluate.extract import Batching, EmbeddingCache, cache_fingerprint, extract_embeddings, load_embeddings
 
 SMALL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
              res2net_scale=4, global_context=True, padding="reflect")
 
 
-def small_cfg(**extra):
-    return Config(sample_rate=16000, n_mels=80, bucket_seconds=[1.0], max_eval_seconds=1.5,
-                  eval_batch_size=4, eval_batch_seconds=100.0, **SMALL, **extra)
+def small_batching():
+    return Batching(sample_rate=16000, bucket_seconds=(1.0,), max_seconds=1.5, batch_size=4, batch_seconds=100.0)
 
 
 class ShapeRecorder:
@@ -40,7 +39,7 @@ class AloneFeatures(ms.nn.Cell):
 
     def __init__(self, network):
         super().__init__()
-        self.fbank = SpeakerEmbedder(network).fbank
+        self.fbank = Embedder(network).fbank
         self.network = network
 
     def construct(self, wav):
@@ -68,7 +67,7 @@ def network():
 
 @pytest.fixture(scope="module")
 def embedder(network):
-    return SpeakerEmbedder(network)
+    return Embedder(network)
 
 
 def alone(cell, root, key, max_samples):
@@ -78,14 +77,14 @@ def alone(cell, root, key, max_samples):
 
 def test_batched_equals_one_at_a_time_with_bounded_compiles(corpus, embedder):
     root, keys = corpus
-    cfg = small_cfg()
+    cfg = small_batching()
     lengths = {k: read_audio(os.path.join(root, k)).size for k in keys}
     assert len(set(lengths.values())) == len(keys) == 9
     recorder = ShapeRecorder(embedder)
     emb = extract_embeddings(recorder, keys, root, cfg, progress=False)
     assert list(emb) == keys and all(e.shape == (16,) and e.dtype == np.float32 for e in emb.values())
     # One input shape (so one graph) per bucket used, not one per distinct length; full batches only.
-    batches, cropped = plan_batches(lengths, cfg)
+    batches, cropped = cfg.plan(lengths)
     used = {bucket for bucket, _ in batches}
     assert recorder.shapes == {(4, b) for b in used} and len(used) <= 2 < len(keys)
     assert sorted(cropped) == [k for k in keys if lengths[k] > 24000] and cropped
@@ -101,12 +100,12 @@ def test_batched_equals_one_at_a_time_with_bounded_compiles(corpus, embedder):
 
 def test_hierarchical_features_shapes_and_padding(corpus, network, embedder):
     root, keys = corpus
-    cfg = small_cfg()
+    cfg = small_batching()
     outputs = ("embedding", "block3", "pooled", "block0")            # returned in network order regardless
     # Utterances of the shortest bucket only (one graph): they are padded to 1 s in batches of 4.
     keys = [k for k in keys if read_audio(os.path.join(root, k)).size <= 16000]
     assert len(keys) >= 2
-    features_cell = SpeakerEmbedder(network, outputs)
+    features_cell = Embedder(network, outputs=outputs)
     feats = extract_embeddings(features_cell, keys, root, cfg, progress=False)
     emb = extract_embeddings(embedder, keys, root, cfg, progress=False)
     assert features_cell.outputs == ("block0", "block3", "pooled", "embedding")
@@ -120,31 +119,35 @@ def test_hierarchical_features_shapes_and_padding(corpus, network, embedder):
     expected = np.concatenate([x0.mean(0), x0.std(0), x3.mean(0), x3.std(0), pooled, embedding])
     np.testing.assert_allclose(feats[key], expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="unknown names"):
-        SpeakerEmbedder(network, ("block4",))
+        Embedder(network, outputs=("block4",))
 
 
 def test_cache_is_reused_only_for_the_same_model(corpus, embedder, tmp_path):
     root, keys = corpus
-    cfg = small_cfg()
-    cache = str(tmp_path / "emb.npz")
-    model_id = parameters_sha256(embedder)
+    cfg = small_batching()
+    path = str(tmp_path / "emb.npz")
+    model_id = parameters_sha256(embedder.get_parameters())
+    settings = {"sample_rate": 16000, **SMALL}
+
+    def cache(weights=model_id):
+        return EmbeddingCache(path, cache_fingerprint(embedder, settings, root, cfg.max_seconds, weights),
+                              {"checkpoint": "x.ckpt"})
     first = ShapeRecorder(embedder)
-    emb = extract_embeddings(first, keys[:5], root, cfg, cache_path=cache, info={"checkpoint": "x.ckpt"},
-                             model_id=model_id, progress=False)
+    emb = extract_embeddings(first, keys[:5], root, cfg, cache(), progress=False)
     meta = json.load(open(str(tmp_path / "emb.json")))
     assert meta["info"] == {"checkpoint": "x.ckpt"} and meta["num_keys"] == 5
     assert meta["fingerprint"]["model"] == model_id and meta["fingerprint"]["root"] == os.path.abspath(root)
-    stored = load_embeddings(cache)
+    stored = load_embeddings(path)
     assert sorted(stored) == sorted(keys[:5])
-    with np.load(cache) as data:
+    with np.load(path) as data:
         assert data["embeddings"].shape == (5, 16) and data["embeddings"].dtype == np.float32
     second = ShapeRecorder(embedder)
-    again = extract_embeddings(second, keys[:5], root, cfg, cache_path=cache, model_id=model_id, progress=False)
+    again = extract_embeddings(second, keys[:5], root, cfg, cache(), progress=False)
     assert second.calls == 0 and all(np.array_equal(again[k], emb[k]) for k in keys[:5])
-    extract_embeddings(second, keys, root, cfg, cache_path=cache, model_id=model_id, progress=False)
-    assert second.calls > 0 and len(load_embeddings(cache)) == 9
+    extract_embeddings(second, keys, root, cfg, cache(), progress=False)
+    assert second.calls > 0 and len(load_embeddings(path)) == 9
     third = ShapeRecorder(embedder)
-    extract_embeddings(third, keys[:2], root, cfg, cache_path=cache, model_id="other weights", progress=False)
+    extract_embeddings(third, keys[:2], root, cfg, cache("other weights"), progress=False)
     assert third.calls >= 1
 
 
@@ -154,28 +157,28 @@ def test_bad_audio_is_named(corpus, embedder, tmp_path):
     write_wav(str(tmp_path / "short.wav"), np.zeros(300, np.float32))
     for name, message in (("empty.wav", "no audio"), ("short.wav", "too short"), ("gone.wav", "not found")):
         with pytest.raises(AudioError, match=f"{name}.*{message}"):
-            extract_embeddings(embedder, [name], str(tmp_path), small_cfg(), progress=False)
+            extract_embeddings(embedder, [name], str(tmp_path), small_batching(), progress=False)
 
 
-def test_load_weights_prefixes_missing_and_misshapen(tmp_path):
+def test_load_network_weights_prefixes_missing_and_misshapen(tmp_path):
     ms.set_seed(2)
     network = ECAPA_TDNN(**SMALL)
     path = str(tmp_path / "net.ckpt")
     ms.save_checkpoint(network, path)
     ms.set_seed(1)
     other = ECAPA_TDNN(**SMALL)
-    load_weights(other, path)
+    load_network_weights(other, path)
     for name, param in network.parameters_dict().items():
         assert np.array_equal(other.parameters_dict()[name].asnumpy(), param.asnumpy()), name
     # A training checkpoint: names under a wrapper prefix, plus entries that are not network parameters.
     entries = [{"name": "network." + n, "data": p.value()} for n, p in network.parameters_dict().items()]
     entries.append({"name": "classifier.weight", "data": ms.Tensor(np.zeros((5, 16), np.float32))})
     ms.save_checkpoint(entries, str(tmp_path / "train.ckpt"))
-    load_weights(ECAPA_TDNN(**SMALL), str(tmp_path / "train.ckpt"))
+    load_network_weights(ECAPA_TDNN(**SMALL), str(tmp_path / "train.ckpt"))
     ms.save_checkpoint([e for e in entries if not e["name"].endswith("fc.weight")], str(tmp_path / "part.ckpt"))
     with pytest.raises(ValueError, match=r"part.ckpt: does not fit the network: 1 network parameters missing.*fc"):
-        load_weights(ECAPA_TDNN(**SMALL), str(tmp_path / "part.ckpt"))
+        load_network_weights(ECAPA_TDNN(**SMALL), str(tmp_path / "part.ckpt"))
     with pytest.raises(ValueError, match="net.ckpt: does not fit.*another shape"):
-        load_weights(ECAPA_TDNN(**dict(SMALL, channels=48)), path)
+        load_network_weights(ECAPA_TDNN(**dict(SMALL, channels=48)), path)
     with pytest.raises(ValueError, match="nothing.ckpt: checkpoint file not found"):
-        load_weights(other, str(tmp_path / "nothing.ckpt"))
+        load_network_weights(other, str(tmp_path / "nothing.ckpt"))

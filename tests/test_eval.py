@@ -1,4 +1,4 @@
-"""eval.py and python -m src.verify end to end on a synthetic corpus with a random-weight checkpoint."""
+"""eval.py and python -m src.evaluate.verify end to end on a synthetic corpus with a random-weight checkpoint."""
 import json
 import os
 import subprocess
@@ -10,14 +10,15 @@ import pytest
 import soundfile as sf
 
 import eval as eval_script
-from src import verify
+from src.config import load_config
+from src.evaluate import verify
 from src.data.audio import read_audio, write_wav
 from src.data.synthetic import make_corpus
-from src.ecapa_tdnn import ECAPA_TDNN
-from src.embedding import load_embeddings
-from src.metrics import summarize
-from src.scoring import score_trials, speaker_means
-from src.trials import read_trials, write_trials
+from src.model.ecapa_tdnn import ECAPA_TDNN
+from src.evaluate.extract import load_embeddings
+from src.evaluate.metrics import summarize
+from src.evaluate.scoring import score_trials
+from src.data.trials import read_trials, write_trials
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
@@ -40,7 +41,7 @@ def setup(tmp_path_factory):
                         "--trials", f"[{corpus['trials']}, {kaldi}]", "--eval_output_dir", out,
                         "--score_norm", "asnorm", "--asnorm_topk", "2", "--cohort_source", corpus["train_dir"],
                         "--cohort_utts_per_speaker", "2", "--subtract_mean", "true"]
-    summary = eval_script.main(argv)
+    summary = eval_script.evaluate(load_config(argv))
     return corpus, checkpoint, out, argv, summary
 
 
@@ -52,13 +53,12 @@ def test_eval_writes_scores_summary_and_det(setup):
         assert json.load(f) == json.loads(json.dumps(summary))
     assert set(summary["trial_lists"]) == {"trials", "kaldi_trials"} and summary["scoring"] == "mean_asnorm"
     assert summary["num_utterances"] == 6 and summary["config"]["score_norm"] == "asnorm"
-    # Scores recomputed from the embedding caches eval.py wrote (cohort = training speaker means).
+    # Scores recomputed from the embedding caches eval.py wrote (cohort = training utterances).
     emb = load_embeddings(os.path.join(out, "embeddings.npz"))
     cohort_emb = load_embeddings(os.path.join(out, "embeddings_cohort.npz"))
     assert len(emb) == 6 and len(cohort_emb) == 6 and all(k.startswith("id0") for k in cohort_emb)
     mean = np.mean(np.stack(list(cohort_emb.values())), axis=0, dtype=np.float64)
-    _, cohort = speaker_means(cohort_emb, lambda k: k.split("/")[0])
-    expected = score_trials(emb, trials, "asnorm", cohort, mean, 2)
+    expected = score_trials(emb, trials, "asnorm", cohort_emb, mean, 2)
     for name in ("trials", "kaldi_trials"):
         entry = summary["trial_lists"][name]
         rows = [line.split() for line in open(entry["score_file"])]
@@ -76,7 +76,7 @@ def test_eval_writes_scores_summary_and_det(setup):
 
 def test_eval_rerun_uses_the_cache_and_bad_checkpoint_is_named(setup, tmp_path):
     corpus, checkpoint, out, argv, summary = setup
-    again = eval_script.main(argv)
+    again = eval_script.evaluate(load_config(argv))
     assert again["trial_lists"] == summary["trial_lists"]
     log = open(os.path.join(out, "eval.log")).read()
     assert "6 of 6 utterances found" in log
@@ -84,9 +84,9 @@ def test_eval_rerun_uses_the_cache_and_bad_checkpoint_is_named(setup, tmp_path):
     params = ms.load_checkpoint(checkpoint)
     ms.save_checkpoint([{"name": k, "data": v} for k, v in params.items() if k != "fc.weight"], partial)
     with pytest.raises(ValueError, match="partial.ckpt: does not fit the network: 1 network parameters missing"):
-        eval_script.main(argv + ["--checkpoint", partial])
+        eval_script.evaluate(load_config(argv + ["--checkpoint", partial]))
     with pytest.raises(ValueError, match="score_norm / subtract_mean need training data"):
-        eval_script.main(argv + ["--cohort_source", ""])
+        eval_script.evaluate(load_config(argv + ["--cohort_source", ""]))
 
 
 def test_verify_scores_a_pair_with_the_eval_threshold(setup, tmp_path, capsys, caplog):
@@ -122,9 +122,9 @@ def test_verify_scores_a_pair_with_the_eval_threshold(setup, tmp_path, capsys, c
 
 def test_verify_default_threshold_is_stated_and_warned(caplog):
     with caplog.at_level("WARNING"):
-        assert verify.threshold_from({}, "any.ckpt") == (verify.DEFAULT_THRESHOLD, "default (uncalibrated)")
+        assert verify.threshold_from(None, None, "any.ckpt") == (verify.DEFAULT_THRESHOLD, "default (uncalibrated)")
     assert "NOT calibrated" in caplog.text
-    assert verify.threshold_from({"threshold": "0.4"}, "any.ckpt") == (0.4, "given with --threshold")
+    assert verify.threshold_from("0.4", None, "any.ckpt") == (0.4, "given with --threshold")
 
 
 def test_verify_rejects_empty_and_unreadable_files(setup, tmp_path):
@@ -137,6 +137,6 @@ def test_verify_rejects_empty_and_unreadable_files(setup, tmp_path):
             verify.main([good, str(tmp_path / bad), "--checkpoint", checkpoint] + OVERRIDES)
     # As a command: exit status 1 and a message naming the file.
     missing = str(tmp_path / "missing.wav")
-    result = subprocess.run([sys.executable, "-m", "src.verify", good, missing, "--checkpoint", checkpoint]
+    result = subprocess.run([sys.executable, "-m", "src.evaluate.verify", good, missing, "--checkpoint", checkpoint]
                             + OVERRIDES, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 1 and f"error: {missing}: audio file not found" in result.stderr, result.stderr

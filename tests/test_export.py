@@ -1,4 +1,4 @@
-"""Export round trips (src/exporting.py, export.py): the written file reproduces the network within 1e-4."""
+"""Export round trips (src/deploy/export.py, export.py): the written file reproduces the network within 1e-4."""
 import json
 import os
 
@@ -8,9 +8,9 @@ import mindspore as ms
 from mindspore import nn
 
 import export
-from src.ecapa_tdnn import ECAPA_TDNN
-from src.exporting import ExportError, example_input, export_cell, export_model
-from src.infer_io import contract_path, read_contract
+from src.model.ecapa_tdnn import ECAPA_TDNN
+from src.deploy.export import ExportError, example_input, export_cell, export_model
+from src.deploy.infer_files import contract_path, read_contract
 
 SMALL = dict(channels=16, mfa_channels=48, embedding_size=24, attention_channels=8, se_channels=8, res2net_scale=4)
 SECONDS = 0.5                                  # 8000 samples, 51 frames: small graphs compile fast
@@ -81,8 +81,9 @@ def test_export_command_writes_model_and_contract(tmp_path, capsys):
     assert summary["model"] == str(tmp_path / "ecapa_tdnn.mindir") and summary["input"] == [3, 8000]
     contract = read_contract(str(tmp_path / "ecapa_tdnn.mindir.json"))
     assert contract["network"]["padding"] == "zeros" and contract["network"]["channels"] == 16
-    # A mismatch (here forced with a tolerance no file can meet) exits non-zero and leaves no usable model.
+    # A mismatch (here forced with a tolerance no file can meet) is refused and leaves no usable model.
     base = str(tmp_path / "bad")
-    assert export.main(args + ["--export_file", base, "--export_tolerance", "-1"]) == 1
+    with pytest.raises(ExportError, match="exceeds"):
+        export.main(args + ["--export_file", base, "--export_tolerance", "-1"])
     assert os.path.exists(base + ".mindir.rejected") and not os.path.exists(base + ".mindir")
     assert not os.path.exists(base + ".mindir.json")

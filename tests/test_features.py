@@ -1,4 +1,4 @@
-"""src/features.py: Fbank against SpeechBrain's Fbank, length masking, shapes, GRAPH mode and ONNX export.
+"""src/model/fbank.py: Fbank against SpeechBrain's Fbank, length masking, shapes, GRAPH mode and ONNX export.
 
 Tolerance against SpeechBrain, FBANK_TOL_DB = 0.02 dB (max abs difference of the log-mel values):
 both sides compute in float32, we with a DFT written as a matmul, torch with an FFT. A float32 sum of the 400
@@ -16,7 +16,7 @@ import pytest
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.features import Fbank, num_frames, mel_filterbank
+from src.model.fbank import Fbank, num_frames, mel_filterbank
 from tests.speechbrain_ref import speechbrain_module
 
 FBANK_TOL_DB = 0.02

@@ -1,4 +1,4 @@
-"""The whole 310 flow on CPU (scripts/run_infer_cpu.sh: preprocess -> src/infer_runner.py -> postprocess) against
+"""The whole 310 flow on CPU (scripts/run_infer_cpu.sh: preprocess -> src/deploy/cpu_runner.py -> postprocess) against
 embeddings computed directly with the network on the same windows and against eval.py on the same windows, and
 run_infer_310.sh's argument handling (device id handed to the program)."""
 import json
@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import mindspore as ms
 
+from src.config import load_config
 from src.data.audio import read_audio
 from src.data.synthetic import make_corpus
-from src.ecapa_tdnn import ECAPA_TDNN
-from src.exporting import export_cell, export_model
-from src.infer_io import LIST_FILE, cut_windows, read_list, window_starts
-from src.metrics import summarize
-from src.scoring import score_trials
-from src.trials import read_trials, trial_utterances
+from src.model.ecapa_tdnn import ECAPA_TDNN
+from src.deploy.export import export_cell, export_model
+from src.deploy.infer_files import LIST_FILE, cut_windows, read_list, window_starts
+from src.evaluate.metrics import summarize
+from src.evaluate.scoring import score_trials
+from src.data.trials import read_trials, trial_utterances
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT_310 = os.path.join(ROOT, "scripts", "run_infer_310.sh")
@@ -30,7 +31,7 @@ BATCH, SECONDS = 3, 1.0
 # which takes the same flags and honours the same file contract.
 FAKE_PROGRAM = """#!/bin/bash
 printf '%s\\n' "$@" > "$(dirname "$0")/program_args.txt"
-exec "$PYTHON" -m src.infer_runner "$@"
+exec "$PYTHON" -m src.deploy.cpu_runner "$@"
 """
 
 
@@ -124,11 +125,11 @@ def test_infer_script_argument_errors(tmp_path, script):
 
 
 def test_preprocess_fbank_contract_writes_fbank_of_each_window(tmp_path):
-    """For an fbank-input model the .bin rows are src.features.Fbank of each (repeat-padded) window."""
+    """For an fbank-input model the .bin rows are src.model.fbank.Fbank of each (repeat-padded) window."""
     from src.data.audio import write_wav
-    from src.exporting import window_featurizer
-    from src.features import Fbank
-    from src.infer_io import read_bin, read_manifest, write_inputs
+    from src.deploy.export import window_featurizer
+    from src.model.fbank import Fbank
+    from src.deploy.infer_files import read_bin, read_manifest, write_inputs
 
     wav = (0.3 * np.sin(np.arange(5000) * 0.05)).astype(np.float32)
     write_wav(str(tmp_path / "a.wav"), wav)
@@ -150,7 +151,7 @@ def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
     import eval as eval_script
     import postprocess
     import preprocess
-    from src.infer_runner import run_folder
+    from src.deploy.cpu_runner import run_folder
 
     corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=0, num_test_speakers=4, utts_per_speaker=3,
                          seconds=(1.2, 2.5), seed=4, augment_folders=False, progress=False)
@@ -170,10 +171,10 @@ def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
     flow = json.load(open(os.path.join(infer_dir, "result.json")))["trials.txt"]
 
     model_args = [a for k, v in SMALL.items() for a in (f"--{k}", str(v))]
-    summary = eval_script.main(model_args + [
+    summary = eval_script.evaluate(load_config(model_args + [
         "--checkpoint", checkpoint, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],
         "--eval_output_dir", str(tmp_path / "eval"), "--bucket_seconds", "[]", "--max_eval_seconds", str(SECONDS),
-        "--eval_batch_size", "4", "--embedding_cache", ""])
+        "--eval_batch_size", "4", "--embedding_cache", ""]))
     evaluated = summary["trial_lists"]["trials"]["metrics"]["cosine"]
     assert evaluated["num_trials"] == flow["num_trials"] > 10 and 0 < flow["eer"] < 1
     for key in ("eer", "min_dcf_p0.01", "min_dcf_p0.05"):

@@ -1,14 +1,14 @@
-"""The 310 flow's files (src/infer_io.py): .bin layout, windows, manifest, list file, preprocess output."""
+"""The 310 flow's files (src/deploy/infer_files.py): .bin layout, windows, manifest, list file, preprocess output."""
 import json
 import os
 
 import numpy as np
 import pytest
 
-from src.data.audio import write_wav
-from src.infer_io import (InferFileError, LIST_FILE, MANIFEST_FILE, cut_windows, read_bin, read_list, read_manifest,
-                          repeat_pad, resolve_shape, utterance_embeddings, window_starts, write_bin, write_inputs,
-                          write_list)
+from src.data.audio import repeat_pad, write_wav
+from src.deploy.infer_files import (InferFileError, LIST_FILE, MANIFEST_FILE, cut_windows, read_bin, read_list,
+                                    read_manifest, resolve_shape, utterance_embeddings, window_starts, write_bin,
+                                    write_inputs, write_list)
 
 
 def contract(kind="waveform", batch=2, window=1600, emb=4):

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from src.rank_table import make_rank_table
+from src.train.rank_table import make_rank_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""src/loss.py: AAM-softmax against a float64 NumPy reference, the cos = +-1 edge cases, gradients, margin warm-up."""
+"""src/model/loss.py: AAM-softmax against a float64 NumPy reference, the cos = +-1 edge cases, gradients, margin warm-up."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from src.loss import AAMSoftmax, margin_at_step
+from src.model.loss import AAMSoftmax, margin_at_step
 
 EMB, CLASSES = 16, 10
 

@@ -96,7 +96,9 @@ def test_convert_tree_to_wav(m4a_tree, tmp_path, capsys):
     assert not (dst / "id00003" / "vidC" / "00001.wav").exists()
 
 
-def test_convert_without_ffmpeg_says_so(tmp_path, monkeypatch, capsys):
+def test_convert_without_ffmpeg_says_so(tmp_path, monkeypatch):
+    (tmp_path / "id00001" / "vidA").mkdir(parents=True)
+    (tmp_path / "id00001" / "vidA" / "00001.m4a").write_bytes(b"")
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert convert.main(["--src", str(tmp_path), "--dst", str(tmp_path / "wav")]) == 1
-    assert "ffmpeg is not installed" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="ffmpeg is not installed"):
+        convert.main(["--src", str(tmp_path), "--dst", str(tmp_path / "wav")])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from src.metrics import compute_eer, compute_min_dcf, det_curve, plot_det, summarize
+from src.evaluate.metrics import compute_eer, compute_min_dcf, det_curve, plot_det, summarize
 
 
 def sklearn_eer(scores, labels):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from src.rank_table import (RankTableError, load_rank_table, local_devices, make_rank_table, merge_rank_tables,
+from src.train.rank_table import (RankTableError, load_rank_table, local_devices, make_rank_table, merge_rank_tables,
                             read_hccn_conf, validate_rank_table)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +30,7 @@ def test_command_line_writes_from_hccn_conf_and_lists_devices(tmp_path):
                     "address_2=192.168.102.101\n")
     assert read_hccn_conf(str(conf)) == {0: "192.168.100.101", 1: "192.168.101.101", 2: "192.168.102.101"}
     out = tmp_path / "hccl_2p.json"
-    run = [sys.executable, "-m", "src.rank_table"]
+    run = [sys.executable, "-m", "src.train.rank_table"]
     subprocess.run(run + ["write", "--out", str(out), "--device_ids", "1,2", "--hccn_conf", str(conf),
                           "--server_id", "10.1.2.3"], cwd=ROOT, check=True, capture_output=True)
     table = load_rank_table(str(out))
@@ -86,7 +86,7 @@ def test_tables_of_two_servers_merge_into_one_job(tmp_path, monkeypatch):
         with open(paths[-1], "w") as f:
             json.dump(table, f)
     out = tmp_path / "job.json"
-    run = [sys.executable, "-m", "src.rank_table"]
+    run = [sys.executable, "-m", "src.train.rank_table"]
     subprocess.run(run + ["merge", "--out", str(out)] + paths, cwd=ROOT, check=True, capture_output=True)
     job = load_rank_table(str(out))
     assert job["server_count"] == "2" and validate_rank_table(job) == 5

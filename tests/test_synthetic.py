@@ -11,8 +11,8 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from src.data.audio import read_audio
 from src.data.synthetic import main, make_corpus
-from src.metrics import compute_eer
-from src.trials import read_trials
+from src.evaluate.metrics import compute_eer
+from src.data.trials import read_trials
 
 
 @pytest.fixture(scope="module")

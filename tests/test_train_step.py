@@ -1,10 +1,10 @@
-"""src/train_step.py: float32 on CPU by default; with float16 loss scaling an overflowed step changes nothing."""
+"""src/train/step.py: float32 on CPU by default; with float16 loss scaling an overflowed step changes nothing."""
 import numpy as np
 import pytest
 import mindspore as ms
 
 from src.config import load_config
-from src.train_step import build_train_step, use_mixed_precision
+from src.train.step import build_train_step, use_mixed_precision
 
 TINY = ["--channels", "16", "--mfa_channels", "48", "--embedding_size", "8", "--attention_channels", "8",
         "--se_channels", "8", "--res2net_scale", "2", "--specaugment", "false", "--grad_clip_norm", "5.0"]

@@ -1,7 +1,7 @@
 """Trial lists in VoxCeleb and Kaldi format; malformed lines named by file and line."""
 import pytest
 
-from src.trials import TrialFileError, read_trials, trial_utterances, write_trials
+from src.data.trials import TrialFileError, read_trials, trial_utterances, write_trials
 
 VOX = """1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav
 0 id10270/x6uYqmx31kE/00001.wav id10300/ize_eiCFEg0/00003.wav

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from src.ecapa_tdnn import ECAPA_TDNN
-from src.zoo_checkpoint import (ZOO_MODEL_CONFIG, ZooCheckpointError, convert_zoo_params, load_zoo_checkpoint,
-                                main)
+from src.model.ecapa_tdnn import ECAPA_TDNN
+from src.checkpoint import CheckpointError
+from src.import_weights import ZOO_MODEL_CONFIG, convert_zoo_params, load_zoo_checkpoint, main
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "mindspore_zoo_ecapa_tdnn_params.json")
 N_CLASSES = 7205
@@ -78,7 +78,7 @@ def test_load_zoo_checkpoint_puts_each_tensor_in_place(zoo_reference, zoo_net, t
             np.testing.assert_array_equal(ours[name], a)
 
     out = str(tmp_path / "ours.ckpt")      # the command-line conversion writes our names
-    main([path, out])
+    assert main(["--format", "mindspore_zoo", path, out]) == 0
     converted = ms.load_checkpoint(out)
     np.testing.assert_array_equal(converted["blocks.1.res2net_block.blocks.0.conv.weight"].asnumpy(),
                                   arrays["network.blocks.1.res2net_block.blocks.0.conv.weight"][:, :, 0, :])
@@ -93,7 +93,7 @@ def test_checkpoint_that_does_not_fit_is_refused_with_all_problems(zoo_reference
     del arrays["network.mfa.conv.bias"]                                       # missing
     arrays["network.blocks.4.conv.weight"] = np.zeros((3,), np.float32)       # unexpected
     arrays["network.blocks.0.conv.weight"] = np.zeros((512, 80, 1, 5), np.float32)   # mis-shaped
-    with pytest.raises(ZooCheckpointError) as error:
+    with pytest.raises(CheckpointError) as error:
         convert_zoo_params(arrays, zoo_net)
     message = str(error.value)
     assert "missing: mfa.conv.bias" in message
@@ -101,14 +101,14 @@ def test_checkpoint_that_does_not_fit_is_refused_with_all_problems(zoo_reference
     assert "mis-shaped: network.blocks.0.conv.weight [512, 80, 1, 5] (network expects [1024, 80, 5])" in message
 
     small = ECAPA_TDNN(channels=32, mfa_channels=96)       # a checkpoint for another configuration
-    with pytest.raises(ZooCheckpointError, match="mis-shaped"):
+    with pytest.raises(CheckpointError, match="mis-shaped"):
         convert_zoo_params(zoo_arrays(zoo_reference), small)
 
 
 def test_unreadable_checkpoint_names_the_file(tmp_path, zoo_net):
-    with pytest.raises(ZooCheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="not found"):
         load_zoo_checkpoint(str(tmp_path / "absent.ckpt"), zoo_net)
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(ZooCheckpointError, match="corrupt.ckpt"):
+    with pytest.raises(CheckpointError, match="corrupt.ckpt"):
         load_zoo_checkpoint(str(corrupt), zoo_net)

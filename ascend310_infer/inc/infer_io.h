@@ -11,7 +11,7 @@
 
 namespace ecapa_infer {
 
-// Name of the list file written into the output folder (same name in src/infer_io.py).
+// Name of the list file written into the output folder (same name in src/deploy/infer_files.py).
 extern const char kListFileName[];
 
 struct Options {

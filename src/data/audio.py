@@ -156,3 +156,10 @@ def write_wav(path, samples, sample_rate=16000, subtype="PCM_16"):
     if parent:
         os.makedirs(parent, exist_ok=True)
     sf.write(path, samples, int(sample_rate), subtype=subtype)
+
+
+def repeat_pad(wav, length):
+    """(L,) -> (length,): the waveform repeated end to end and cut at ``length`` samples (L >= length: cut)."""
+    if wav.shape[0] == 0:
+        raise AudioError("cannot repeat-pad an empty waveform", "empty")
+    return np.tile(wav, -(-length // wav.shape[0]))[:length]

@@ -31,7 +31,7 @@ import scipy.signal
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.data.audio import AUDIO_EXTENSIONS, AudioError, audio_info, read_audio
+from src.data.audio import AUDIO_EXTENSIONS, AudioError, audio_info, read_audio, repeat_pad
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +117,7 @@ class _Clips:
         length = self.lengths[k]
         start = int(rng.integers(length - num_samples + 1)) if length > num_samples else 0
         clip = read_audio(self.files[k], self.sample_rate, start=start, num_samples=num_samples)
-        if len(clip) < num_samples:
-            clip = np.tile(clip, num_samples // len(clip) + 1)[:num_samples]
-        return clip
+        return repeat_pad(clip, num_samples)
 
 
 class WaveAugment:

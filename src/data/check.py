@@ -17,11 +17,12 @@ from multiprocessing import Pool
 
 from tqdm import tqdm
 
+from src.cli import run_command
 from src.config import load_config
 from src.data.audio import AudioError, read_audio
 from src.data.augment import MUSAN_CATEGORIES, list_audio_folder
-from src.data.lists import find_audio_files, trial_speakers
-from src.trials import read_trials, trial_utterances
+from src.data.lists import find_audio_files, speaker_of_path, trial_speakers
+from src.data.trials import read_trials, trial_list_paths, trial_utterances
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def data_sets(cfg):
     sets = []
     try:
         excluded = trial_speakers(cfg.exclude_trials or [])
-        files = [p for p in find_audio_files(cfg.train_dir) if p.split("/")[0] not in excluded]
+        files = [p for p in find_audio_files(cfg.train_dir) if speaker_of_path(p) not in excluded]
         if not files:
             raise FileNotFoundError(f"{cfg.train_dir}: no audio files at <speaker>/<video>/<utt> depth")
         sets.append((f"train_dir {cfg.train_dir}", [os.path.join(cfg.train_dir, p) for p in files]))
@@ -74,7 +75,7 @@ def data_sets(cfg):
                 sets.append((f"RIR {cfg.rir_dir}", str(err)))
     if cfg.get("test_dir") and cfg.get("trials"):
         try:
-            utts = trial_utterances([t for path in cfg.trials for t in read_trials(path)])
+            utts = trial_utterances([t for path in trial_list_paths(cfg.trials) for t in read_trials(path)])
             sets.append((f"test_dir {cfg.test_dir}", [os.path.join(cfg.test_dir, u) for u in utts]))
         except ValueError as err:
             sets.append((f"test_dir {cfg.test_dir}", str(err)))
@@ -108,10 +109,10 @@ def run_check(cfg, out=None):
 
 
 def main(argv=None):
+    cfg = load_config(argv, description="Check every audio file the recipe uses.")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = load_config(argv)
-    sys.exit(1 if run_check(cfg) else 0)
+    return 1 if run_check(cfg) else 0
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -7,7 +7,6 @@ Training reads M4A directly too (ffmpeg decodes the whole file for every crop), 
 Each file is written under a temporary name and renamed when complete, and files already converted are skipped,
 so an interrupted run can simply be started again. Files that fail are listed; the exit status is then 1.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from multiprocessing import Pool
 
 from tqdm import tqdm
 
+from src.cli import run_command
+from src.config import ArgumentParser
 from src.data.audio import FFMPEG_EXTENSIONS, ffmpeg_available
 from src.data.lists import find_audio_files
 
@@ -40,12 +41,12 @@ def convert_file(job):
 
 def convert_tree(src_dir, dst_dir, sample_rate=16000, num_workers=1, progress=True):
     """Convert every M4A/AAC file three levels below ``src_dir`` -> (number of files, list of error messages)."""
-    if not ffmpeg_available():
-        raise FileNotFoundError("ffmpeg is not installed (e.g. apt-get install ffmpeg); it is needed to decode "
-                                "M4A/AAC files")
     rel_paths = [p for p in find_audio_files(src_dir) if p.lower().endswith(FFMPEG_EXTENSIONS)]
     if not rel_paths:
         raise FileNotFoundError(f"{src_dir}: no .m4a/.aac files at <speaker>/<video>/<utt> depth")
+    if not ffmpeg_available():
+        raise FileNotFoundError("ffmpeg is not installed (e.g. apt-get install ffmpeg); it is needed to decode "
+                                "M4A/AAC files")
     jobs = [(os.path.join(src_dir, rel), os.path.join(dst_dir, os.path.splitext(rel)[0] + ".wav"), sample_rate)
             for rel in rel_paths]
     with Pool(num_workers) if num_workers > 1 else nullcontext() as pool:
@@ -55,17 +56,13 @@ def convert_tree(src_dir, dst_dir, sample_rate=16000, num_workers=1, progress=Tr
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Convert an M4A/AAC <speaker>/<video>/<utt> tree to WAV.")
+    parser = ArgumentParser(description="Convert an M4A/AAC <speaker>/<video>/<utt> tree to WAV.")
     parser.add_argument("--src", required=True, help="folder with <speaker>/<video>/<utt>.m4a")
     parser.add_argument("--dst", required=True, help="folder for <speaker>/<video>/<utt>.wav")
     parser.add_argument("--sample_rate", type=int, default=16000)
     parser.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
-    try:
-        total, errors = convert_tree(args.src, args.dst, args.sample_rate, max(1, args.num_workers))
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    total, errors = convert_tree(args.src, args.dst, args.sample_rate, max(1, args.num_workers))
     for message in errors:
         print(message, file=sys.stderr)
     print(f"{total - len(errors)} of {total} files are WAV in {args.dst}" + (f"; {len(errors)} failed" if errors
@@ -74,4 +71,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -35,7 +35,7 @@ import os
 import numpy as np
 import mindspore.dataset as ds
 
-from src.data.audio import AudioError, read_audio
+from src.data.audio import AudioError, read_audio, repeat_pad
 from src.data.augment import SPEED_FACTORS, WaveAugment, speed_perturb
 from src.data.lists import build_train_list
 
@@ -126,9 +126,7 @@ def random_crop(wav_reader, num_samples, crop, rng):
         wav = wav_reader(0, None)
     if len(wav) == 0:
         raise AudioError(f"no samples where the training list promised {num_samples} (file changed? rebuild the list)")
-    if len(wav) < crop:  # short utterance (or a header that promised more than the file holds)
-        wav = np.tile(wav, crop // len(wav) + 1)
-    return wav[:crop]
+    return repeat_pad(wav, crop)     # a short utterance (or a header that promised more than the file holds)
 
 
 class TrainSource:

@@ -26,13 +26,18 @@ from multiprocessing import Pool
 from tqdm import tqdm
 
 from src.data.audio import FFMPEG_EXTENSIONS, AUDIO_EXTENSIONS, AudioError, audio_info, ffmpeg_available
-from src.trials import read_trials
+from src.data.trials import read_trials
 
 logger = logging.getLogger(__name__)
 
 TRAIN_LIST = "train_list.txt"
 SPEAKERS = "speakers.txt"
 SKIPPED = "skipped.txt"
+
+
+def speaker_of_path(path):
+    """The speaker of a VoxCeleb-style path: its first component (``id10270/x6uYqmx31kE/00001.wav`` -> ``id10270``)."""
+    return path.split("/")[0]
 
 
 class ListFileError(ValueError):
@@ -84,8 +89,8 @@ def trial_speakers(trial_files):
     speakers = set()
     for path in trial_files:
         for _, enroll, test in read_trials(path):
-            speakers.add(enroll.split("/")[0])
-            speakers.add(test.split("/")[0])
+            speakers.add(speaker_of_path(enroll))
+            speakers.add(speaker_of_path(test))
     return speakers
 
 
@@ -223,7 +228,7 @@ def build_train_list(train_dir, list_dir, exclude_trials=(), sample_rate=16000, 
     """
     exclude_trials = list(exclude_trials or [])
     excluded = trial_speakers(exclude_trials)
-    files = [p for p in find_audio_files(train_dir) if p.split("/")[0] not in excluded]
+    files = [p for p in find_audio_files(train_dir) if speaker_of_path(p) not in excluded]
     if not files:
         raise FileNotFoundError(f"{train_dir}: no audio files (.wav/.flac/.m4a) found at <speaker>/<video>/<utt> "
                                 f"depth" + (f" after excluding {len(excluded)} trial speakers" if excluded else ""))
@@ -255,9 +260,9 @@ def build_train_list(train_dir, list_dir, exclude_trials=(), sample_rate=16000, 
     if not kept:
         raise AudioError(f"{train_dir}: none of the {len(files)} audio files is usable (see "
                          f"{os.path.join(list_dir, SKIPPED)})")
-    speakers = sorted({p.split("/")[0] for p in kept})
+    speakers = sorted({speaker_of_path(p) for p in kept})
     label_of = {name: i for i, name in enumerate(speakers)}
-    train_list = TrainList(os.path.abspath(train_dir), kept, [label_of[p.split("/")[0]] for p in kept], lengths,
+    train_list = TrainList(os.path.abspath(train_dir), kept, [label_of[speaker_of_path(p)] for p in kept], lengths,
                            speakers)
     write_train_list(train_list, list_dir, sample_rate, exclude_trials)
     with open(os.path.join(list_dir, SKIPPED), "w", encoding="utf-8") as f:
@@ -265,3 +270,26 @@ def build_train_list(train_dir, list_dir, exclude_trials=(), sample_rate=16000, 
     logger.info("wrote %s: %d utterances, %d speakers, %d files left out%s", os.path.join(list_dir, TRAIN_LIST),
                 len(kept), len(speakers), len(skipped), f" (see {SKIPPED})" if skipped else "")
     return train_list
+
+
+def cohort_utterances(source, per_speaker):
+    """Training utterances for a score-normalisation cohort -> (root, keys): the first ``per_speaker`` of each
+    speaker, sorted.
+
+    ``source``: a folder in the VoxCeleb layout (``<speaker>/<video>/<utt>.wav``) or a ``train_list.txt`` written
+    by ``build_train_list``.
+    """
+    if os.path.isdir(source):
+        root, paths = source, find_audio_files(source)
+    else:
+        train_list = read_train_list(source)
+        root, paths = train_list.root, sorted(train_list.paths)
+    chosen, count = [], {}
+    for path in paths:
+        speaker = speaker_of_path(path)
+        if count.get(speaker, 0) < per_speaker:
+            chosen.append(path)
+            count[speaker] = count.get(speaker, 0) + 1
+    if len(count) < 2:
+        raise ValueError(f"cohort_source {source}: found {len(count)} speakers; a cohort needs at least 2")
+    return root, chosen

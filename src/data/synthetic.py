@@ -24,7 +24,6 @@ Command line::
 
     python -m src.data.synthetic --out data/synthetic --train_speakers 40 --test_speakers 10 --utts 20
 """
-import argparse
 import json
 import logging
 import os
@@ -34,8 +33,10 @@ import numpy as np
 from scipy.signal import butter, lfilter, sosfilt
 from tqdm import tqdm
 
+from src.cli import run_command, setup_logging
+from src.config import ArgumentParser
 from src.data.audio import write_wav
-from src.trials import write_trials
+from src.data.trials import write_trials
 
 logger = logging.getLogger(__name__)
 
@@ -336,7 +337,7 @@ def make_corpus(root, num_train_speakers=40, num_test_speakers=10, utts_per_spea
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write a synthetic speaker corpus in the VoxCeleb layout.")
+    parser = ArgumentParser(description="Write a synthetic speaker corpus in the VoxCeleb layout.")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--train_speakers", type=int, default=40)
     parser.add_argument("--test_speakers", type=int, default=10)
@@ -347,12 +348,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no_augment_folders", action="store_true", help="skip the MUSAN-like and RIR folders")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     paths = make_corpus(args.out, args.train_speakers, args.test_speakers, args.utts,
                         (args.min_seconds, args.max_seconds), args.seed, args.videos,
                         augment_folders=not args.no_augment_folders)
     print(json.dumps(paths, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -6,9 +6,9 @@ Each process then calls ``init_data_parallel``: MindSpore's collective communica
 MCCL over TCP on CPU) is initialised and every gradient is averaged over the ranks before the optimizer step, so all
 ranks keep identical parameters. Each rank reads its own shard of every epoch (see ``src/data``).
 
-``python -m src.distributed freeze_config OUT [--config PATH] [--key value ...]`` writes the resolved recipe with
+``python -m src.train.distributed freeze_config OUT [--config PATH] [--key value ...]`` writes the resolved recipe with
 relative paths made absolute, so processes started in per-rank working folders all read the same files;
-``python -m src.distributed output_dir [--key value ...]`` prints the recipe's output folder as an absolute path.
+``python -m src.train.distributed output_dir [--key value ...]`` prints the recipe's output folder as an absolute path.
 """
 import os
 import sys
@@ -19,8 +19,8 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.context import ParallelMode
 
-from src.checkpoint import resume_flag_to_value
-from src.config import load_config, save_config
+from src.cli import run_command
+from src.config import UsageError, parse_recipe_args, recipe_parser, resume_flag_to_value, save_config
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,6 @@ def barrier(info):
         _Barrier()(ms.Tensor(np.ones(1, np.float32))).asnumpy()
 
 
-def device_id_for_process(configured):
-    """Device this process should use: DEVICE_ID from the launcher (one per rank) if set, else ``configured``."""
-    return int(os.environ.get("DEVICE_ID", configured))
-
-
 # Folders and files a run writes, which may not exist yet when the recipe is frozen: made absolute whenever set.
 PATH_KEYS_WHEN_MISSING = ("output_dir", "train_list_dir", "eval_output_dir", "export_file", "infer_dir")
 
@@ -90,31 +85,31 @@ def absolute_paths(cfg, base_dir):
     """Copy of ``cfg`` with relative paths made absolute against ``base_dir``: string values (and the strings of
     list values, e.g. ``exclude_trials``, ``trials``) naming an existing file or folder there, and the output paths
     of ``PATH_KEYS_WHEN_MISSING`` (``train_list_dir``, ...) even before they exist. ``resume: latest`` stays."""
-    out = type(cfg)(cfg)
+    out = {}
     for key, value in cfg.items():
         if isinstance(value, list):
             out[key] = [_absolute(key, v, base_dir) for v in value]
         else:
             out[key] = _absolute(key, value, base_dir)
-    return out
+    return type(cfg)(out)
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["output_dir"]:
-        print(os.path.abspath(load_config(resume_flag_to_value(argv[1:])).output_dir))
+    parser = recipe_parser("Launch-script helper: print the recipe's output folder, or freeze the recipe with "
+                           "absolute paths for per-rank working folders.")
+    parser.add_argument("command", choices=("output_dir", "freeze_config"))
+    parser.add_argument("out", nargs="?", help="freeze_config: the YAML file to write")
+    cfg, args = parse_recipe_args(parser, resume_flag_to_value(sys.argv[1:] if argv is None else argv))
+    if args.command == "output_dir":
+        print(os.path.abspath(cfg.output_dir))
         return 0
-    if len(argv) < 2 or argv[0] != "freeze_config":
-        print("usage: python -m src.distributed freeze_config OUT.yaml [--config PATH] [--key value ...]\n"
-              "       python -m src.distributed output_dir [--config PATH] [--key value ...]", file=sys.stderr)
-        return 2
-    out = argv[1]
-    cfg = absolute_paths(load_config(resume_flag_to_value(argv[2:])), os.getcwd())
-    cfg.pop("config", None)
-    save_config(cfg, out)
+    if not args.out:
+        raise UsageError("freeze_config needs the YAML file to write: freeze_config OUT.yaml [--key value ...]")
+    cfg = absolute_paths(cfg, os.getcwd())
+    save_config({k: v for k, v in cfg.items() if k != "config"}, args.out)
     print(cfg["output_dir"])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -1,45 +1,46 @@
-"""Load the older MindSpore model zoo's ECAPA-TDNN checkpoint into our network.
+"""Import another ECAPA-TDNN's weights into this project's layout: one tool, one function per source format.
 
-The zoo's released training checkpoint holds the embedding network under a ``network.`` prefix, its conv weights
-4-D (out, in, 1, k), its batch norms as ``*.norm.norm2d.{gamma,beta,moving_mean,moving_variance}``, the
-AAM-softmax class weights ``classifier.weight`` (n_classes, 192), an ``output`` buffer and optimizer state.
-The zoo network is our ECAPA_TDNN with channels 1024, MFA 3072, no global context and zero padding
-(:data:`ZOO_MODEL_CONFIG`); it takes the same (batch, frames, 80) fbank input.
+Formats:
 
-Mapping: strip ``network.``; ``.norm2d.`` -> ``.``; 4-D (out, in, 1, k) conv weights -> (out, in, k); drop the
-optimizer state; return ``classifier.weight`` (the ``weight`` of src.loss.AAMSoftmax, for fine-tuning).
+- ``mindspore_zoo``: the older MindSpore model zoo's released training checkpoint. It holds the embedding network
+  under ``network.``, its conv weights 4-D (out, in, 1, k), its batch norms as
+  ``*.norm.norm2d.{gamma,beta,moving_mean,moving_variance}``, the AAM-softmax class weights ``classifier.weight``
+  (n_classes, 192), an ``output`` buffer and optimizer state. The zoo network is our ECAPA_TDNN with
+  :data:`ZOO_MODEL_CONFIG` (channels 1024, MFA 3072, no global context, zero padding) on the same fbank input.
+  Mapping: strip ``network.``; ``.norm2d.`` -> ``.``; (out, in, 1, k) -> (out, in, k); drop the optimizer state;
+  keep ``classifier.weight`` (for fine-tuning).
 
-Convert a zoo checkpoint to our layout (our network's parameter names, plus ``classifier.weight``)::
+Command line::
 
-    python -m src.zoo_checkpoint ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt zoo_ecapa.ckpt
+    python -m src.import_weights --format mindspore_zoo ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt \\
+        zoo_ecapa.ckpt
 
-and use it with ``--channels 1024 --mfa_channels 3072 --global_context false --padding zeros``.
+then use ``zoo_ecapa.ckpt`` with ``--channels 1024 --mfa_channels 3072 --global_context false --padding zeros``.
 In Python::
 
     net = ECAPA_TDNN(**ZOO_MODEL_CONFIG)
     classifier_weight = load_zoo_checkpoint("zoo.ckpt", net)     # numpy (n_classes, 192) or None
 """
-import argparse
 import logging
-import os
 
 import numpy as np
 import mindspore as ms
 
-from src.ecapa_tdnn import ECAPA_TDNN
+from src.checkpoint import NETWORK_PREFIX, CheckpointError, read_checkpoint, write_checkpoint_file
+from src.cli import run_command
+from src.config import ArgumentParser
+from src.model.ecapa_tdnn import ECAPA_TDNN
 
 logger = logging.getLogger(__name__)
 
-ZOO_MODEL_CONFIG = dict(n_mels=80, channels=1024, mfa_channels=3072, embedding_size=192, attention_channels=128,
-                        se_channels=128, res2net_scale=8, global_context=False, padding="zeros")
-NETWORK_PREFIX = "network."
+# The zoo network's settings where they differ from ECAPA_TDNN's defaults (80 mels, embedding 192, attention 128,
+# SE 128, Res2Net scale 8).
+ZOO_MODEL_CONFIG = dict(channels=1024, mfa_channels=3072, global_context=False, padding="zeros")
 CLASSIFIER_NAME = "classifier.weight"
+# Entries of a training checkpoint that are not weights: Adam moments, step counters, learning rate, loss scale,
+# and the zoo's loss ``output`` buffer.
 OPTIMIZER_PREFIXES = ("moment1.", "moment2.")
 OPTIMIZER_NAMES = ("beta1_power", "beta2_power", "learning_rate", "global_step", "scale_sense", "output")
-
-
-class ZooCheckpointError(ValueError):
-    """The checkpoint does not fit the network (missing, unexpected or mis-shaped parameters) or is unreadable."""
 
 
 def strip_network_prefix(name):
@@ -74,7 +75,7 @@ def convert_zoo_params(zoo_params, net):
     """Map zoo ``{name: array}`` onto ``net``'s parameters.
 
     Returns ``(ours, classifier_weight)``: ``{our_name: float32 array in our shape}`` covering every parameter of
-    ``net``, and the ``classifier.weight`` array (or None). Raises ZooCheckpointError listing every missing,
+    ``net``, and the ``classifier.weight`` array (or None). Raises CheckpointError listing every missing,
     unexpected and mis-shaped name at once.
     """
     targets = {p.name: tuple(p.shape) for p in net.get_parameters()}
@@ -105,29 +106,18 @@ def convert_zoo_params(zoo_params, net):
             problems.append(f"unexpected: {', '.join(sorted(unexpected))}")
         if misshaped:
             problems.append(f"mis-shaped: {'; '.join(misshaped)}")
-        raise ZooCheckpointError("checkpoint does not fit the network: " + " | ".join(problems))
+        raise CheckpointError("checkpoint does not fit the network: " + " | ".join(problems))
     return ours, classifier_weight
-
-
-def read_checkpoint(path):
-    """Checkpoint file -> {name: numpy array}; ZooCheckpointError naming the file if it is missing or unreadable."""
-    if not os.path.isfile(path):
-        raise ZooCheckpointError(f"{path}: checkpoint file not found")
-    try:
-        params = ms.load_checkpoint(path)
-    except Exception as error:     # MindSpore raises ValueError/RuntimeError for corrupt files
-        raise ZooCheckpointError(f"{path}: not a readable MindSpore checkpoint ({error})") from error
-    return {name: p.asnumpy() for name, p in params.items()}
 
 
 def load_zoo_checkpoint(path, net):
     """Load the zoo checkpoint at ``path`` into ``net`` (an ECAPA_TDNN built with ZOO_MODEL_CONFIG).
     Returns the classifier weight (n_classes, embedding_size) numpy array, or None if the file has none."""
-    zoo_params = read_checkpoint(path)
+    stored, _ = read_checkpoint(path)
     try:
-        ours, classifier_weight = convert_zoo_params(zoo_params, net)
-    except ZooCheckpointError as error:
-        raise ZooCheckpointError(f"{path}: {error}") from None
+        ours, classifier_weight = convert_zoo_params({k: p.asnumpy() for k, p in stored.items()}, net)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     for p in net.get_parameters():
         p.set_data(ms.Tensor(ours[p.name]))
     logger.info("loaded %d parameters from %s%s", len(ours), path,
@@ -135,7 +125,7 @@ def load_zoo_checkpoint(path, net):
     return classifier_weight
 
 
-def convert_zoo_checkpoint(zoo_path, out_path):
+def import_zoo_checkpoint(zoo_path, out_path):
     """Write the zoo checkpoint at ``zoo_path`` in our layout to ``out_path``: our parameter names (loadable with
     ``ms.load_param_into_net(ECAPA_TDNN(**ZOO_MODEL_CONFIG), ...)``) plus ``classifier.weight`` when present."""
     net = ECAPA_TDNN(**ZOO_MODEL_CONFIG)
@@ -143,24 +133,28 @@ def convert_zoo_checkpoint(zoo_path, out_path):
     entries = [{"name": p.name, "data": p.value()} for p in net.get_parameters()]
     if classifier_weight is not None:
         entries.append({"name": CLASSIFIER_NAME, "data": ms.Tensor(classifier_weight)})
-    ms.save_checkpoint(entries, out_path)
+    write_checkpoint_file(entries, out_path)
     logger.info("wrote %s (%d tensors)", out_path, len(entries))
     return out_path
 
 
+FORMATS = {"mindspore_zoo": (import_zoo_checkpoint, ZOO_MODEL_CONFIG)}
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Convert the older MindSpore zoo's ECAPA-TDNN checkpoint to this "
-                                                 "project's layout (channels 1024, MFA 3072, no global context, "
-                                                 "zero padding).")
-    parser.add_argument("zoo_checkpoint", help="the zoo's .ckpt (e.g. ecapatdnn_ascend_v1100_voxceleb_official_audio_"
-                                               "EER0.82.ckpt)")
-    parser.add_argument("output", help="where to write the converted .ckpt")
+    parser = ArgumentParser(description="Import another ECAPA-TDNN's weights as a checkpoint of this "
+                                                 "project.")
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="the source's format")
+    parser.add_argument("source", help="the checkpoint to import (e.g. the older zoo's "
+                                       "ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt)")
+    parser.add_argument("output", help="where to write the imported .ckpt")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    convert_zoo_checkpoint(args.zoo_checkpoint, args.output)
-    print(f"wrote {args.output}; use it with --channels 1024 --mfa_channels 3072 --global_context false "
-          f"--padding zeros")
+    convert, settings = FORMATS[args.format]
+    convert(args.source, args.output)
+    flags = " ".join(f"--{k} {str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items())
+    print(f"wrote {args.output}; use it with {flags}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -1,7 +1,7 @@
 """The training network and its one-graph step: waveforms -> fbank -> ECAPA-TDNN -> AAM-softmax loss -> update.
 
-``SpeakerTrainNet`` holds the three parts under the attribute names the checkpoint relies on (``network`` for the
-embedding network, ``classifier`` for the AAM-softmax weights). ``TrainStep`` is a ``TrainOneStepWithLossScaleCell``
+``SpeakerTrainNet`` holds the embedder (fbank + network, ``embedder.network`` is the embedding network) and the
+AAM-softmax ``classifier``, under the attribute names src/checkpoint.py relies on. ``TrainStep`` is a ``TrainOneStepWithLossScaleCell``
 whose ``construct`` does, in one compiled graph: forward, gradients, the data-parallel gradient mean (when running
 distributed), loss-scale overflow check (mixed precision only), gradient clipping by global norm and the Adam update.
 Steps whose gradients overflowed are skipped (no update, the optimizer's ``global_step`` does not advance) and the
@@ -11,32 +11,27 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.data.augment import SpecAugment
-from src.ecapa_tdnn import ecapa_from_config
-from src.features import Fbank
-from src.loss import AAMSoftmax
-from src.lr_schedule import schedule_from_config
+from src.model.ecapa_tdnn import build_ecapa
+from src.model.embedder import Embedder
+from src.model.loss import AAMSoftmax
+from src.train.schedule import schedule_from_config
 
 
 class SpeakerTrainNet(nn.Cell):
     """(wav (B, S) float32, labels (B,) int32) -> (loss scalar, correct scalar float32).
 
-    Every crop is full length (the dataset crops or repeats to ``crop_seconds``), so no length mask is needed.
-    ``spec_augment`` (a Cell on (B, T, n_mels) features, or None) masks the features before the network.
-    ``correct`` counts utterances whose nearest class weight (cosine, no margin) is their own speaker.
+    ``embedder`` (src.model.embedder.Embedder, SpecAugment inside it) gives the embeddings; every crop is full
+    length (the dataset crops or repeats to ``crop_seconds``), so no length mask is needed. ``correct`` counts
+    utterances whose nearest class weight (cosine, no margin) is their own speaker.
     """
 
-    def __init__(self, fbank, network, classifier, spec_augment=None):
+    def __init__(self, embedder, classifier):
         super().__init__()
-        self.fbank = fbank
-        self.network = network
+        self.embedder = embedder
         self.classifier = classifier
-        self.spec_augment = spec_augment
 
     def construct(self, wav, labels):
-        feats, _ = self.fbank(wav)
-        if self.spec_augment is not None:
-            feats = self.spec_augment(feats)
-        embeddings = self.network(feats).astype(ms.float32)
+        embeddings = self.embedder(wav).astype(ms.float32)
         loss = self.classifier(embeddings, labels)
         predicted = ops.argmax(self.classifier.cosine_logits(embeddings), dim=-1).astype(ms.int32)
         correct = ops.stop_gradient((predicted == labels).astype(ms.float32).sum())
@@ -115,15 +110,16 @@ def build_train_step(cfg, num_classes, device_target="CPU"):
 
     Returns ``(train_step, train_net)``; ``train_net.classifier.set_margin`` drives the margin warm-up.
     """
-    network = ecapa_from_config(cfg)
     mixed = use_mixed_precision(cfg, device_target)
-    if mixed:
-        network = ms.amp.auto_mixed_precision(network, "O2")     # batch norm stays float32
+    network = build_ecapa(cfg)           # first: the seeded initialisation draws the network's weights first
     classifier = AAMSoftmax(cfg.embedding_size, num_classes, margin=cfg.aam_margin, scale=cfg.aam_scale)
     spec_augment = None
     if cfg.specaugment:
         spec_augment = SpecAugment(max_time=cfg.specaug_max_time, max_freq=cfg.specaug_max_freq)
-    train_net = SpeakerTrainNet(Fbank(cfg.sample_rate, cfg.n_mels), network, classifier, spec_augment)
+    embedder = Embedder(network, int(cfg.sample_rate), spec_augment=spec_augment)
+    if mixed:
+        embedder.network = ms.amp.auto_mixed_precision(embedder.network, "O2")     # batch norm stays float32
+    train_net = SpeakerTrainNet(embedder, classifier)
     decayed = [p for p in train_net.trainable_params() if p.ndim > 1]      # no weight decay on biases / BN
     others = [p for p in train_net.trainable_params() if p.ndim <= 1]
     groups = [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": others, "weight_decay": 0.0}]

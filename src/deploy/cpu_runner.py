@@ -7,19 +7,19 @@ name) is one model input tensor; each gives ``output_dir/<same name>`` (float32 
 
 Command line (the C++ program's flags)::
 
-    python -m src.infer_runner --model ecapa.mindir --input_dir infer/input --output_dir infer/output
+    python -m src.deploy.cpu_runner --model ecapa.mindir --input_dir infer/input --output_dir infer/output
 """
-import argparse
 import logging
 import os
-import sys
 import time
 
 import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from src.infer_io import (InferFileError, contract_path, read_bin, read_contract, resolve_shape, write_bin,
+from src.cli import run_command, setup_logging
+from src.config import ArgumentParser
+from src.deploy.infer_files import (InferFileError, contract_path, read_bin, read_contract, resolve_shape, write_bin,
                           write_list)
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def run_folder(model_path, input_dir, output_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Run an exported MINDIR on a folder of .bin inputs "
+    parser = ArgumentParser(description="Run an exported MINDIR on a folder of .bin inputs "
                                                  "(the CPU twin of ascend310_infer).")
     parser.add_argument("--model", required=True, help="exported MINDIR file (its contract JSON beside it)")
     parser.add_argument("--input_dir", required=True, help="folder of input .bin files (preprocess.py)")
@@ -71,16 +71,12 @@ def main(argv=None):
     parser.add_argument("--device_target", default="CPU", help="CPU, GPU or Ascend")
     parser.add_argument("--device_id", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     from src.device import setup_device
     setup_device(args.device_target, args.device_id)
-    try:
-        run_folder(args.model, args.input_dir, args.output_dir)
-    except InferFileError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    run_folder(args.model, args.input_dir, args.output_dir)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -9,22 +9,23 @@ The file names every device of the job with its rank::
 
 Command line::
 
-    python -m src.rank_table write --out hccl_8p.json [--device_ids 0,1,2,3] [--server_id IP]
+    python -m src.train.rank_table write --out hccl_8p.json [--device_ids 0,1,2,3] [--server_id IP]
                                    [--device_ips IP,IP,... | --hccn_conf /etc/hccn.conf]
-    python -m src.rank_table merge --out hccl_16p.json server_a.json server_b.json   # several servers, one job
-    python -m src.rank_table check hccl_8p.json
-    python -m src.rank_table devices hccl_8p.json [--server_id IP]   # "RANK_SIZE N" then "rank_id device_id" lines
+    python -m src.train.rank_table merge --out hccl_16p.json server_a.json server_b.json   # several servers, one job
+    python -m src.train.rank_table check hccl_8p.json
+    python -m src.train.rank_table devices hccl_8p.json [--server_id IP]   # "RANK_SIZE N" then "rank_id device_id" lines
 
 Device IPs default to the ``address_<device_id>=IP`` lines of /etc/hccn.conf, as Ascend servers configure them.
 For a job over several servers, write one table on each server, merge them (ranks are numbered server after
 server, in the order given) and give the merged file to ``run_distribute_train_ascend.sh`` on every server.
 """
-import argparse
 import ipaddress
 import json
 import os
 import socket
-import sys
+
+from src.cli import run_command
+from src.config import ArgumentParser
 
 HCCN_CONF = "/etc/hccn.conf"
 
@@ -181,7 +182,7 @@ def local_devices(table, server_id=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write, check or list an HCCL rank table (version 1.0).")
+    parser = ArgumentParser(description="Write, check or list an HCCL rank table (version 1.0).")
     sub = parser.add_subparsers(dest="command", required=True)
     write = sub.add_parser("write", help="write a rank table for the devices of this server")
     write.add_argument("--out", required=True, help="JSON file to write")
@@ -199,40 +200,36 @@ def main(argv=None):
     devices.add_argument("--server_id", default=None)
     args = parser.parse_args(argv)
 
-    try:
-        if args.command == "write":
-            device_ids = [int(d) for d in args.device_ids.split(",") if d.strip()]
-            if args.device_ips:
-                device_ips = [ip.strip() for ip in args.device_ips.split(",")]
-            else:
-                addresses = read_hccn_conf(args.hccn_conf)
-                missing = [d for d in device_ids if d not in addresses]
-                if missing:
-                    raise RankTableError(f"{args.hccn_conf}: no address_<id> line for devices {missing}")
-                device_ips = [addresses[d] for d in device_ids]
-            server_id = args.server_id or socket.gethostbyname(socket.gethostname())
-            table = make_rank_table(device_ids, device_ips, server_id)
-            with open(args.out, "w", encoding="utf-8") as f:
-                json.dump(table, f, indent=4)
-            print(f"wrote {args.out}: {len(device_ids)} devices on server {server_id}")
-        elif args.command == "merge":
-            table = merge_rank_tables([load_rank_table(path) for path in args.tables])
-            with open(args.out, "w", encoding="utf-8") as f:
-                json.dump(table, f, indent=4)
-            print(f"wrote {args.out}: {validate_rank_table(table)} ranks on {table['server_count']} servers")
-        elif args.command == "check":
-            table = load_rank_table(args.path)
-            print(f"{args.path}: ok, {validate_rank_table(table)} ranks on {len(table['server_list'])} server(s)")
+    if args.command == "write":
+        device_ids = [int(d) for d in args.device_ids.split(",") if d.strip()]
+        if args.device_ips:
+            device_ips = [ip.strip() for ip in args.device_ips.split(",")]
         else:
-            table = load_rank_table(args.path)
-            print(f"RANK_SIZE {validate_rank_table(table)}")
-            for rank_id, device_id in local_devices(table, args.server_id):
-                print(f"{rank_id} {device_id}")
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+            addresses = read_hccn_conf(args.hccn_conf)
+            missing = [d for d in device_ids if d not in addresses]
+            if missing:
+                raise RankTableError(f"{args.hccn_conf}: no address_<id> line for devices {missing}")
+            device_ips = [addresses[d] for d in device_ids]
+        server_id = args.server_id or socket.gethostbyname(socket.gethostname())
+        table = make_rank_table(device_ids, device_ips, server_id)
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(table, f, indent=4)
+        print(f"wrote {args.out}: {len(device_ids)} devices on server {server_id}")
+    elif args.command == "merge":
+        table = merge_rank_tables([load_rank_table(path) for path in args.tables])
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(table, f, indent=4)
+        print(f"wrote {args.out}: {validate_rank_table(table)} ranks on {table['server_count']} servers")
+    elif args.command == "check":
+        table = load_rank_table(args.path)
+        print(f"{args.path}: ok, {validate_rank_table(table)} ranks on {len(table['server_list'])} server(s)")
+    else:
+        table = load_rank_table(args.path)
+        print(f"RANK_SIZE {validate_rank_table(table)}")
+        for rank_id, device_id in local_devices(table, args.server_id):
+            print(f"{rank_id} {device_id}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

@@ -2,7 +2,7 @@
 
 What is exported:
 
-- ``input_kind="waveform"``: ``wav (B, S)`` float32 16 kHz samples -> Fbank (src/features.py) inside the graph ->
+- ``input_kind="waveform"``: ``wav (B, S)`` float32 16 kHz samples -> Fbank (src/model/fbank.py) inside the graph ->
   ECAPA-TDNN -> ``(B, E)``. The 310 program then needs no feature code at all.
 - ``input_kind="fbank"``: ``feats (B, T, n_mels)`` log-mel frames -> ECAPA-TDNN -> ``(B, E)``.
 
@@ -15,7 +15,7 @@ ONNX) and run on the same realistic input as the network (two lengths for a dyna
 difference above ``tolerance`` renames the file to ``<file>.rejected`` and raises ``ExportError``. AIR cannot be
 loaded back by MindSpore: the same graph is also exported as MINDIR and that file is verified.
 
-The contract ``<file>.json`` (src/infer_io.py ``contract_path``) records input/output names, shapes (-1 for a
+The contract ``<file>.json`` (src/deploy/infer_files.py ``contract_path``) records input/output names, shapes (-1 for a
 dynamic axis), dtype, input kind, sample rate, window length, embedding size, batch size, the network config,
 the verification result and timings.
 """
@@ -27,38 +27,29 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from src.features import Fbank, num_frames
-from src.infer_io import CONTRACT_VERSION, INPUT_KINDS, contract_path, write_contract
+from src.model.embedder import Embedder
+from src.model.fbank import Fbank, num_frames
+from src.deploy.infer_files import CONTRACT_VERSION, INPUT_KINDS, contract_path, write_contract
 
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("MINDIR", "AIR", "ONNX")
 EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 INPUT_NAMES = {"waveform": "wav", "fbank": "feats"}   # the construct argument, the graph's input name
+INPUT_TEXT = {"waveform": "16 kHz mono waveform in [-1, 1]; fbank is computed inside the graph",
+              "fbank": "log-mel filterbank frames of src/model/fbank.py Fbank (10 ms hop)"}
 
 
-class ExportError(RuntimeError):
+class ExportError(ValueError):
     """Export refused or failed, or the exported file does not reproduce the network."""
 
 
-class WaveformEmbedder(nn.Cell):
-    """``construct(wav)``: (B, S) float32 samples -> fbank in the graph -> (B, embedding_size) embeddings."""
-
-    def __init__(self, network, sample_rate=16000, n_mels=80):
-        super().__init__()
-        self.fbank = Fbank(sample_rate=sample_rate, n_mels=n_mels)
-        self.network = network
-
-    def construct(self, wav):
-        feats, _ = self.fbank(wav)
-        return self.network(feats)
-
-
-def export_cell(network, input_kind, sample_rate=16000, n_mels=80):
-    """The Cell that is exported: the network itself (fbank input) or fbank + network (waveform input)."""
+def export_cell(network, input_kind, sample_rate=16000):
+    """The Cell that is exported: the network itself (fbank input) or the Embedder, fbank + network (waveform
+    input, every sample valid)."""
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"export_input: expected one of {INPUT_KINDS}, got {input_kind!r}")
-    cell = network if input_kind == "fbank" else WaveformEmbedder(network, sample_rate, n_mels)
+    cell = network if input_kind == "fbank" else Embedder(network, sample_rate)
     cell.set_train(False)
     return cell
 
@@ -78,7 +69,7 @@ def example_waveform(batch_size, num_samples, seed=0, sample_rate=16000):
 
 
 def example_input(input_kind, batch_size, num_samples, seed=0, sample_rate=16000, n_mels=80):
-    """A realistic model input: waveform (B, S), or its fbank (B, T, n_mels) computed with src.features.Fbank."""
+    """A realistic model input: waveform (B, S), or its fbank (B, T, n_mels) computed with src.model.fbank.Fbank."""
     wav = example_waveform(batch_size, num_samples, seed, sample_rate)
     if input_kind == "waveform":
         return wav
@@ -159,14 +150,8 @@ def verify_export(cell, path, file_format, inputs, tolerance):
     return result
 
 
-def export_model(network, file_base, file_format="MINDIR", input_kind="waveform", batch_size=1, seconds=3.0,
-                 dynamic=False, tolerance=1e-4, sample_rate=16000, n_mels=80, network_config=None, seed=0):
-    """Export ``network`` (in eval mode) to ``file_base`` + extension, verify it, write its contract.
-
-    Returns the contract dict (also written to ``<file>.json``). Raises ``ExportError`` when the format is not
-    possible here (AIR off Ascend, ONNX with a dynamic axis or an untranslatable operator) or the file does not
-    reproduce the network within ``tolerance``.
-    """
+def check_export_request(file_format, dynamic, batch_size):
+    """Refuse what cannot be exported here, before anything is written -> the format in upper case."""
     file_format = str(file_format).upper()
     if file_format not in EXPORT_FORMATS:
         raise ExportError(f"export_format: expected one of {EXPORT_FORMATS}, got {file_format!r}")
@@ -178,11 +163,24 @@ def export_model(network, file_base, file_format="MINDIR", input_kind="waveform"
                           f"(set export_dynamic false)")
     if batch_size < 1:
         raise ExportError(f"export_batch_size must be >= 1, got {batch_size}")
+    return file_format
+
+
+def export_model(network, file_base, file_format="MINDIR", input_kind="waveform", batch_size=1, seconds=3.0,
+                 dynamic=False, tolerance=1e-4, sample_rate=16000, settings=None, seed=0):
+    """Export ``network`` (an ECAPA_TDNN, in eval mode) to ``file_base`` + extension, verify it, write its contract
+    (``settings``: what the contract records under "network", e.g. the embedder settings and the checkpoint).
+
+    Returns the contract dict (also written to ``<file>.json``). Raises ``ExportError`` when the format is not
+    possible here (AIR off Ascend, ONNX with a dynamic axis or an untranslatable operator) or the file does not
+    reproduce the network within ``tolerance``.
+    """
+    file_format = check_export_request(file_format, dynamic, batch_size)
     window_samples = int(round(seconds * sample_rate))
     frames = num_frames(window_samples)
-    embedding_size = int(network.fc.weight.shape[0]) if hasattr(network, "fc") else None
+    n_mels, embedding_size = network.n_mels, network.embedding_size
     network.set_train(False)
-    cell = export_cell(network, input_kind, sample_rate, n_mels)
+    cell = export_cell(network, input_kind, sample_rate)
 
     lengths = [window_samples, window_samples * 5 // 3] if dynamic else [window_samples]
     inputs = [example_input(input_kind, batch_size, s, seed, sample_rate, n_mels) for s in lengths]
@@ -210,28 +208,16 @@ def export_model(network, file_base, file_format="MINDIR", input_kind="waveform"
 
     contract = {
         "contract_version": CONTRACT_VERSION,
-        "model_file": os.path.basename(path),
-        "format": file_format,
+        "model_file": os.path.basename(path), "format": file_format,
         "input": {"name": verification.get("input_name", INPUT_NAMES[input_kind]), "kind": input_kind,
-                  "shape": shape, "dtype": "float32", "byte_order": "little",
-                  "description": ("16 kHz mono waveform in [-1, 1]; fbank is computed inside the graph"
-                                  if input_kind == "waveform" else
-                                  "log-mel filterbank frames of src/features.py Fbank (10 ms hop)")},
+                  "shape": shape, "dtype": "float32", "byte_order": "little", "description": INPUT_TEXT[input_kind]},
         "output": {"name": verification.get("output_name", "embedding"), "kind": "embedding",
                    "shape": [batch_size, embedding_size], "dtype": "float32"},
-        "batch_size": batch_size,
-        "dynamic_time": bool(dynamic),
-        "sample_rate": sample_rate,
-        "window_seconds": float(seconds),
-        "window_samples": window_samples,
-        "frames_per_window": frames,
-        "hop_samples": sample_rate // 100,
-        "n_mels": n_mels,
-        "embedding_size": embedding_size,
-        "network": dict(network_config or {}),
-        "verification": verification,
-        "export_seconds": round(export_seconds, 2),
-        "mindspore_version": ms.__version__,
+        "batch_size": batch_size, "dynamic_time": bool(dynamic), "sample_rate": sample_rate,
+        "window_seconds": float(seconds), "window_samples": window_samples, "frames_per_window": frames,
+        "hop_samples": sample_rate // 100, "n_mels": n_mels, "embedding_size": embedding_size,
+        "network": dict(settings or {}), "verification": verification,
+        "export_seconds": round(export_seconds, 2), "mindspore_version": ms.__version__,
     }
     write_contract(contract_path(path), contract)
     return contract

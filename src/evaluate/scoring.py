@@ -1,20 +1,27 @@
 """Trial scoring: cosine similarity, optional mean subtraction, s-norm and adaptive s-norm (NumPy only).
 
 - Cosine: ``s(e, t) = <e, t> / (|e| |t|)``.
-- Mean subtraction: a mean embedding ``m`` (of training utterances) is subtracted from every embedding, cohort
-  included, before length normalisation.
-- S-norm: with a cohort of speaker embeddings ``C`` (training-set speaker means), each side's score against the
-  cohort gives a mean and standard deviation, and
+- Mean subtraction: a mean embedding ``m`` (of the cohort's training utterances) is subtracted from every
+  embedding before length normalisation.
+- S-norm: with a cohort of training speakers, each side's score against the cohort gives a mean and standard
+  deviation, and
   ``s_norm = ((s - mu_e) / sd_e + (s - mu_t) / sd_t) / 2``.
 - AS-norm (adaptive s-norm): the same, but ``mu`` and ``sd`` of each side come from its ``topk`` highest cohort
   scores only (Matejka et al., Interspeech 2017). Standard deviations are the unbiased estimate (ddof=1), as in
   SpeechBrain's scoring recipe.
+
+Every embedding, trial and cohort alike, goes through the same transform before any score: ``x -> (x - m) / |x - m|``
+(without ``m`` when mean subtraction is off). A cohort speaker is the mean of its transformed utterance embeddings,
+length-normalised again; so with mean subtraction on, the cohort lives in the same space as the trials (as in
+WeSpeaker's recipes, which subtract the training mean from enrolment, test and cohort embeddings alike before
+AS-norm).
 """
 import logging
 
 import numpy as np
 
-from src.trials import trial_utterances
+from src.data.lists import speaker_of_path
+from src.data.trials import trial_utterances
 
 SCORE_NORMS = ("none", "snorm", "asnorm")
 
@@ -27,17 +34,28 @@ def l2_normalize(x, eps=1e-12):
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
-def speaker_means(embeddings, speaker_of):
-    """Average each speaker's length-normalised embeddings -> ``(speakers, (S, D) float64)``.
+def mean_embedding(embeddings):
+    """The mean of a dict key -> (D,) of raw embeddings -> (D,) float64 (the ``m`` of mean subtraction)."""
+    return np.mean(np.stack([np.asarray(e, dtype=np.float64) for e in embeddings.values()]), axis=0)
 
-    ``embeddings``: dict key -> (D,) array; ``speaker_of``: function key -> speaker id (e.g. the first path
-    component of a VoxCeleb path). Speakers are sorted.
+
+def transform(matrix, mean=None):
+    """Rows (N, D) -> (N, D) float64 in scoring space: minus ``mean`` (when given), then length-normalised."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    return l2_normalize(matrix if mean is None else matrix - np.asarray(mean, dtype=np.float64))
+
+
+def speaker_means(embeddings, mean=None):
+    """Average each speaker's transformed embeddings (``transform``) -> ``(speakers, (S, D) float64)``.
+
+    ``embeddings``: dict key -> (D,) array, keys VoxCeleb-style paths ``<speaker>/...`` (``speaker_of_path``).
+    Speakers are sorted.
     """
     groups = {}
     for key, emb in embeddings.items():
-        groups.setdefault(speaker_of(key), []).append(emb)
+        groups.setdefault(speaker_of_path(key), []).append(emb)
     speakers = sorted(groups)
-    means = np.stack([l2_normalize(np.stack(groups[s])).mean(axis=0) for s in speakers])
+    means = np.stack([transform(np.stack(groups[s]), mean).mean(axis=0) for s in speakers])
     return speakers, means
 
 
@@ -66,21 +84,19 @@ def score_trials(embeddings, trials, score_norm="none", cohort=None, mean=None, 
     """Score every trial -> (N,) float64 in trial order.
 
     ``embeddings``: dict key -> (D,) array covering every utterance in ``trials`` (list of ``(label, enroll,
-    test)``); ``score_norm``: "none", "snorm" or "asnorm" (the last two need ``cohort`` (M, D), e.g. training
-    speaker means); ``mean``: optional (D,) embedding subtracted from everything before normalisation; ``topk``: the
-    AS-norm cohort size per side (clipped to the cohort size).
+    test)``); ``score_norm``: "none", "snorm" or "asnorm" (the last two need ``cohort``: dict key -> (D,) raw
+    embeddings of training utterances, keys ``<speaker>/...``); ``mean``: optional (D,) embedding subtracted from
+    every embedding, cohort included, before normalisation; ``topk``: the AS-norm cohort size per side (clipped to the
+    number of cohort speakers).
     """
     if score_norm not in SCORE_NORMS:
         raise ValueError(f"score_norm: expected one of {', '.join(SCORE_NORMS)}, got {score_norm!r}")
     keys = trial_utterances(trials)
     missing = [k for k in keys if k not in embeddings]
     if missing:
-        raise KeyError(f"{len(missing)} trial utterances have no embedding, e.g. {missing[:3]}")
+        raise ValueError(f"{len(missing)} trial utterances have no embedding, e.g. {missing[:3]}")
     index = {k: i for i, k in enumerate(keys)}
-    matrix = np.stack([np.asarray(embeddings[k], dtype=np.float64) for k in keys])
-    if mean is not None:
-        matrix = matrix - np.asarray(mean, dtype=np.float64)
-    matrix = l2_normalize(matrix)
+    matrix = transform(np.stack([embeddings[k] for k in keys]), mean)
     enroll = np.array([index[e] for _, e, _ in trials])
     test = np.array([index[t] for _, _, t in trials])
     scores = np.sum(matrix[enroll] * matrix[test], axis=1)
@@ -88,9 +104,7 @@ def score_trials(embeddings, trials, score_norm="none", cohort=None, mean=None, 
         return scores
     if cohort is None:
         raise ValueError(f"score_norm {score_norm} needs a cohort (set cohort_source)")
-    cohort = np.asarray(cohort, dtype=np.float64)
-    if mean is not None:
-        cohort = cohort - np.asarray(mean, dtype=np.float64)
+    _, cohort = speaker_means(cohort, mean)
     cohort = l2_normalize(cohort)
     k = min(int(topk), cohort.shape[0]) if score_norm == "asnorm" else None
     if k is not None and k < int(topk):

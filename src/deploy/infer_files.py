@@ -22,6 +22,8 @@ import os
 
 import numpy as np
 
+from src.data.audio import read_audio, repeat_pad
+
 CONTRACT_VERSION = 1
 LIST_FILE = "output_list.txt"
 MANIFEST_FILE = "manifest.json"
@@ -58,7 +60,7 @@ def write_contract(path, contract):
 
 
 def read_contract(path):
-    """Read and check an export contract -> dict (keys as written by src/exporting.py)."""
+    """Read and check an export contract -> dict (keys as written by src/deploy/export.py)."""
     if not os.path.isfile(path):
         raise InferFileError(f"{path}: export contract not found (export.py writes it beside the model as "
                              f"<model file>.json)")
@@ -75,13 +77,6 @@ def read_contract(path):
     if kind not in INPUT_KINDS:
         raise InferFileError(f"{path}: input.kind must be one of {INPUT_KINDS}, got {kind!r}")
     return contract
-
-
-def row_shape(contract):
-    """Shape of one window as the model takes it: ``(S,)`` for waveform input, ``(T, n_mels)`` for fbank."""
-    if contract["input"]["kind"] == "waveform":
-        return (int(contract["window_samples"]),)
-    return (int(contract["frames_per_window"]), int(contract["n_mels"]))
 
 
 # ---- windows ----
@@ -104,14 +99,6 @@ def window_starts(num_samples, window_samples, max_windows=0):
         return [0]
     last = num_samples - window_samples
     return [(i * last) // (count - 1) for i in range(count)]
-
-
-def repeat_pad(wav, length):
-    """(L,) -> (length,): the utterance repeated end to end and cut at ``length`` samples."""
-    if wav.shape[0] == 0:
-        raise ValueError("cannot repeat-pad an empty waveform")
-    reps = math.ceil(length / wav.shape[0])
-    return np.tile(wav, reps)[:length]
 
 
 def cut_windows(wav, starts, window_samples):
@@ -246,11 +233,10 @@ def write_inputs(keys, audio_root, contract, input_dir, max_windows=0, featurize
     """Cut every utterance into windows and write them as input .bin files of the contract's batch size.
 
     ``keys``: utterance paths relative to ``audio_root``; ``featurize``: for fbank-input models a function
-    (N, S) waveform rows -> (N, T, n_mels) (src/exporting.py ``window_featurizer``). The last file is filled up with
+    (N, S) waveform rows -> (N, T, n_mels) (src/deploy/export.py ``window_featurizer``). The last file is filled up with
     copies of its last row. Returns the manifest path (``input_dir/manifest.json``).
     """
     from tqdm import tqdm
-    from src.data.audio import read_audio
 
     if (contract["input"]["kind"] == "fbank") != (featurize is not None):
         raise ValueError("featurize must be given exactly when the contract's input kind is fbank")

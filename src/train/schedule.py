@@ -16,7 +16,6 @@ on every rank of a data-parallel run. Changing the world size changes the number
 sees ``world_size * batch_size`` utterances); to keep the same number of cycles per epoch, scale ``step_size`` (and
 ``warmup_steps``) by ``old_world_size / new_world_size``.
 """
-import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
@@ -34,21 +33,9 @@ def _check(base_lr, max_lr, step_size, mode, warmup_steps):
         raise ValueError(f"lr_warmup_steps: expected >= 0, got {warmup_steps}")
 
 
-def cyclic_lr(steps, base_lr=1e-6, max_lr=1e-4, step_size=65000, mode="triangular2", warmup_steps=0):
-    """Learning rate at each global step in ``steps`` (int or array of ints) -> float64 array of the same shape."""
-    _check(base_lr, max_lr, step_size, mode, warmup_steps)
-    step = np.asarray(steps, dtype=np.float64)
-    cycle = np.floor(1.0 + step / (2.0 * step_size))
-    x = np.abs(step / step_size - 2.0 * cycle + 1.0)
-    scale = 1.0 if mode == "triangular" else 0.5 ** (cycle - 1.0)
-    lr = base_lr + (max_lr - base_lr) * np.maximum(0.0, 1.0 - x) * scale
-    if warmup_steps > 0:
-        lr = lr * np.minimum(1.0, (step + 1.0) / warmup_steps)
-    return lr
-
-
 class CyclicLR(nn.learning_rate_schedule.LearningRateSchedule):
-    """``cyclic_lr`` as a graph Cell for ``nn.Adam(learning_rate=...)``: global_step (int32 scalar) -> float32 lr.
+    """The schedule above as a graph Cell for ``nn.Adam(learning_rate=...)``: global_step (int32 scalar) -> float32
+    lr.
 
     The optimizer passes its own ``global_step``, which is saved in checkpoints, so a resumed run continues the
     schedule exactly where it stopped.

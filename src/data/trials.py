@@ -70,6 +70,12 @@ def write_trials(trials, path, file_format="voxceleb"):
     return path
 
 
+def trial_list_paths(value):
+    """A recipe's ``trials`` value (one path, a list of paths, or empty) -> list of paths."""
+    paths = value if isinstance(value, (list, tuple)) else [value]
+    return [str(p) for p in paths if p]
+
+
 def trial_utterances(trials):
     """Distinct utterances of one or several trial lists, sorted -> list of str."""
     return sorted({key for _, enroll, test in trials for key in (enroll, test)})

@@ -1,0 +1,324 @@
+"""Speaker embeddings of full-length utterances: bucketed batches, one compiled graph per bucket, disk cache.
+
+Shared by eval.py and ``python -m src.evaluate.verify``.
+
+How a set of utterances is embedded (``extract_embeddings``):
+
+1. Each file's length is read from its header. Lengths are grouped into a few buckets (``Batching``:
+   ``bucket_seconds``, plus ``max_seconds`` as the last bucket). An utterance is zero-padded up to its bucket's
+   length and never cropped, unless it is longer than ``max_seconds`` (then its first ``max_seconds`` are kept and
+   a warning says how many were cropped).
+2. Every batch of a bucket has the same shape (batch_size, bucket_samples): the last batch is filled up with
+   dummy rows that are dropped afterwards. So the network sees at most one input shape per bucket, and GRAPH mode
+   compiles at most ``len(buckets)`` graphs however many distinct lengths there are.
+3. The embedder (src.model.embedder.Embedder) computes fbank + ECAPA-TDNN in one graph from (wav, wav_lens); the
+   valid lengths mask the padding, so an utterance gets the same embedding in a padded batch as alone.
+4. Audio of the next batch is read in a background thread while the current batch runs.
+
+Cache (``EmbeddingCache``, e.g. ``emb.npz``): ``keys`` (N,) str, ``embeddings`` (N, D) float32 and ``stamps`` (N,)
+str (each file's size and modification time when it was embedded), plus a JSON sidecar ``emb.json`` with the
+``fingerprint`` (``cache_fingerprint``: parameter hash, embedder settings, outputs, audio root, ``max_seconds``)
+and ``info`` for people to read. A cache is used only when its fingerprint matches, and an entry only while its
+file's stamp is unchanged; missing entries are computed, and the cache is rewritten every ``save_every_seconds``
+and when extraction stops for any reason, so an interrupted run keeps what it computed.
+
+Example::
+
+    embedder = Embedder(load_network_weights(build_ecapa(cfg), "ecapa.ckpt"))
+    emb = extract_embeddings(embedder, ["id10270/x6uYqmx31kE/00001.wav"], "/data/voxceleb1/wav", Batching())
+    emb["id10270/x6uYqmx31kE/00001.wav"].shape                # (192,)
+"""
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn
+from tqdm import tqdm
+
+from src.checkpoint import parameters_sha256
+from src.data.audio import AudioError, audio_info, read_audio
+from src.model.fbank import HOP_LENGTH
+
+logger = logging.getLogger(__name__)
+
+MIN_SAMPLES = 4 * HOP_LENGTH          # 5 feature frames, the network's shortest input
+
+
+# ---------------------------------------------------------------- buckets
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How utterances are grouped into fixed-shape batches.
+
+    sample_rate (Hz); bucket_seconds: bucket lengths below ``max_seconds``; max_seconds: the last bucket (longer
+    utterances are cropped to it); batch_size: utterances per batch; batch_seconds: at most this much padded audio
+    per batch (long buckets get smaller batches).
+    """
+    sample_rate: int = 16000
+    bucket_seconds: tuple = (3, 5, 8, 12, 20, 30)
+    max_seconds: float = 60.0
+    batch_size: int = 16
+    batch_seconds: float = 240.0
+
+    @classmethod
+    def from_recipe(cls, cfg):
+        """The recipe's keys sample_rate, bucket_seconds, max_eval_seconds, eval_batch_size, eval_batch_seconds."""
+        return cls(int(cfg.sample_rate), tuple(float(s) for s in cfg.bucket_seconds), float(cfg.max_eval_seconds),
+                   int(cfg.eval_batch_size), float(cfg.eval_batch_seconds))
+
+    def bucket_lengths(self):
+        """Bucket lengths in samples, ascending: ``bucket_seconds`` up to ``max_seconds``, then that maximum."""
+        edges = sorted(float(s) for s in self.bucket_seconds if float(s) < self.max_seconds) + [self.max_seconds]
+        lengths = sorted({int(round(s * self.sample_rate)) for s in edges})
+        if lengths[0] < MIN_SAMPLES:
+            raise ValueError(f"bucket_seconds: buckets shorter than {MIN_SAMPLES / self.sample_rate} s cannot be "
+                             f"embedded")
+        return lengths
+
+    def batch_size_for(self, bucket_samples):
+        """Utterances per batch of a bucket: batch_size, lowered so a batch holds <= batch_seconds of audio."""
+        seconds = bucket_samples / float(self.sample_rate)
+        return max(1, min(self.batch_size, int(self.batch_seconds // seconds)))
+
+    def plan(self, lengths):
+        """Group utterances into fixed-shape batches.
+
+        ``lengths``: dict key -> samples. Returns a list of ``(bucket_samples, keys)`` with at most
+        ``batch_size_for(bucket_samples)`` keys each, and the list of keys longer than ``max_seconds``.
+        """
+        buckets = self.bucket_lengths()
+        members = {b: [] for b in buckets}
+        cropped = []
+        for key in sorted(lengths, key=lambda k: (lengths[k], k)):
+            n = lengths[key]
+            if n > buckets[-1]:
+                cropped.append(key)
+            members[next((b for b in buckets if b >= n), buckets[-1])].append(key)
+        batches = []
+        for bucket, keys in members.items():
+            size = self.batch_size_for(bucket)
+            batches += [(bucket, keys[i:i + size]) for i in range(0, len(keys), size)]
+        return batches, cropped
+
+
+# ---------------------------------------------------------------- files
+def audio_path(root, key):
+    """Where the audio of ``key`` is: ``root/key``, or ``key`` itself when it is absolute or there is no root."""
+    return key if not root or os.path.isabs(key) else os.path.join(root, key)
+
+
+def file_stamp(path):
+    """A file's identity for the cache: its size and modification time (nanoseconds)."""
+    info = os.stat(path)
+    return f"{info.st_size}:{info.st_mtime_ns}"
+
+
+def expected_samples(path, sample_rate, resample):
+    """Samples ``read_audio`` will return for ``path``, from the file header."""
+    frames, rate, _ = audio_info(path)
+    if rate != sample_rate:
+        if not resample:
+            raise AudioError(f"{path}: sample rate is {rate} Hz, expected {sample_rate} Hz")
+        g = math.gcd(int(rate), int(sample_rate))
+        frames = math.ceil(frames * (sample_rate // g) / (rate // g))
+    if frames == 0:
+        raise AudioError(f"{path}: the file holds no audio (0 samples)")
+    if frames < MIN_SAMPLES:
+        raise AudioError(f"{path}: {frames} samples is too short; the network needs at least {MIN_SAMPLES} "
+                         f"samples ({MIN_SAMPLES / sample_rate:.2f} s)")
+    return frames
+
+
+def save_embeddings(path, embeddings, meta=None, stamps=None):
+    """Write dict key -> (D,) as ``path`` (.npz with ``keys``, ``embeddings`` and, when given, ``stamps`` (dict
+    key -> str)) and ``meta`` as its JSON sidecar. Both go to temporary names first, so a crash never leaves half a
+    file; a failed write leaves no temporary file behind."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    keys = list(embeddings)
+    matrix = np.stack([embeddings[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 0), np.float32)
+    arrays = {"keys": np.array(keys, dtype=str), "embeddings": matrix}
+    if stamps is not None:
+        arrays["stamps"] = np.array([stamps[k] for k in keys], dtype=str)
+    _write_atomically(path, "wb", lambda f: np.savez(f, **arrays))
+    if meta is not None:
+        _write_atomically(sidecar_path(path), "w",
+                          lambda f: json.dump(dict(meta, num_keys=len(keys)), f, indent=2))
+    return path
+
+
+def _write_atomically(path, mode, write):
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_embeddings(path, with_stamps=False):
+    """Read a file written by ``save_embeddings`` -> dict key -> (D,) float32 (and dict key -> stamp when
+    ``with_stamps``). Errors name the file."""
+    try:
+        with np.load(path) as data:
+            if "keys" not in data or "embeddings" not in data:
+                raise ValueError(f"{path}: expected arrays 'keys' and 'embeddings' in the .npz file")
+            keys = [str(k) for k in data["keys"]]
+            embeddings = dict(zip(keys, data["embeddings"]))
+            stamps = dict(zip(keys, (str(s) for s in data["stamps"]))) if "stamps" in data else {}
+    except (OSError, EOFError, KeyError) as err:
+        raise ValueError(f"{path}: not a readable embedding file ({err})") from None
+    return (embeddings, stamps) if with_stamps else embeddings
+
+
+def sidecar_path(path):
+    return os.path.splitext(path)[0] + ".json"
+
+
+def cache_fingerprint(model, settings, root, max_seconds, model_id=None):
+    """What a cache's embeddings depend on: the weights (``model_id``, default the hash of ``model``'s parameters),
+    the embedder ``settings`` (src.model.embedder.embedder_settings), the outputs, the audio root and the crop."""
+    model_id = model_id or (parameters_sha256(model.get_parameters()) if isinstance(model, nn.Cell) else None)
+    if model_id is None:
+        raise ValueError("embedding cache: the model has no parameters to hash; pass model_id")
+    fingerprint = {"model": model_id, "outputs": list(getattr(model, "outputs", ["custom"])),
+                   "root": os.path.abspath(root) if root else "", "settings": dict(settings),
+                   "max_seconds": float(max_seconds)}
+    return json.loads(json.dumps(fingerprint))
+
+
+@dataclasses.dataclass
+class EmbeddingCache:
+    """Embeddings on disk for one fingerprint (see the module docstring); ``info`` is stored for people to read."""
+    path: str
+    fingerprint: dict
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def load(self):
+        """-> (dict key -> embedding, dict key -> stamp) of the entries made with this fingerprint ({} if none)."""
+        if not os.path.isfile(self.path) or not os.path.isfile(sidecar_path(self.path)):
+            return {}, {}
+        try:
+            with open(sidecar_path(self.path), encoding="utf-8") as f:
+                meta = json.load(f)
+            if meta.get("fingerprint") != self.fingerprint:
+                logger.info("embedding cache %s was made by another model/config/root; recomputing", self.path)
+                return {}, {}
+            return load_embeddings(self.path, with_stamps=True)
+        except (OSError, ValueError) as err:
+            logger.warning("embedding cache %s is damaged (%s); recomputing it", self.path, err)
+            return {}, {}
+
+    def save(self, embeddings, stamps):
+        save_embeddings(self.path, embeddings, {"fingerprint": self.fingerprint, "info": self.info}, stamps)
+
+
+# ---------------------------------------------------------------- extraction
+def _load_batch(bucket, keys, batch_size, root, sample_rate, resample):
+    """Read one batch -> (wav (batch_size, bucket) float32, wav_lens (batch_size,) int32); dummy rows at the end."""
+    wav = np.zeros((batch_size, bucket), np.float32)
+    lens = np.full((batch_size,), bucket, np.int32)       # dummy rows: full length (any valid length works)
+    for row, key in enumerate(keys):
+        audio = read_audio(audio_path(root, key), sample_rate, resample=resample)[:bucket]
+        wav[row, :audio.size] = audio
+        lens[row] = audio.size
+    return wav, lens
+
+
+def _run(model, wav, lens):
+    out = model(ms.Tensor(wav), ms.Tensor(lens))
+    return out.asnumpy() if hasattr(out, "asnumpy") else np.asarray(out)
+
+
+def extract_embeddings(model, keys, root, batching, cache=None, resample=False, progress=True,
+                       save_every_seconds=60.0):
+    """Embed full-length utterances in bucketed batches -> dict key -> (D,) float32, in the order of ``keys``.
+
+    Args:
+        model: an Embedder, or any Cell/callable mapping (wav Tensor (B, S) float32, wav_lens Tensor (B,) int32)
+            -> (B, D).
+        keys: audio paths, relative to ``root`` (VoxCeleb trial-list keys) or absolute; they key the result.
+        root: folder the keys are relative to ("" or None: keys are paths as they are).
+        batching: a ``Batching`` (buckets, batch sizes, sample rate).
+        cache: an ``EmbeddingCache`` to reuse and extend, or None.
+        resample: read files at any sample rate (resampled to batching.sample_rate) instead of rejecting them.
+        save_every_seconds: with a cache, how often computed embeddings are written during a long extraction.
+
+    Raises AudioError naming the file for missing, unreadable, empty or too-short audio.
+    """
+    if isinstance(model, nn.Cell):
+        model.set_train(False)
+    keys = list(dict.fromkeys(keys))
+    stamps = {k: file_stamp(audio_path(root, k)) for k in keys if os.path.isfile(audio_path(root, k))}
+    result, cached, known_stamps = {}, {}, {}
+    if cache is not None:
+        cached, known_stamps = cache.load()
+        result = {k: cached[k] for k in keys if k in cached and known_stamps.get(k) == stamps.get(k)}
+        logger.info("embedding cache %s: %d of %d utterances found", cache.path, len(result), len(keys))
+    todo = [k for k in keys if k not in result]
+    if todo:
+        if cache is None:
+            _extract(model, todo, root, batching, resample, progress, result)
+        else:
+            _extract_into_cache(model, todo, root, batching, resample, progress, result, cache,
+                                (cached, known_stamps, stamps), save_every_seconds)
+    return {k: result[k] for k in keys}
+
+
+def _extract_into_cache(model, todo, root, batching, resample, progress, result, cache, stamps, save_every):
+    """``_extract`` with the cache rewritten every ``save_every`` seconds and whenever extraction stops.
+    ``stamps``: (cached embeddings, their stamps, the current stamps of the files)."""
+    cached, cached_stamps, stamps = stamps
+    last_save = [time.monotonic()]
+
+    def save():
+        entries = {**cached, **result}
+        cache.save(entries, {**cached_stamps, **{k: stamps[k] for k in result}})
+        last_save[0] = time.monotonic()
+
+    def after_batch():
+        if time.monotonic() - last_save[0] >= save_every:
+            save()
+    try:
+        _extract(model, todo, root, batching, resample, progress, result, after_batch)
+    finally:
+        if result:
+            save()
+
+
+def _extract(model, keys, root, batching, resample, progress, result, after_batch=None):
+    """Embed ``keys`` into the dict ``result`` batch by batch."""
+    rate = batching.sample_rate
+    lengths = {k: expected_samples(audio_path(root, k), rate, resample) for k in
+               tqdm(keys, desc="audio lengths", unit="file", disable=not progress or len(keys) < 1000)}
+    batches, cropped = batching.plan(lengths)
+    if cropped:
+        logger.warning("%d utterances are longer than max_eval_seconds=%s s and were cropped to their first "
+                       "%s s, e.g. %s", len(cropped), batching.max_seconds, batching.max_seconds, cropped[:3])
+    logger.info("embedding %d utterances in %d batches over %d bucket shapes", len(keys), len(batches),
+                len({b for b, _ in batches}))
+    bar = tqdm(total=len(keys), desc="embeddings", unit="utt", disable=not progress)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
+        def submit(i):
+            bucket, batch_keys = batches[i]
+            return reader.submit(_load_batch, bucket, batch_keys, batching.batch_size_for(bucket), root, rate,
+                                 resample)
+        pending = submit(0) if batches else None
+        for i, (bucket, batch_keys) in enumerate(batches):
+            wav, lens = pending.result()
+            pending = submit(i + 1) if i + 1 < len(batches) else None
+            out = _run(model, wav, lens)
+            for row, key in enumerate(batch_keys):
+                result[key] = out[row].astype(np.float32)
+            bar.update(len(batch_keys))
+            if after_batch is not None:
+                after_batch()
+    bar.close()
+    return result

@@ -1,0 +1,85 @@
+"""The one waveform -> embedding Cell: front end and network in one graph, for training, evaluation and export.
+
+Example::
+
+    import numpy as np, mindspore as ms
+    from src.model.ecapa_tdnn import ECAPA_TDNN
+    from src.model.embedder import Embedder
+    embedder = Embedder(ECAPA_TDNN(channels=64, mfa_channels=192))
+    embedder.set_train(False)
+    wav = ms.Tensor(np.random.randn(2, 32000).astype(np.float32) * 0.1)
+    lens = ms.Tensor(np.array([32000, 20000], np.int32))
+    emb = embedder(wav, lens)           # (2, 192); the second row equals that utterance embedded alone
+"""
+from mindspore import nn, ops
+
+from src.checkpoint import load_network_weights
+from src.model.ecapa_tdnn import MODEL_KEYS, build_ecapa
+from src.model.fbank import Fbank
+from src.model.layers import frame_mask, frame_mean_std
+
+# Named outputs in network order; "blockN" is the mean and std over valid frames of block N's output.
+OUTPUT_NAMES = ("block0", "block1", "block2", "block3", "pooled", "embedding")
+FRONTEND_KEYS = {"sample_rate": int}
+# Every recipe key that changes what a waveform's embedding is: the front end's and the network's.
+EMBEDDER_KEYS = {**FRONTEND_KEYS, **MODEL_KEYS}
+
+
+def embedder_settings(cfg):
+    """The EMBEDDER_KEYS of a recipe, typed -> dict (what a checkpoint's embeddings depend on besides weights)."""
+    return {key: kind(cfg[key]) for key, kind in EMBEDDER_KEYS.items()}
+
+
+class Embedder(nn.Cell):
+    """Waveforms -> fbank -> ECAPA-TDNN -> requested outputs, in one graph.
+
+    ``construct(wav, wav_lens=None)``: wav (B, S) float32 at ``sample_rate``; wav_lens (B,) int32 valid samples per
+    row, or None when every sample is valid (training crops, fixed-length export) -> (B, D) float32: the outputs named
+    in ``outputs`` concatenated in network order (``OUTPUT_NAMES``). Sizes: "blockN" 2 * channels (mean, std),
+    "pooled" 2 * mfa_channels, "embedding" embedding_size. With wav_lens the padding is masked throughout, so an
+    utterance gets the same outputs in a padded batch as alone. ``spec_augment`` (a Cell on (B, T, n_mels)
+    features) masks the features in training mode only.
+    """
+
+    def __init__(self, network, sample_rate=16000, outputs=("embedding",), spec_augment=None):
+        super().__init__()
+        unknown = [name for name in outputs if name not in OUTPUT_NAMES]
+        if unknown or not outputs:
+            raise ValueError(f"outputs: unknown names {unknown}; choose from {', '.join(OUTPUT_NAMES)}")
+        self.fbank = Fbank(sample_rate, network.n_mels)
+        self.network = network
+        self.spec_augment = spec_augment
+        self.outputs = tuple(name for name in OUTPUT_NAMES if name in outputs)
+        self.block_ids = tuple(int(name[-1]) for name in self.outputs if name.startswith("block"))
+        self.want_pooled = "pooled" in self.outputs
+        self.want_embedding = "embedding" in self.outputs
+        self.embedding_only = self.outputs == ("embedding",)
+
+    def construct(self, wav, wav_lens=None):
+        feats, frame_lens = self.fbank(wav, wav_lens)
+        if self.spec_augment is not None and self.training:
+            feats = self.spec_augment(feats)
+        lengths = None if wav_lens is None else frame_lens
+        if self.embedding_only:
+            return self.network(feats, lengths)
+        blocks, pooled, embedding = self.network.forward_features(feats, lengths)
+        mask = None if lengths is None else frame_mask(lengths, feats.shape[1], feats.dtype)
+        parts = []
+        for i in self.block_ids:
+            mean, std = frame_mean_std(blocks[i], mask)
+            parts.append(mean)
+            parts.append(std)
+        if self.want_pooled:
+            parts.append(pooled)
+        if self.want_embedding:
+            parts.append(embedding)
+        return ops.concat(parts, axis=-1)
+
+
+def load_embedder(cfg, checkpoint, outputs=("embedding",)):
+    """Embedder of a recipe's EMBEDDER_KEYS with the network weights of ``checkpoint`` (any checkpoint
+    src.checkpoint.load_network_weights reads), in eval mode."""
+    network = load_network_weights(build_ecapa(cfg), checkpoint)
+    embedder = Embedder(network, int(cfg["sample_rate"]), outputs)
+    embedder.set_train(False)
+    return embedder

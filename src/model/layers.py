@@ -1,0 +1,222 @@
+"""CPU-fast building blocks of the network, channels-last (batch, frames, channels).
+
+On this project's CPUs MindSpore's own Conv1d with kernel > 1 runs a slow reference kernel and its BatchNorm on
+(N, C) input took half a training step, so the layers here are written as matmuls:
+
+- ``Conv1d``: a k-tap dilated convolution is k time-shifted copies of the input stacked on the channel axis followed
+  by one matmul; weights are stored (out, in, k) as in PyTorch/SpeechBrain, so those weights map over directly.
+- ``BatchNorm``: batch statistics as matmuls with a row of 1/N.
+- ``MatMulNT``: a matmul whose backward keeps MindSpore's fast transposed CPU layout (the largest layers).
+- ``frame_mask`` and ``reflect_frame_index``: per-utterance masks and padding, so that an utterance gets the same
+  output in a padded batch as alone.
+
+Example::
+
+    import numpy as np, mindspore as ms
+    from src.model.layers import Conv1d
+    conv = Conv1d(80, 64, kernel_size=3, dilation=2)
+    y = conv(ms.Tensor(np.zeros((2, 100, 80), np.float32)))     # (2, 100, 64)
+"""
+import math
+
+import mindspore as ms
+from mindspore import nn, ops, Parameter
+from mindspore.common.initializer import initializer, Uniform
+
+PADDING_MODES = ("reflect", "zeros")
+BN_EPS = 1e-5
+STD_EPS = 1e-12        # floor of the variance before the square root in pooled statistics
+BN_MOMENTUM = 0.9      # MindSpore convention: moving = 0.9 * moving + 0.1 * batch (PyTorch momentum 0.1)
+_matmul_nt = ops.MatMul(transpose_b=True)      # (N, in) x (out, in) -> (N, out), no explicit weight transpose
+
+
+def sum_frames(x):
+    """(B, T, C) -> (B, 1, C) sum over frames, as a batched matmul with a row of ones (a reduction over the middle
+    axis is several times slower on CPU)."""
+    return ops.bmm(ops.ones((x.shape[0], 1, x.shape[1]), x.dtype), x)
+
+
+def tanh(x):
+    """tanh as 2 sigmoid(2x) - 1: MindSpore's CPU tanh kernel is off by up to 3e-5 (its sigmoid by 8e-7), which
+    showed in the attention's gradients as 10-30x the error of PyTorch float32."""
+    return 2.0 * ops.sigmoid(2.0 * x) - 1.0
+
+
+def dense(x, weight, bias=None):
+    """x (N, in) @ weight (out, in)^T + bias (out,) -> (N, out). BiasAdd, not ``+``: on CPU a broadcast add of a
+    (out,) row takes twice as long as BiasAdd (which, unlike ``+``, needs both in one dtype)."""
+    y = _matmul_nt(x, weight)
+    return y if bias is None else ops.bias_add(y, ops.cast(bias, y.dtype))
+
+
+class MatMulNT(nn.Cell):
+    """x (N, in) @ weight (out, in)^T -> (N, out), whose backward also runs MindSpore's fast CPU matmul layout.
+
+    MindSpore's CPU MatMul is fast with a transposed second operand (3200 x 3072 x 3072: 200 ms, 300 GFLOP/s) but
+    3.5x slower without (730 ms). The stock backward of ``x @ w^T`` takes that slow layout twice: dx = dout @ w
+    and dw = dout^T @ x. This one computes dx = dout @ (w^T)^T and dw = dout^T @ (x^T)^T, paying for transposed
+    copies of w and x. Worth it when both in and out are >= LARGE_MATMUL (measured, 3200 rows: 3072 x 3072 forward +
+    backward 1.5 s -> 0.8 s, 1536 x 1536 240 -> 200 ms; 1024 x 1024 got slower, 108 -> 141 ms).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.matmul_nt = ops.MatMul(transpose_b=True)
+        self.matmul_tt = ops.MatMul(transpose_a=True, transpose_b=True)
+
+    def construct(self, x, weight):
+        return self.matmul_nt(x, weight)
+
+    def bprop(self, x, weight, out, dout):
+        return self.matmul_nt(dout, weight.transpose(1, 0)), self.matmul_tt(dout, x.transpose(1, 0))
+
+
+LARGE_MATMUL = 1536       # Conv1d with k * in and out both at least this large uses MatMulNT
+
+
+def frame_mask(lengths, num_frames, dtype=ms.float32):
+    """(B,) int32 valid frame counts -> (B, T, 1) mask, 1 on valid frames, 0 on padding."""
+    positions = ops.arange(num_frames, dtype=ms.int32).reshape(1, -1)
+    return ops.cast(positions < lengths.reshape(-1, 1), dtype).expand_dims(-1)
+
+
+def frame_mean_std(x, mask=None):
+    """Mean and standard deviation over the valid frames: x (B, T, C), mask (B, T, 1) or None -> (B, C), (B, C).
+
+    Computed as batched matmuls with a (B, 1, T) row of frame weights (half the time of a broadcast multiply on
+    CPU); the variance is floored at STD_EPS before the square root.
+    """
+    if mask is None:
+        row = ops.ones((x.shape[0], 1, x.shape[1]), x.dtype) / x.shape[1]
+    else:
+        row = mask.transpose(0, 2, 1) / mask.sum(axis=1, keepdims=True)
+    mean = ops.bmm(row, x)                                                   # (B, 1, C)
+    var = ops.bmm(row, ops.square(x - mean)).squeeze(1)
+    return mean.squeeze(1), ops.sqrt(ops.maximum(var, STD_EPS))          # not ops.clamp(min=): no ONNX translation
+
+
+def reflect_frame_index(lengths, num_frames, kernel_size, dilation):
+    """Source frames of a k-tap dilated convolution with per-utterance reflect padding.
+
+    Returns (B * T * k,) int32 row indices into x reshaped to (B * T, C): row b*T + t*k + j holds the frame tap j
+    of output frame t of utterance b reads (t + (j - (k-1)/2) * dilation, reflected at 0 and at lengths[b] - 1).
+    Rows of padded output frames point at valid frames of the same utterance (their outputs are ignored).
+    """
+    half = (kernel_size - 1) // 2
+    offsets = ops.arange(kernel_size, dtype=ms.int32).reshape(1, 1, -1) * dilation - half * dilation
+    source = ops.arange(num_frames, dtype=ms.int32).reshape(1, -1, 1) + offsets       # (1, T, k)
+    last = lengths.reshape(-1, 1, 1) - 1                                                  # (B, 1, 1)
+    source = ops.abs(source)                                                              # reflect at frame 0
+    source = ops.select(source > last, 2 * last - source, source)                         # reflect at the end
+    source = ops.clip_by_value(source, 0, num_frames - 1)
+    batch = ops.arange(lengths.shape[0], dtype=ms.int32).reshape(-1, 1, 1) * num_frames
+    return (source + batch).reshape(-1)
+
+
+class Conv1d(nn.Cell):
+    """Dilated 'same' 1-D convolution over time, channels-last, as shifted copies + one matmul.
+
+    weight (out, in, k), bias (out,). ``construct(x, frame_index=None)``: x (B, T, in) -> (B, T, out).
+    ``frame_index`` (from :func:`reflect_frame_index`) makes each utterance reflect-padded at its own end; without
+    it the whole batch is padded at frame 0 and frame T-1. Zero padding per utterance needs no index: the caller
+    zeroes the padded frames of x. Initialisation as PyTorch: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, padding="reflect"):
+        super().__init__()
+        if padding not in PADDING_MODES:
+            raise ValueError(f"padding: expected one of {PADDING_MODES}, got '{padding}'")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size: expected an odd number, got {kernel_size}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.pad = (kernel_size - 1) // 2 * dilation
+        self.padding = padding
+        bound = 1.0 / math.sqrt(in_channels * kernel_size)
+        self.weight = Parameter(initializer(Uniform(bound), (out_channels, in_channels, kernel_size), ms.float32))
+        self.bias = Parameter(initializer(Uniform(bound), (out_channels,), ms.float32))
+        large = min(in_channels * kernel_size, out_channels) >= LARGE_MATMUL
+        self.large_matmul = MatMulNT() if large else None
+
+    def matmul_weight(self, dtype):
+        """(out, in, k) -> (out, k * in), tap-major to match the stacked shifted copies."""
+        weight = ops.cast(self.weight, dtype)
+        if self.kernel_size == 1:
+            return weight.reshape(self.out_channels, self.in_channels)
+        return weight.transpose(0, 2, 1).reshape(self.out_channels, self.kernel_size * self.in_channels)
+
+    def pad_batch(self, x):
+        """(B, T, C) -> (B, T + 2 * pad, C), padded at the batch's frame 0 and frame T-1. Reflection is built from
+        frame slices, not ops.pad (its PadV3 has no ONNX translation)."""
+        if self.padding == "zeros":
+            zeros = ops.zeros((x.shape[0], self.pad, x.shape[2]), x.dtype)
+            return ops.concat((zeros, x, zeros), axis=1)
+        num_frames = x.shape[1]
+        left = [x[:, j:j + 1] for j in range(self.pad, 0, -1)]
+        right = [x[:, num_frames - 1 - j:num_frames - j] for j in range(1, self.pad + 1)]
+        return ops.concat(left + [x] + right, axis=1)
+
+    def stack_taps(self, x, frame_index):
+        """(B, T, C) -> (B, T, k * C): the k dilated time shifts of x stacked on the channel axis."""
+        batch, num_frames, channels = x.shape
+        if frame_index is not None and self.padding == "reflect":
+            taps = ops.gather(x.reshape(batch * num_frames, channels), frame_index, 0)
+            return taps.reshape(batch, num_frames, self.kernel_size * channels)
+        padded = self.pad_batch(x)
+        shifts = [padded[:, j * self.dilation:j * self.dilation + num_frames] for j in range(self.kernel_size)]
+        return ops.concat(shifts, axis=-1)
+
+    def construct(self, x, frame_index=None):
+        batch, num_frames, _ = x.shape
+        if self.kernel_size > 1:
+            x = self.stack_taps(x, frame_index)
+        rows = x.reshape(batch * num_frames, -1)
+        weight = self.matmul_weight(x.dtype)
+        bias = ops.cast(self.bias, x.dtype)
+        if self.large_matmul is None:
+            y = dense(rows, weight, bias)
+        else:
+            y = ops.bias_add(self.large_matmul(rows, weight), bias)
+        return y.reshape(batch, num_frames, self.out_channels)
+
+
+class BatchNorm(nn.Cell):
+    """Batch normalisation over the last axis: (..., C) -> (..., C), statistics over all other axes.
+
+    Parameters gamma, beta (trainable) and moving_mean, moving_variance (C,), as nn.BatchNorm1d. Written out because
+    MindSpore's CPU BatchNorm kernels on (N, C) input took half of a training step; the batch mean and variance are
+    matmuls with a row of 1/N. Training updates the moving statistics (momentum 0.9, unbiased variance, as
+    PyTorch). Computed in float32 whatever the input dtype (mixed precision keeps batch norm in float32).
+    """
+
+    def __init__(self, channels, eps=BN_EPS, momentum=BN_MOMENTUM):
+        super().__init__()
+        self.eps = eps
+        self.momentum = momentum
+        self.gamma = Parameter(initializer("ones", (channels,), ms.float32))
+        self.beta = Parameter(initializer("zeros", (channels,), ms.float32))
+        self.moving_mean = Parameter(initializer("zeros", (channels,), ms.float32), requires_grad=False)
+        self.moving_variance = Parameter(initializer("ones", (channels,), ms.float32), requires_grad=False)
+
+    def construct(self, x):
+        shape = x.shape
+        rows = ops.cast(x, ms.float32).reshape(-1, shape[-1])
+        if self.training:
+            n = rows.shape[0]
+            average = ops.fill(ms.float32, (1, n), 1.0 / n)
+            mean = ops.matmul(average, rows)                                     # (1, C)
+            centered = rows - mean
+            var = ops.matmul(average, centered * centered).reshape(-1)
+            scale = (self.gamma / ops.sqrt(var + self.eps)).reshape(1, -1)
+            y = ops.bias_add(centered * scale, ops.cast(self.beta, ms.float32))     # float32 under mixed precision
+            m = self.momentum
+            batch_mean = ops.stop_gradient(mean.reshape(-1))
+            batch_var = ops.stop_gradient(var) * (n / max(n - 1, 1))
+            y = ops.depend(y, ops.assign(self.moving_mean, m * self.moving_mean + (1 - m) * batch_mean))
+            y = ops.depend(y, ops.assign(self.moving_variance, m * self.moving_variance + (1 - m) * batch_var))
+        else:
+            scale = self.gamma / ops.sqrt(self.moving_variance + self.eps)   # not rsqrt: no ONNX translation
+            y = ops.bias_add(rows * scale, ops.cast(self.beta - self.moving_mean * scale, ms.float32))
+        return ops.cast(y.reshape(shape), x.dtype)

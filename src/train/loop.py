@@ -1,0 +1,258 @@
+"""The training loop: epochs of sharded batches through the one-graph train step, logging, checkpoints, resume.
+
+Steps are counted globally: ``global_step`` is the number of batches every rank has processed (all ranks take the
+same number of equal batches). With mixed precision a step whose gradients overflow updates nothing and is counted
+in ``overflow_steps``; the learning rate follows the optimizer's own count of applied updates.
+
+Resume restores every parameter, the Adam moments, the loss scale, the step counters and the data position
+(epoch and batch index inside it). The data pipeline draws each sample's crop and augmentation from
+``(seed, epoch, index)``, so continuing at the saved batch index reproduces the uninterrupted run exactly on CPU
+(float32). SpecAugment's masks come from MindSpore's in-graph random ops, whose state is not saved: with
+``specaugment: true`` a resumed run gets other masks than an uninterrupted one.
+
+Reading order: ``train`` sets up the run and loops over epochs; ``run_epoch`` runs one epoch's batches; the pieces
+it calls (``LogWindow``, ``checkpoint_due``, ``TrainState.advance``, ``end_epoch``) are each one small function.
+"""
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import mindspore as ms
+from tqdm import tqdm
+
+from src.checkpoint import latest_checkpoint, list_checkpoints, parameters_sha256, restore_checkpoint, save_checkpoint
+from src.config import save_config
+from src.data.augment import WaveAugment
+from src.data.dataset import (count_skipped, create_train_dataset, num_train_classes, train_list_from_config,
+                              unreadable_log)
+from src.model.loss import margin_at_step
+from src.train.distributed import barrier
+from src.train.step import build_train_step
+
+logger = logging.getLogger(__name__)
+
+TRAIN_LOG = "train_log.jsonl"       # one JSON object per logged step / epoch, rank 0 only
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where training stands; saved as the checkpoint's ``train_state`` and restored on resume."""
+    global_step: int = 0          # batches processed by every rank
+    updates: int = 0              # optimizer updates applied (global_step minus overflowed steps)
+    overflow_steps: int = 0       # mixed precision: steps skipped because gradients overflowed
+    epoch: int = 0
+    step_in_epoch: int = 0        # batches of ``epoch`` already processed
+    batch_size: int = 0           # per rank
+    world_size: int = 1
+    seed: int = 0
+    num_classes: int = 0
+
+    def advance(self, overflow, steps_per_epoch):
+        """Count one processed batch; roll over to the next epoch after its last batch."""
+        self.global_step += 1
+        self.step_in_epoch += 1
+        self.overflow_steps += int(overflow)
+        self.updates += int(not overflow)
+        if self.step_in_epoch >= steps_per_epoch:
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+
+    @property
+    def at_epoch_start(self):
+        return self.step_in_epoch == 0
+
+
+class JsonLog:
+    """Append-only JSON-lines log (``train_log.jsonl``); a no-op on ranks other than 0."""
+
+    def __init__(self, path, enabled):
+        self.path = path if enabled else None
+
+    def write(self, **record):
+        if self.path is None:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+@dataclasses.dataclass
+class LogWindow:
+    """Sums over the steps since the last log line."""
+    loss: float = 0.0
+    correct: float = 0.0
+    samples: int = 0
+    steps: int = 0
+    start: float = dataclasses.field(default_factory=time.time)
+
+    def add(self, loss, correct, samples):
+        self.loss += loss
+        self.correct += correct
+        self.samples += samples
+        self.steps += 1
+
+    def record(self, state, epoch, world_size, lr, loss_scale):
+        """The log record of this window (mean loss, accuracy, learning rate, speed)."""
+        seconds = time.time() - self.start
+        return {"global_step": state.global_step, "epoch": epoch, "loss": self.loss / self.steps,
+                "accuracy": self.correct * world_size / self.samples, "lr": lr,
+                "samples_per_second": self.samples / max(seconds, 1e-9), "loss_scale": loss_scale,
+                "overflow_steps": state.overflow_steps}
+
+
+def resolve_resume(resume, checkpoint_dir):
+    """``resume`` setting -> checkpoint path or None ("" = fresh start, "latest" = newest in checkpoint_dir)."""
+    if not resume:
+        return None
+    if resume == "latest":
+        path = latest_checkpoint(checkpoint_dir)
+        if path is None:
+            logger.warning("resume latest: no checkpoint in %s yet; starting from scratch", checkpoint_dir)
+        return path
+    if not os.path.isfile(resume):
+        raise FileNotFoundError(f"resume: checkpoint not found: {resume}")
+    return resume
+
+
+def data_position(saved, batch_size, world_size):
+    """(epoch, batch index) to continue from a saved state dict, re-mapped if the global batch size changed."""
+    epoch, step_in_epoch = int(saved["epoch"]), int(saved["step_in_epoch"])
+    old_global_batch = int(saved["batch_size"]) * int(saved["world_size"])
+    new_global_batch = batch_size * world_size
+    if step_in_epoch and old_global_batch != new_global_batch:
+        consumed = step_in_epoch * old_global_batch
+        step_in_epoch = consumed // new_global_batch
+        logger.warning("resuming with %d ranks x batch %d instead of %d x %d: the epoch's shards differ, so epoch %d "
+                       "continues at batch %d (about the same share of the data; not an exact continuation)",
+                       world_size, batch_size, saved["world_size"], saved["batch_size"], epoch, step_in_epoch)
+    return epoch, step_in_epoch
+
+
+def start_state(cfg, rank, num_classes, step_cell, checkpoint_dir):
+    """A fresh TrainState, or the one of the checkpoint ``cfg.resume`` names (its parameters loaded into
+    ``step_cell``). A fresh run into a folder that already holds checkpoints is refused."""
+    state = TrainState(batch_size=int(cfg.batch_size), world_size=rank.size, seed=int(cfg.seed),
+                       num_classes=num_classes)
+    resume_path = resolve_resume(cfg.resume, checkpoint_dir)
+    if not resume_path:
+        if list_checkpoints(checkpoint_dir):
+            # A fresh run would mix its checkpoints with the old ones (and keep-last-K would delete the new ones).
+            raise ValueError(f"output_dir: {checkpoint_dir} already holds checkpoints of an earlier run; continue it "
+                             f"with --resume (latest) or --resume PATH, or choose another --output_dir")
+        return state
+    saved = restore_checkpoint(step_cell, resume_path)     # raises if the classes or the model differ
+    if int(saved.get("seed", cfg.seed)) != int(cfg.seed):
+        logger.warning("resuming with seed %s but the checkpoint was trained with seed %s: the data order and "
+                       "augmentation from here on differ from the interrupted run", cfg.seed, saved["seed"])
+    state.global_step, state.updates, state.overflow_steps = (int(saved[k]) for k in
+                                                              ("global_step", "updates", "overflow_steps"))
+    state.epoch, state.step_in_epoch = data_position(saved, int(cfg.batch_size), rank.size)
+    logger.info("resumed from %s: global step %d, epoch %d, batch %d", resume_path, state.global_step, state.epoch,
+                state.step_in_epoch)
+    return state
+
+
+def reached_max_steps(state, max_steps):
+    return bool(max_steps) and state.global_step >= max_steps
+
+
+def checkpoint_due(state, every_steps, stop):
+    """Save at every epoch end, when training stops, and every ``every_steps`` global steps."""
+    return state.at_epoch_start or stop or state.global_step % every_steps == 0
+
+
+def update_margin(classifier, global_step, margin, warmup_steps):
+    """AAM margin warm-up: during the first ``warmup_steps`` steps the margin grows linearly to ``margin``."""
+    if warmup_steps > 0 and global_step <= warmup_steps:
+        classifier.set_margin(margin_at_step(global_step, margin, warmup_steps))
+
+
+def end_epoch(cfg, state, epoch, log):
+    """Log the finished epoch: unreadable files skipped by every rank (one shared log), overflowed steps."""
+    skipped = count_skipped(cfg, epoch)
+    log.write(event="epoch_end", epoch=epoch, global_step=state.global_step, unreadable_files=skipped,
+              overflow_steps=state.overflow_steps)
+    logger.info("epoch %d done at global step %d: %d unreadable audio file(s) skipped%s, %d overflowed step(s) "
+                "skipped so far", epoch, state.global_step, skipped,
+                f" (listed in {unreadable_log(cfg).path})" if skipped else "", state.overflow_steps)
+
+
+def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, save):
+    """Run the rest of epoch ``state.epoch`` (or up to max_steps): step, log, checkpoint."""
+    epoch, max_steps = state.epoch, int(cfg.max_steps)
+    dataset, steps_per_epoch = create_train_dataset(cfg, train_list, epoch, rank.size, rank.rank,
+                                                    start_step=state.step_in_epoch, augment=augment)
+    total = steps_per_epoch - state.step_in_epoch
+    if max_steps:
+        total = min(total, max_steps - state.global_step)
+    bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not rank.is_main, dynamic_ncols=True)
+    window = LogWindow()
+    for wav, labels in dataset.create_tuple_iterator(num_epochs=1):
+        update_margin(train_net.classifier, state.global_step, cfg.aam_margin, int(cfg.margin_warmup_steps))
+        loss, correct, overflow, scale = step_cell(wav, labels)
+        loss, overflow = float(loss.asnumpy()), bool(overflow.asnumpy())
+        state.advance(overflow, steps_per_epoch)
+        window.add(loss, float(correct.asnumpy()), int(wav.shape[0]) * rank.size)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        stop = reached_max_steps(state, max_steps)
+        if window.steps == int(cfg.log_every_steps) or state.at_epoch_start or stop:
+            lr = float(step_cell.optimizer.get_lr().asnumpy())
+            record = window.record(state, epoch, rank.size, lr, float(scale.asnumpy()))
+            log.write(**record)
+            if rank.is_main:
+                logger.info("epoch %d step %d: loss %.4f accuracy %.3f lr %.3e %.1f samples/s", epoch,
+                            state.global_step, record["loss"], record["accuracy"], lr, record["samples_per_second"])
+            window = LogWindow()
+        if checkpoint_due(state, int(cfg.checkpoint_every_steps), stop):
+            save()
+        if stop or state.at_epoch_start:
+            break
+    bar.close()
+    if not state.at_epoch_start and not reached_max_steps(state, max_steps):
+        raise RuntimeError(f"epoch {epoch}: the dataset ended after batch {state.step_in_epoch} of "
+                           f"{steps_per_epoch}")
+    if state.at_epoch_start and rank.is_main:
+        end_epoch(cfg, state, epoch, log)
+
+
+def train(cfg, rank, device_target="CPU"):
+    """Train the recipe ``cfg`` as rank ``rank`` (src.train.distributed.RankInfo) -> path of the last checkpoint."""
+    checkpoint_dir = os.path.join(cfg.output_dir, CHECKPOINT_DIR)
+    if rank.is_main:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    # MUSAN and RIR folders first: a missing or empty one fails at once, naming it (the training list of
+    # VoxCeleb2 can take a while to build).
+    augment = WaveAugment.from_config(cfg)
+    # Rank 0 makes (or checks) the training list; the others read it once it is there.
+    train_list = train_list_from_config(cfg) if rank.is_main else None
+    barrier(rank)
+    if train_list is None:
+        train_list = train_list_from_config(cfg)
+    num_classes = num_train_classes(cfg, train_list)
+    ms.set_seed(int(cfg.seed))
+    step_cell, train_net = build_train_step(cfg, num_classes, device_target)
+    step_cell.set_train()
+    state = start_state(cfg, rank, num_classes, step_cell, checkpoint_dir)
+    log = JsonLog(os.path.join(cfg.output_dir, TRAIN_LOG), rank.is_main)
+    saved = []
+
+    def save():
+        if rank.is_main:
+            saved.append(save_checkpoint(step_cell, checkpoint_dir, state.global_step, dataclasses.asdict(state),
+                                         keep=int(cfg.keep_checkpoints)))
+            logger.info("saved %s", saved[-1])
+
+    logger.info("training %d classes on %d utterances, %d rank(s) x batch %d, %s", num_classes, len(train_list),
+                rank.size, cfg.batch_size, "float16 + loss scaling" if step_cell.loss_scaling else "float32")
+    while state.epoch < int(cfg.num_epochs) and not reached_max_steps(state, int(cfg.max_steps)):
+        run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, save)
+    logger.info("training finished at global step %d (%d overflowed steps skipped)", state.global_step,
+                state.overflow_steps)
+    # Data-parallel ranks must agree exactly on the trainable parameters (batch-norm running statistics are
+    # each rank's own; rank 0's are saved).
+    logger.info("rank %d: sha256 of the trainable parameters %s", rank.rank,
+                parameters_sha256(train_net.trainable_params()))
+    return saved[-1] if saved else None
