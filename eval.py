@@ -23,11 +23,11 @@ from src.checkpoint import file_sha256
 from src.cli import run_command, setup_logging
 from src.config import UsageError, load_config
 from src.data.lists import cohort_utterances
-from src.data.trials import read_trials, trial_list_paths, trial_utterances
+from src.data.trials import check_inside_test_dir, read_trials, trial_list_paths, trial_utterances
 from src.evaluate.extract import Batching, EmbeddingCache, cache_fingerprint, extract_embeddings
 from src.evaluate.metrics import plot_det, summarize
 from src.evaluate.scoring import SCORE_NORMS, mean_embedding, score_trials
-from src.model.embedder import embedder_settings, load_embedder
+from src.model.embedder import embedder_settings, load_embedder, recipe_for_checkpoint
 
 logger = logging.getLogger("eval")
 
@@ -123,8 +123,10 @@ def evaluate(cfg):
     setup_device(cfg.device_target, cfg.device_id)
     trial_lists = {name: (path, read_trials(path)) for name, path in list_names(trial_list_paths(cfg.trials)).items()}
     keys = trial_utterances([t for _, trials in trial_lists.values() for t in trials])
+    check_inside_test_dir(keys, cfg.test_dir, cfg.allow_outside_test_dir)
     logger.info("%d trial lists, %d utterances to embed", len(trial_lists), len(keys))
 
+    cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
     embedder = load_embedder(cfg, cfg.checkpoint)
     info = {"checkpoint": os.path.abspath(cfg.checkpoint), "checkpoint_sha256": file_sha256(cfg.checkpoint)}
     embeddings, cohort, mean = embed_all(cfg, embedder, keys, out_dir, info)

@@ -16,7 +16,7 @@ from src.config import load_config
 from src.deploy.export import export_model
 from src.deploy.infer_files import export_base
 from src.model.ecapa_tdnn import build_ecapa
-from src.model.embedder import embedder_settings
+from src.model.embedder import embedder_settings, recipe_for_checkpoint
 from src.checkpoint import load_network_weights
 
 
@@ -25,10 +25,11 @@ def main(argv=None):
     setup_logging()
     from src.device import setup_device
     setup_device(cfg.device_target, cfg.device_id)
-    network = build_ecapa(cfg)
     if cfg.checkpoint:
-        load_network_weights(network, cfg.checkpoint)
+        cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
+        network = load_network_weights(build_ecapa(cfg), cfg.checkpoint)
     else:
+        network = build_ecapa(cfg)
         logging.warning("no --checkpoint given: exporting a randomly initialised network (for checks only)")
     settings = dict(embedder_settings(cfg), checkpoint=cfg.checkpoint)
     contract = export_model(network, export_base(cfg), cfg.export_format, cfg.export_input,

@@ -3,7 +3,8 @@ s-norm / AS-norm), EER and minDCF.
 
     python postprocess.py --infer_dir runs/voxceleb/infer --trials [/data/voxceleb1/veri_test2.txt]
 
-Reads <infer_dir>/input/manifest.json and <infer_dir>/output/ (output_list.txt + .bin), prints one line per trial
+Reads <infer_dir>/input/manifest.json and <infer_dir>/output/ (output_list.txt + .bin; refused when its run id is
+not the manifest's, i.e. the outputs come from another preprocess run), prints one line per trial
 list and writes <infer_dir>/result.json (src/evaluate/metrics.py summarize() per list) and the averaged embeddings
 (<infer_dir>/embeddings.npz). score_norm snorm/asnorm needs --infer_cohort: an embedding .npz (src/evaluate/extract.py
 format, e.g. eval.py's embeddings_cohort.npz) of training utterances <speaker>/<video>/<utt>.wav.
@@ -17,7 +18,7 @@ import numpy as np
 from src.cli import run_command, setup_logging
 from src.config import load_config
 from src.evaluate.extract import load_embeddings, save_embeddings
-from src.deploy.infer_files import MANIFEST_FILE, infer_paths, read_manifest, utterance_embeddings
+from src.deploy.infer_files import MANIFEST_FILE, infer_folders, infer_paths, read_manifest, utterance_embeddings
 from src.evaluate.metrics import summarize
 from src.evaluate.scoring import mean_embedding, score_trials
 from src.data.trials import read_trials, trial_list_paths
@@ -37,8 +38,9 @@ def main(argv=None):
     cfg = load_config(argv, description=__doc__.splitlines()[0])
     setup_logging()
     _, infer_dir = infer_paths(cfg)
-    manifest = read_manifest(os.path.join(infer_dir, "input", MANIFEST_FILE))
-    embeddings = utterance_embeddings(os.path.join(infer_dir, "output"), manifest)
+    input_dir, output_dir = infer_folders(infer_dir)
+    manifest = read_manifest(os.path.join(input_dir, MANIFEST_FILE))
+    embeddings = utterance_embeddings(input_dir, output_dir, manifest)
     save_embeddings(os.path.join(infer_dir, "embeddings.npz"), embeddings,
                     {"model_file": manifest["contract"]["model_file"], "max_windows": manifest["max_windows"]})
     cohort, mean = cohort_and_mean(cfg)

@@ -4,16 +4,19 @@
         --trials [/data/voxceleb1/veri_test2.txt] --infer_dir runs/voxceleb/infer
 
 Reads the model's contract (<model>.json) for the window length, input kind and batch size, and writes
-<infer_dir>/input/batch_NNNNNN.bin and <infer_dir>/input/manifest.json (layout: ascend310_infer/BIN_FORMAT.md).
+<infer_dir>/input/batch_NNNNNN.bin, manifest.json and run_id.txt (layout: ascend310_infer/BIN_FORMAT.md).
 Utterances come from the trial lists (all their enrolment and test files) or from --infer_utt_list.
+The new input/ replaces the old one only when complete (a failed run leaves it as it was); the old
+<infer_dir>/output/ then belongs to no input and is deleted.
 """
 import logging
 import os
+import shutil
 
 from src.cli import run_command, setup_logging
 from src.config import load_config
-from src.deploy.infer_files import contract_path, infer_paths, read_contract, write_inputs
-from src.data.trials import read_trials, trial_list_paths, trial_utterances
+from src.deploy.infer_files import contract_path, infer_folders, infer_paths, read_contract, write_inputs
+from src.data.trials import check_inside_test_dir, read_trials, trial_list_paths, trial_utterances
 
 
 def utterance_keys(cfg):
@@ -30,6 +33,13 @@ def utterance_keys(cfg):
     return trial_utterances([t for path in trial_files for t in read_trials(path)])
 
 
+def remove_stale_outputs(output_dir):
+    """Delete ``output_dir`` (outputs of the input folder just replaced) when it exists."""
+    if os.path.isdir(output_dir):
+        shutil.rmtree(output_dir)
+        logging.info("removed %s: its outputs were computed from the replaced input folder", output_dir)
+
+
 def main(argv=None):
     cfg = load_config(argv, description=__doc__.splitlines()[0])
     setup_logging()
@@ -42,9 +52,11 @@ def main(argv=None):
         setup_device("CPU")
         featurize = window_featurizer(contract)
     keys = utterance_keys(cfg)
-    manifest = write_inputs(keys, cfg.test_dir, contract, os.path.join(infer_dir, "input"),
-                            int(cfg.infer_max_windows), featurize)
+    check_inside_test_dir(keys, cfg.test_dir, cfg.allow_outside_test_dir)
+    input_dir, output_dir = infer_folders(infer_dir)
+    manifest = write_inputs(keys, cfg.test_dir, contract, input_dir, int(cfg.infer_max_windows), featurize)
     logging.info("%d utterances -> %s", len(keys), manifest)
+    remove_stale_outputs(output_dir)
     return 0
 
 

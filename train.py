@@ -8,7 +8,6 @@ Writes into output_dir: config.yaml (the resolved recipe), train.log, train_log.
 accuracy, learning rate, samples/s) and checkpoints/ckpt_step<N>.ckpt (network, classifier, optimizer, data
 position). Data-parallel runs are started by scripts/run_distribute_train_*.sh.
 """
-import os
 import sys
 
 from src.cli import run_command, setup_logging
@@ -21,10 +20,11 @@ from src.train.loop import train
 def main(argv=None):
     argv = resume_flag_to_value(sys.argv[1:] if argv is None else argv)
     cfg = load_config(argv, description="Train ECAPA-TDNN.")
+    # Every rank logs to the console (msrun / the launch scripts keep one log per rank); rank 0 also to
+    # <output_dir>/train.log once the run has been checked (src/train/loop.py).
+    setup_logging()
     target = setup_device(cfg.device_target, cfg.device_id)
     rank = init_data_parallel(cfg.distributed)
-    # Every rank logs to the console (msrun / the launch scripts keep one log per rank); rank 0 also to train.log.
-    setup_logging(os.path.join(cfg.output_dir, "train.log") if rank.is_main else None)
     train(cfg, rank, target)
     return 0
 

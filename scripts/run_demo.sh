@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end demo on a fresh machine, CPU only, a few minutes:
 #   bash scripts/run_demo.sh [--key value ...]      (extra keys go to train.py and eval.py)
-# 1. creates/updates the virtual environment (.venv, runtime requirements),
+# 1. creates/updates the virtual environment (.venv, or $ECAPA_VENV; runtime requirements),
 # 2. writes a synthetic speaker corpus (40 training speakers, 10 held-out speakers with a trial list,
 #    MUSAN-like and RIR-like folders) into demo_out/corpus,
 # 3. scores the held-out trials with the untrained network (the baseline: well above the trained EER, not 50 %,
@@ -23,8 +23,8 @@ fi
 # The untrained network's checkpoint: same initialisation as training (seeded), no update.
 python - "$CONFIG" "$OUT/untrained.ckpt" "$@" <<'PY'
 import sys
+from src.config import load_config            # src before mindspore: src/__init__.py routes MindSpore's log
 import mindspore as ms
-from src.config import load_config
 from src.device import setup_device
 from src.model.ecapa_tdnn import build_ecapa
 cfg = load_config(["--config", sys.argv[1]] + sys.argv[3:])

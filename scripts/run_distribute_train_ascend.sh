@@ -16,8 +16,8 @@ if [ $# -lt 1 ] || [ ! -f "$1" ]; then
   echo "usage: bash $0 RANK_TABLE_FILE [--key value ...]   (rank table not found: ${1:-none})" >&2
   exit 1
 fi
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-[ -x "$ROOT/.venv/bin/python" ] && export PATH="$ROOT/.venv/bin:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"   # ROOT, use_venv
+use_venv
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 RANK_TABLE_FILE=$(realpath "$1")
 shift

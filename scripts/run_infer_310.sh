@@ -12,10 +12,10 @@
 #
 # Writes $INFER_DIR (default: <MINDIR folder>/infer): input/, output/, result.json and acc.log (EER, minDCF).
 # INFER_PROGRAM=path/to/ecapa_infer uses a program built before instead of running ascend310_infer/build.sh.
+# Python steps run in the project's environment (scripts/env.sh: $ECAPA_VENV, default .venv).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-python3}"
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"   # ROOT, use_venv
 BACKEND="${INFER_BACKEND:-ascend}"          # ascend: ascend310_infer program; cpu: src/deploy/cpu_runner.py
 
 usage() {
@@ -50,11 +50,12 @@ MINDIR="$(cd "$(dirname "$MINDIR")" && pwd)/$(basename "$MINDIR")"
 INFER_DIR="${INFER_DIR:-$(dirname "$MINDIR")/infer}"
 mkdir -p "$INFER_DIR"
 cd "$ROOT"
+use_venv
 common=(--infer_model "$MINDIR" --test_dir "$DATA_PATH" --infer_dir "$INFER_DIR")
 flags=(--model "$MINDIR" --input_dir "$INFER_DIR/input" --output_dir "$INFER_DIR/output" --device_id "$DEVICE")
 
 echo "== preprocess: windows of $DATA_PATH -> $INFER_DIR/input"
-"$PYTHON" preprocess.py "${common[@]}" "$@"
+python preprocess.py "${common[@]}" "$@"
 
 if [ "$BACKEND" = ascend ]; then
   PROGRAM="${INFER_PROGRAM:-}"
@@ -67,8 +68,8 @@ if [ "$BACKEND" = ascend ]; then
   "$PROGRAM" "${flags[@]}"
 else
   echo "== infer on CPU (src/deploy/cpu_runner.py; DEVICE_ID $DEVICE is not used)"
-  "$PYTHON" -m src.deploy.cpu_runner "${flags[@]}" --device_target CPU
+  python -m src.deploy.cpu_runner "${flags[@]}" --device_target CPU
 fi
 
 echo "== postprocess: scores and metrics -> $INFER_DIR/acc.log"
-"$PYTHON" postprocess.py "${common[@]}" "$@" | tee "$INFER_DIR/acc.log"
+python postprocess.py "${common[@]}" "$@" | tee "$INFER_DIR/acc.log"

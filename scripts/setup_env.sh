@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Sourced by run_demo.sh and run_tests.sh: create (or reuse) the virtual environment and install
-# what the requirements files list. Set ECAPA_VENV to use another folder.
+# Sourced by run_demo.sh and run_tests.sh: create (or reuse) the virtual environment (scripts/env.sh: $ECAPA_VENV,
+# default .venv), install what the requirements files list and put the environment first on PATH.
 #   ensure_venv          runtime requirements
 #   ensure_venv test     runtime + test-only requirements (torch CPU, speechbrain, onnxruntime, ...)
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 SPEECHBRAIN_VERSION=1.1.2
+TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 
 ensure_venv() {
   local want=${1:-runtime}
-  VENV=${ECAPA_VENV:-.venv}
+  VENV=$(venv_dir)
   if [ ! -x "$VENV/bin/python" ]; then
     local py
     py=$(command -v python3.11 || command -v python3.10 || command -v python3.12 || command -v python3.9 || command -v python3)
@@ -15,7 +17,7 @@ ensure_venv() {
     "$py" -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip
   fi
-  export PATH="$PWD/$VENV/bin:$PATH"   # msrun starts workers with the first python on PATH
+  use_venv
   local files="requirements.txt"
   [ "$want" = test ] && files="requirements.txt requirements-test.txt"
   local stamp="$VENV/.installed-$want"
@@ -25,10 +27,15 @@ ensure_venv() {
     return 0
   fi
   echo "[setup] installing $files into $VENV (MindSpore is a large download the first time)"
-  # One resolve over all files, so numpy<2 (MindSpore) and torch==2.13.0 (the local CPU wheel) bind every
-  # package; installing the files one after another let a test dependency upgrade numpy to 2.x.
+  # One resolve over all files, so numpy<2 (MindSpore) and torch==2.13.0 (its CPU build) bind every package;
+  # installing the files one after another let a test dependency upgrade numpy to 2.x.
   local args=()
   for f in $files; do args+=(-r "$f"); done
+  if [ "$want" = test ]; then
+    local torch_index
+    torch_index=$(torch_cpu_source)
+    if [ -n "$torch_index" ]; then args+=("$torch_index"); fi
+  fi
   pip install -q "${args[@]}"
   if [ "$want" = test ]; then
     pip install -q --no-deps "speechbrain==$SPEECHBRAIN_VERSION"
@@ -36,4 +43,18 @@ ensure_venv() {
   python -c "import mindspore, numpy; assert numpy.__version__ < '2', numpy.__version__" \
     || { echo "[setup] MindSpore or NumPy failed to import in $VENV" >&2; return 1; }
   echo "$digest" > "$stamp"
+}
+
+# Where the pinned torch comes from: a plain `pip install torch` on Linux takes PyPI's CUDA build (several GB).
+# A CPU wheel pip already finds without any index (its find-links, e.g. a local wheel folder) is used as it is;
+# otherwise this prints the pip option that adds PyTorch's CPU index, whose 2.13.0+cpu outranks PyPI's 2.13.0.
+torch_cpu_source() {
+  local version
+  version=$(sed -n 's/^torch==\([0-9.]*\).*/\1/p' requirements-test.txt)
+  if pip install -q --dry-run --no-deps --no-index --ignore-installed "torch==$version+cpu" >/dev/null 2>&1; then
+    echo "[setup] torch $version: CPU wheel found through pip's find-links" >&2
+  else
+    echo "[setup] torch $version: CPU build from $TORCH_CPU_INDEX" >&2
+    echo "--extra-index-url=$TORCH_CPU_INDEX"
+  fi
 }

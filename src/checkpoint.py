@@ -37,6 +37,7 @@ NETWORK_PREFIX = "network."      # where a wrapper cell (the older zoo's trainin
 # ``_backbone.``.
 TRAIN_NETWORK_PATHS = ("embedder.network._backbone.", "embedder.network.")
 STATE_KEY = "train_state"
+SETTINGS_KEY = "model_settings"   # the embedder settings (src/model/embedder.py EMBEDDER_KEYS) the weights belong to
 NAME_PATTERN = re.compile(r"^ckpt_step(\d{8,})\.ckpt$")
 
 
@@ -92,18 +93,42 @@ def parameters_sha256(params):
 
 
 # ---------------------------------------------------------------- reading
-def read_checkpoint(path):
-    """Load a checkpoint file -> (``{name: Parameter}``, state dict or None). Errors name the file."""
+def json_entry(name, document):
+    """A checkpoint entry holding a JSON document (as uint8 bytes)."""
+    payload = json.dumps(document, sort_keys=True).encode("utf-8")
+    return {"name": name, "data": ms.Tensor(np.frombuffer(payload, dtype=np.uint8).copy())}
+
+
+def _json_value(param):
+    return json.loads(param.asnumpy().astype(np.uint8).tobytes().decode("utf-8"))
+
+
+def _load(path, choice_func=None):
+    """ms.load_checkpoint with errors that name the file; {} when ``choice_func`` keeps no entry."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        params = ms.load_checkpoint(path)
+        return ms.load_checkpoint(path, choice_func=choice_func)
     except (ValueError, RuntimeError, OSError, TypeError) as err:
+        if choice_func is not None and "empty after filter" in str(err):
+            return {}
         raise CheckpointError(f"{path}: not a readable MindSpore checkpoint ({err})") from None
-    state = None
-    if STATE_KEY in params:
-        state = json.loads(params.pop(STATE_KEY).asnumpy().astype(np.uint8).tobytes().decode("utf-8"))
+
+
+def read_checkpoint(path):
+    """Load a checkpoint file -> (``{name: Parameter}``, state dict or None); the model settings entry is left
+    out (``read_settings``). Errors name the file."""
+    params = _load(path)
+    params.pop(SETTINGS_KEY, None)
+    state = _json_value(params.pop(STATE_KEY)) if STATE_KEY in params else None
     return params, state
+
+
+def read_settings(path):
+    """The model settings stored in a checkpoint (dict), or None for a checkpoint without them (the older zoo's,
+    or one written before checkpoints carried them). Reads only that entry."""
+    stored = _load(path, choice_func=lambda name: name == SETTINGS_KEY)
+    return _json_value(stored[SETTINGS_KEY]) if SETTINGS_KEY in stored else None
 
 
 def checkpoint_key(param_name):
@@ -197,6 +222,8 @@ def write_checkpoint_file(entries, path):
         ms.save_checkpoint(entries, partial)
         _fsync_path(partial)
         os.replace(partial, path)
+    except RuntimeError as err:           # MindSpore reports a failed write (disk full, ...) as RuntimeError
+        raise OSError(f"{path}: could not write the checkpoint ({str(err).splitlines()[0]})") from None
     finally:
         if os.path.exists(partial):
             os.remove(partial)
@@ -204,8 +231,9 @@ def write_checkpoint_file(entries, path):
     return path
 
 
-def save_checkpoint(train_cell, folder, step, state, keep=5):
-    """Write all parameters of ``train_cell`` plus the JSON-able ``state`` dict as the checkpoint of ``step``.
+def save_checkpoint(train_cell, folder, step, state, keep=5, settings=None):
+    """Write all parameters of ``train_cell`` plus the JSON-able ``state`` dict (and the model ``settings`` dict,
+    when given) as the checkpoint of ``step``.
 
     Atomic (``write_checkpoint_file``); afterwards only the newest ``keep`` checkpoints are kept (``keep`` <= 0
     keeps all). Returns the path written.
@@ -219,8 +247,9 @@ def save_checkpoint(train_cell, folder, step, state, keep=5):
             continue
         seen[key] = param
         entries.append({"name": key, "data": param})
-    payload = json.dumps(state, sort_keys=True).encode("utf-8")
-    entries.append({"name": STATE_KEY, "data": ms.Tensor(np.frombuffer(payload, dtype=np.uint8).copy())})
+    entries.append(json_entry(STATE_KEY, state))
+    if settings is not None:
+        entries.append(json_entry(SETTINGS_KEY, settings))
     final = write_checkpoint_file(entries, os.path.join(folder, checkpoint_name(step)))
     if keep > 0:
         for _, old in list_checkpoints(folder)[:-keep]:

@@ -7,7 +7,7 @@ Each entry point is ``main(argv) -> exit status`` run by ``run_command(main)``:
   ``OSError``, whose messages name the culprit) ends with one line ``error: <message>`` on stderr and exit status 1,
   no traceback (``ECAPA_TRACEBACK=1`` shows it);
 - a command line that cannot be parsed ends with exit status 2 (``UsageError``, or argparse's own message);
-- Ctrl-C ends with exit status 130 and one line.
+- Ctrl-C ends with exit status 130 and one line (training first saves a checkpoint, src/train/run_folder.py).
 """
 import logging
 import os
@@ -25,15 +25,22 @@ def setup_logging(log_file=None):
     for handler in [h for h in root.handlers if getattr(h, "added_by_setup_logging", False)]:
         root.removeHandler(handler)
         handler.close()
-    handlers = [logging.StreamHandler()]
-    if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
-    for handler in handlers:
-        handler.added_by_setup_logging = True
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(handler)
+    console = logging.StreamHandler()
+    console.added_by_setup_logging = True
+    console.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(console)
     root.setLevel(logging.INFO)
+    if log_file:
+        log_to_file(log_file)
+
+
+def log_to_file(log_file):
+    """Also send the log to ``log_file`` (appended; its folder is created), besides what setup_logging set up."""
+    os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.added_by_setup_logging = True
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
 
 
 def run_command(main, argv=None):
@@ -48,7 +55,7 @@ def run_command(main, argv=None):
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        print(f"interrupted: {stop}" if str(stop) else "interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(status or 0)

@@ -1,7 +1,9 @@
 """Recipe configuration: one YAML file per recipe, every key overridable as ``--key value``.
 
 A recipe file is a flat mapping of keys to values. It may start with ``base: other.yaml`` (a path relative to the
-file): it then holds only what differs from that recipe, and a key the base does not have is refused.
+file): it then holds only what differs from that recipe, and a key the base does not have is refused. A file
+without a base is a full recipe: it holds every key of src/recipe_keys.py and no other. Every value, from files
+and the command line alike, is checked against its rule there when the recipe is loaded.
 
 Example::
 
@@ -17,6 +19,8 @@ import os
 import re
 
 import yaml
+
+from src.recipe_keys import RULES, check_recipe
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "configs", "ecapa-tdnn_config.yaml")
@@ -38,7 +42,12 @@ RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float",
 
 
 class Config(dict):
-    """A read-only dict whose keys can also be read as attributes (``cfg.channels``)."""
+    """A read-only dict whose keys can also be read as attributes (``cfg.channels``). ``given`` holds the keys
+    set on the command line (they win over what a checkpoint carries, src/model/embedder.py)."""
+
+    def __init__(self, values=(), given=()):
+        super().__init__(values)
+        object.__setattr__(self, "given", frozenset(given))
 
     def __getattr__(self, name):
         try:
@@ -53,14 +62,14 @@ class Config(dict):
     update = pop = popitem = clear = setdefault = _read_only
 
     def __reduce__(self):          # pickling (dataset worker processes) must not go through __setitem__
-        return Config, (dict(self),)
+        return Config, (dict(self), self.given)
 
     def with_values(self, **changes):
         """A copy with some values changed (keys must exist)."""
         unknown = sorted(set(changes) - set(self))
         if unknown:
             raise KeyError(f"with_values: unknown config keys {unknown}")
-        return Config({**self, **changes})
+        return Config({**self, **changes}, self.given)
 
 
 def _load_yaml_file(path):
@@ -87,6 +96,12 @@ def read_yaml(path, _seen=()):
     data = _load_yaml_file(path)
     base = data.pop(BASE_KEY, None)
     if base is None:
+        unknown, missing = sorted(set(data) - set(RULES)), sorted(set(RULES) - set(data))
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {', '.join(unknown)} (known keys: see src/recipe_keys.py)")
+        if missing:
+            raise ValueError(f"{path}: a recipe without 'base: <recipe file>' must hold every key; missing "
+                             f"{', '.join(missing)}")
         return Config(data)
     merged = dict(read_yaml(os.path.join(os.path.dirname(path), str(base)), _seen + (path,)))
     unknown = sorted(set(data) - set(merged))
@@ -98,6 +113,8 @@ def read_yaml(path, _seen=()):
 
 def _parse_value(key, text, default):
     """Parse a command-line string into the type of the YAML default it overrides."""
+    if isinstance(default, str):
+        return text
     try:
         value = yaml.load(text, Loader=RecipeLoader)
     except yaml.YAMLError:
@@ -112,8 +129,6 @@ def _parse_value(key, text, default):
         return float(value)
     if type(default) is int and isinstance(value, float) and value.is_integer():
         return int(value)                                   # --lr_step_size 6.5e4
-    if isinstance(default, str):
-        return text
     if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
         raise ValueError(f"--{key}: expected a number, got '{text}'")
     if isinstance(default, list) and not isinstance(value, list):
@@ -158,14 +173,14 @@ def parse_recipe_args(parser, argv=None):
         if unknown.startswith("--"):
             raise UsageError(f"{unknown.split('=')[0]}: unknown config key; known keys: {', '.join(sorted(recipe))}")
         raise UsageError(f"unexpected argument '{unknown}'")
-    values = dict(recipe)
-    for dest, text in vars(args).items():
-        if dest.startswith(RECIPE_DEST):
-            key = dest[len(RECIPE_DEST):]
-            values[key] = _parse_value(key, text, recipe[key])
+    values, given = dict(recipe), []
     for dest in [d for d in vars(args) if d.startswith(RECIPE_DEST)]:
+        key = dest[len(RECIPE_DEST):]
+        values[key] = _parse_value(key, getattr(args, dest), recipe[key])
+        given.append(key)
         delattr(args, dest)
-    return Config(dict(values, config=known.config)), args
+    check_recipe(values, f"recipe {known.config} with the command line's overrides")
+    return Config(dict(values, config=known.config), given), args
 
 
 def load_config(argv=None, default_path=DEFAULT_CONFIG, description=None):

@@ -1,7 +1,11 @@
-"""Select the device and execution mode once, at the start of every entry point."""
+"""Select the device and execution mode once, at the start of every entry point; say when a graph compiles."""
+import logging
 import os
+import time
 
 import mindspore as ms
+
+logger = logging.getLogger(__name__)
 
 
 def setup_device(device_target="CPU", device_id=0, graph_mode=True):
@@ -17,3 +21,25 @@ def setup_device(device_target="CPU", device_id=0, graph_mode=True):
     ms.set_context(mode=ms.GRAPH_MODE if graph_mode else ms.PYNATIVE_MODE)
     ms.set_device(target, device_id)
     return target
+
+
+class CompileLogged:
+    """Calls ``cell``; the first call with a new set of input shapes (GRAPH mode compiles a graph for it) is logged
+    before it starts and with its duration after, so a long silent compile is explained."""
+
+    def __init__(self, cell, what):
+        self.cell, self.what, self.shapes = cell, what, set()
+
+    def __call__(self, *inputs):
+        shapes = tuple(tuple(x.shape) for x in inputs)
+        if shapes in self.shapes:
+            return self.cell(*inputs)
+        logger.info("compiling the %s graph for input shapes %s", self.what, list(shapes))
+        start = time.time()
+        outputs = self.cell(*inputs)
+        self.shapes.add(shapes)
+        logger.info("%s graph compiled and run once in %.1f s", self.what, time.time() - start)
+        return outputs
+
+    def __getattr__(self, name):          # the wrapped cell's attributes (e.g. a train step's optimizer)
+        return getattr(self.cell, name)

@@ -15,7 +15,8 @@ Command line::
     python -m src.import_weights --format mindspore_zoo ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt \\
         zoo_ecapa.ckpt
 
-then use ``zoo_ecapa.ckpt`` with ``--channels 1024 --mfa_channels 3072 --global_context false --padding zeros``.
+``zoo_ecapa.ckpt`` carries its model settings, so eval.py, ``python -m src.evaluate.verify`` and export.py need no
+model keys for it.
 In Python::
 
     net = ECAPA_TDNN(**ZOO_MODEL_CONFIG)
@@ -26,10 +27,11 @@ import logging
 import numpy as np
 import mindspore as ms
 
-from src.checkpoint import NETWORK_PREFIX, CheckpointError, read_checkpoint, write_checkpoint_file
+from src.checkpoint import (NETWORK_PREFIX, SETTINGS_KEY, CheckpointError, json_entry, read_checkpoint,
+                            read_settings, write_checkpoint_file)
 from src.cli import run_command
 from src.config import ArgumentParser
-from src.model.ecapa_tdnn import ECAPA_TDNN
+from src.model.ecapa_tdnn import ECAPA_TDNN, network_settings
 
 logger = logging.getLogger(__name__)
 
@@ -127,18 +129,20 @@ def load_zoo_checkpoint(path, net):
 
 def import_zoo_checkpoint(zoo_path, out_path):
     """Write the zoo checkpoint at ``zoo_path`` in our layout to ``out_path``: our parameter names (loadable with
-    ``ms.load_param_into_net(ECAPA_TDNN(**ZOO_MODEL_CONFIG), ...)``) plus ``classifier.weight`` when present."""
+    ``ms.load_param_into_net(ECAPA_TDNN(**ZOO_MODEL_CONFIG), ...)``), ``classifier.weight`` when present, and the
+    model settings (src/checkpoint.py ``read_settings``)."""
     net = ECAPA_TDNN(**ZOO_MODEL_CONFIG)
     classifier_weight = load_zoo_checkpoint(zoo_path, net)
     entries = [{"name": p.name, "data": p.value()} for p in net.get_parameters()]
     if classifier_weight is not None:
         entries.append({"name": CLASSIFIER_NAME, "data": ms.Tensor(classifier_weight)})
+    entries.append(json_entry(SETTINGS_KEY, {"sample_rate": 16000, **network_settings(net)}))
     write_checkpoint_file(entries, out_path)
     logger.info("wrote %s (%d tensors)", out_path, len(entries))
     return out_path
 
 
-FORMATS = {"mindspore_zoo": (import_zoo_checkpoint, ZOO_MODEL_CONFIG)}
+FORMATS = {"mindspore_zoo": import_zoo_checkpoint}
 
 
 def main(argv=None):
@@ -149,10 +153,8 @@ def main(argv=None):
                                        "ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt)")
     parser.add_argument("output", help="where to write the imported .ckpt")
     args = parser.parse_args(argv)
-    convert, settings = FORMATS[args.format]
-    convert(args.source, args.output)
-    flags = " ".join(f"--{k} {str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items())
-    print(f"wrote {args.output}; use it with {flags}")
+    FORMATS[args.format](args.source, args.output)
+    print(f"wrote {args.output}; it carries its model settings: {read_settings(args.output)}")
     return 0
 
 

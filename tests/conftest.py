@@ -7,6 +7,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+import src  # noqa: E402,F401  (before any test module imports MindSpore: its log goes to a file, src/__init__.py)
 
 
 @pytest.fixture(scope="session", autouse=True)

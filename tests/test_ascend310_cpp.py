@@ -1,5 +1,6 @@
 """ascend310_infer/: compile and link the real program against the MindSpore C++ API, run its native test of the
-non-device parts, and run the program on its error paths (no NPU here, so a model cannot be built).
+non-device parts (including the run id copied from input/run_id.txt into output_list.txt), and run the program on
+its error paths (no NPU here, so a model cannot be built).
 
 The API comes from the MindSpore 2.0.0 wheel (`build.sh --fetch-api`, 947 MB, cached under .deps/); the test skips
 only when that download is impossible. Running the linked program needs libpython3.9 (libmindspore.so refers to it).
@@ -97,3 +98,6 @@ def test_runtime_errors_exit_1_with_the_file_named(run_program, tmp_path):
     proc = run_program("--model", str(tmp_path / "m.mindir"), "--input_dir", str(inputs), "--output_dir", out,
                        "--device_id", "1")
     assert proc.returncode == 1 and "m.mindir: cannot load it as MindIR" in proc.stderr
+    (inputs / "run_id.txt").write_text("two words\n")                    # read before the model is loaded
+    proc = run_program("--model", str(tmp_path / "m.mindir"), "--input_dir", str(inputs), "--output_dir", out)
+    assert proc.returncode == 1 and f"{inputs / 'run_id.txt'}: expected one run id" in proc.stderr

@@ -74,7 +74,52 @@ def test_missing_config_file_is_named(tmp_path):
 
 def test_exponent_without_a_dot_in_a_recipe_file_is_a_number(tmp_path):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("max_lr: 1e-4\nlr_step_size: 65000\nname: 1e3x\n")
+    recipe.write_text(f"base: {DEFAULT_CONFIG}\nmax_lr: 1e-4\nlr_step_size: 65000\noutput_dir: 1e3x\n")
     cfg = load_config(["--config", str(recipe)])
-    assert cfg.max_lr == 1e-4 and isinstance(cfg.max_lr, float) and cfg.name == "1e3x"
+    assert cfg.max_lr == 1e-4 and isinstance(cfg.max_lr, float) and cfg.output_dir == "1e3x"
     assert yaml.safe_load(recipe.read_text())["max_lr"] == "1e-4"      # what plain PyYAML would have given
+
+
+def test_every_key_with_a_range_refuses_a_bad_value_naming_key_value_and_rule():
+    from src.recipe_keys import RULES
+    tried = 0
+    for key, rule in RULES.items():
+        bad = rule.bad_example()
+        if bad is None:
+            continue
+        text = str(bad).lower() if isinstance(bad, bool) else str(bad)
+        with pytest.raises(ValueError, match=f"^(--)?{key}: ") as err:
+            load_config([f"--{key}", text])
+        assert "expected" in str(err.value), str(err.value)
+        tried += 1
+    assert tried >= 50
+    with pytest.raises(ValueError, match=r"channels: got -5; expected an integer >= 1"):
+        load_config(["--channels", "-5"])
+    with pytest.raises(ValueError, match=r"crop_seconds: got 0.0; expected a number >= 0.1"):
+        load_config(["--crop_seconds", "0"])
+    with pytest.raises(ValueError, match="channels: got 100; expected a multiple of res2net_scale"):
+        load_config(["--channels", "100"])
+
+
+def test_recipe_files_are_checked_like_the_command_line(tmp_path):
+    bad_value = tmp_path / "bad_value.yaml"
+    bad_value.write_text(f"base: {DEFAULT_CONFIG}\nscore_norm: znorm\n")
+    with pytest.raises(ValueError, match="score_norm: got 'znorm'; expected one of none, snorm, asnorm"):
+        load_config(["--config", str(bad_value)])
+    full = yaml.safe_load(open(DEFAULT_CONFIG))
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(yaml.safe_dump(dict(full, chanels=3)))
+    with pytest.raises(ValueError, match="unknown.yaml: unknown keys chanels"):
+        load_config(["--config", str(unknown)])
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("seed: 3\n")
+    with pytest.raises(ValueError, match="partial.yaml: a recipe without 'base: <recipe file>' must hold every key"):
+        load_config(["--config", str(partial)])
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ValueError, match="empty.yaml: the recipe file is empty"):
+        load_config(["--config", str(empty)])
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- seed\n- 3\n")
+    with pytest.raises(ValueError, match="list.yaml: expected a mapping of key: value at the top level, got list"):
+        load_config(["--config", str(listed)])

@@ -182,3 +182,62 @@ def test_load_network_weights_prefixes_missing_and_misshapen(tmp_path):
         load_network_weights(ECAPA_TDNN(**dict(SMALL, channels=48)), path)
     with pytest.raises(ValueError, match="nothing.ckpt: checkpoint file not found"):
         load_network_weights(other, str(tmp_path / "nothing.ckpt"))
+
+
+def test_cache_entries_follow_their_files_and_survive_an_interruption(corpus, embedder, tmp_path):
+    import shutil
+    import time
+    root, keys = corpus
+    root = shutil.copytree(root, str(tmp_path / "audio"))            # a copy the test may change
+    cfg = small_batching()
+    path = str(tmp_path / "emb.npz")
+    cache = EmbeddingCache(path, cache_fingerprint(embedder, {"n": 1}, root, cfg.max_seconds))
+
+    class StopsAfter:
+        """The real embedder, interrupted (as by Ctrl-C) when it is called the third time."""
+
+        def __init__(self, calls):
+            self.calls, self.left = 0, calls
+
+        def __call__(self, wav, lens):
+            self.calls += 1
+            if self.calls > self.left:
+                raise KeyboardInterrupt
+            return embedder(wav, lens)
+    with pytest.raises(KeyboardInterrupt):
+        extract_embeddings(StopsAfter(2), keys, root, cfg, cache, progress=False, save_every_seconds=1e9)
+    kept = load_embeddings(path)
+    assert 0 < len(kept) < len(keys)                       # what was computed before the interruption is on disk
+    rerun = ShapeRecorder(embedder)
+    full = extract_embeddings(rerun, keys, root, cfg, cache, progress=False)
+    assert rerun.calls > 0 and all(np.array_equal(full[k], kept[k]) for k in kept)
+    again = ShapeRecorder(embedder)
+    extract_embeddings(again, keys, root, cfg, cache, progress=False)
+    assert again.calls == 0
+
+    # Another recording under the same name: its cached embedding is not used, the others are.
+    changed = keys[0]
+    other = read_audio(os.path.join(root, keys[-1]))
+    time.sleep(0.01)
+    write_wav(os.path.join(root, changed), other)
+    after = ShapeRecorder(embedder)
+    result = extract_embeddings(after, keys, root, cfg, cache, progress=False)
+    fresh = extract_embeddings(embedder, [changed], root, cfg, progress=False)[changed]
+    np.testing.assert_allclose(result[changed], fresh, atol=1e-5, rtol=0)
+    assert not np.allclose(result[changed], full[changed], atol=1e-3)
+    assert after.calls == 1                                # only the changed file was embedded again
+
+    # A damaged cache file is named in a warning and recomputed.
+    with open(path, "wb") as f:
+        f.write(b"PK\x03\x04 not a zip any more")
+    import logging
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("src.evaluate.extract").addHandler(handler)
+    try:
+        redone = extract_embeddings(embedder, keys, root, cfg, cache, progress=False)
+    finally:
+        logging.getLogger("src.evaluate.extract").removeHandler(handler)
+    assert any(path in r.getMessage() and "damaged" in r.getMessage() for r in records)
+    assert all(np.allclose(redone[k], result[k], atol=1e-5) for k in keys)

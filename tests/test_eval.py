@@ -140,3 +140,55 @@ def test_verify_rejects_empty_and_unreadable_files(setup, tmp_path):
     result = subprocess.run([sys.executable, "-m", "src.evaluate.verify", good, missing, "--checkpoint", checkpoint]
                             + OVERRIDES, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 1 and f"error: {missing}: audio file not found" in result.stderr, result.stderr
+
+
+def test_checkpoints_carry_their_model_so_no_model_keys_are_needed(setup, tmp_path):
+    import export
+    from src.checkpoint import save_checkpoint
+    from src.model.embedder import embedder_settings
+    from src.train.step import build_train_step
+    corpus, _, _, _, _ = setup
+    cfg = load_config(OVERRIDES)
+    step, _ = build_train_step(cfg, 3, "CPU")
+    checkpoint = save_checkpoint(step, str(tmp_path / "run"), 1, {"global_step": 1},
+                                 settings=embedder_settings(cfg))
+    # No model keys: the full recipe says channels 1024, the checkpoint says 32.
+    common = ["--checkpoint", checkpoint, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],
+              "--bucket_seconds", "[1.0, 1.5]", "--max_eval_seconds", "1.5"]
+    summary = eval_script.evaluate(load_config(common + ["--eval_output_dir", str(tmp_path / "eval")]))
+    assert summary["config"]["channels"] == 32 and summary["config"]["res2net_scale"] == 4
+    assert export.main(["--checkpoint", checkpoint, "--export_file", str(tmp_path / "net"),
+                        "--export_seconds", "0.5"]) == 0
+    a, b = (os.path.join(corpus["test_dir"], k) for k in read_trials(corpus["trials"])[0][1:])
+    assert verify.main([a, b, "--checkpoint", checkpoint, "--threshold", "0.5"]) == 0
+    with pytest.raises(ValueError, match=f"channels: the command line gives 64 but {checkpoint} was made with 32"):
+        verify.main([a, b, "--checkpoint", checkpoint, "--channels", "64"])
+
+
+def test_verify_refuses_silent_or_very_short_input_unless_forced(setup, tmp_path, capsys):
+    _, checkpoint, _, _, _ = setup
+    silent_a, silent_b, short = (str(tmp_path / n) for n in ("silent_a.wav", "silent_b.wav", "short.wav"))
+    write_wav(silent_a, np.zeros(16000, np.float32))
+    write_wav(silent_b, np.full(16000, 1e-5, np.float32))
+    write_wav(short, 0.1 * np.sin(np.arange(1280) * 0.3).astype(np.float32))            # 0.08 s
+    with pytest.raises(ValueError, match=f"{silent_a}: near-silent .*--force"):
+        verify.main([silent_a, silent_b, "--checkpoint", checkpoint] + OVERRIDES)
+    with pytest.raises(ValueError, match=f"{short}: very short \\(0.08 s"):
+        verify.main([short, silent_b, "--checkpoint", checkpoint] + OVERRIDES)
+    assert verify.main([silent_a, silent_b, "--checkpoint", checkpoint, "--force", "--threshold", "0.5"]
+                       + OVERRIDES) == 0
+    assert "score" in capsys.readouterr().out
+
+
+def test_trial_paths_outside_test_dir_are_refused_unless_allowed(setup, tmp_path):
+    corpus, checkpoint, _, _, _ = setup
+    trials = read_trials(corpus["trials"])
+    absolute = [(label, os.path.join(corpus["test_dir"], e), os.path.join(corpus["test_dir"], t))
+                for label, e, t in trials]
+    outside = write_trials(absolute, str(tmp_path / "absolute.txt"))
+    argv = OVERRIDES + ["--checkpoint", checkpoint, "--test_dir", corpus["test_dir"], "--trials", outside,
+                        "--eval_output_dir", str(tmp_path / "eval")]
+    with pytest.raises(ValueError, match="trials: 6 path\\(s\\) leave test_dir .*--allow_outside_test_dir true"):
+        eval_script.evaluate(load_config(argv))
+    summary = eval_script.evaluate(load_config(argv + ["--allow_outside_test_dir", "true"]))
+    assert summary["num_utterances"] == 6

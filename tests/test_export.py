@@ -81,9 +81,10 @@ def test_export_command_writes_model_and_contract(tmp_path, capsys):
     assert summary["model"] == str(tmp_path / "ecapa_tdnn.mindir") and summary["input"] == [3, 8000]
     contract = read_contract(str(tmp_path / "ecapa_tdnn.mindir.json"))
     assert contract["network"]["padding"] == "zeros" and contract["network"]["channels"] == 16
-    # A mismatch (here forced with a tolerance no file can meet) is refused and leaves no usable model.
+    # A mismatch (here forced with a tolerance no file can meet; the recipe refuses one below 0) is refused and
+    # leaves no usable model.
     base = str(tmp_path / "bad")
     with pytest.raises(ExportError, match="exceeds"):
-        export.main(args + ["--export_file", base, "--export_tolerance", "-1"])
+        export_model(small_network(), base, "MINDIR", seconds=SECONDS, tolerance=-1.0)
     assert os.path.exists(base + ".mindir.rejected") and not os.path.exists(base + ".mindir")
     assert not os.path.exists(base + ".mindir.json")

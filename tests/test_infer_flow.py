@@ -1,8 +1,10 @@
 """The whole 310 flow on CPU (scripts/run_infer_cpu.sh: preprocess -> src/deploy/cpu_runner.py -> postprocess) against
-embeddings computed directly with the network on the same windows and against eval.py on the same windows, and
-run_infer_310.sh's argument handling (device id handed to the program)."""
+embeddings computed directly with the network on the same windows and against eval.py on the same windows,
+run_infer_310.sh's argument handling (device id handed to the program), and the run id that ties output/ to
+input/ (outputs of an earlier preprocess run are refused)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,7 +17,8 @@ from src.data.audio import read_audio
 from src.data.synthetic import make_corpus
 from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.deploy.export import export_cell, export_model
-from src.deploy.infer_files import LIST_FILE, cut_windows, read_list, window_starts
+from src.deploy.infer_files import (InferFileError, LIST_FILE, MANIFEST_FILE, cut_windows, infer_folders, read_list,
+                                    read_manifest, read_run_id, window_starts)
 from src.evaluate.metrics import summarize
 from src.evaluate.scoring import score_trials
 from src.data.trials import read_trials, trial_utterances
@@ -56,8 +59,10 @@ def test_cpu_flow_equals_direct_network_embeddings(tmp_path):
     result = json.load(open(infer_dir / "result.json"))["trials.txt"]
     acc = open(infer_dir / "acc.log").read()
     assert f"EER {result['eer_percent']:.3f}%" in acc and "minDCF(0.01)" in acc
-    entries = read_list(str(infer_dir / "output"))
+    entries, run_id = read_list(str(infer_dir / "output"))
     assert [e[0] for e in entries] == sorted(n for n in os.listdir(infer_dir / "input") if n.endswith(".bin"))
+    manifest = read_manifest(str(infer_dir / "input" / MANIFEST_FILE))
+    assert run_id == read_run_id(str(infer_dir / "input")) == manifest["run_id"]
     assert open(infer_dir / "output" / LIST_FILE).read().splitlines()[-1].startswith("# total_ms ")
 
     # Reference: the same windows through the network directly (fbank + ECAPA-TDNN cell, no export, no files).
@@ -185,3 +190,52 @@ def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
     flow_scores = score_trials(flow_emb, read_trials(corpus["trials"]))
     eval_scores = [float(line.split()[2]) for line in open(summary["trial_lists"]["trials"]["score_file"])]
     np.testing.assert_allclose(flow_scores, eval_scores, atol=1e-5)
+
+
+def test_outputs_of_an_earlier_preprocess_run_are_refused(tmp_path, caplog):
+    """Preprocess, infer, preprocess again with other settings (which deletes output/), put the old output/ back:
+    its file names still match the new manifest, but postprocess.py refuses it by run id, naming both folders. After
+    the inference step runs again, postprocess.py scores."""
+    import postprocess
+    import preprocess
+    from src.cli import run_command
+    from src.deploy.cpu_runner import run_folder
+
+    corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=0, num_test_speakers=2, utts_per_speaker=3,
+                         seconds=(1.2, 2.5), seed=5, augment_folders=False, progress=False)
+    ms.set_seed(2)
+    net = ECAPA_TDNN(**SMALL)
+    net.set_train(False)
+    model = str(tmp_path / "ecapa") + ".mindir"
+    export_model(net, model[:-len(".mindir")], "MINDIR", "waveform", batch_size=BATCH, seconds=SECONDS)
+    infer_dir = str(tmp_path / "infer")
+    input_dir, output_dir = infer_folders(infer_dir)
+    common = ["--infer_model", model, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],
+              "--infer_dir", infer_dir]
+    assert preprocess.main(common + ["--infer_max_windows", "0"]) == 0
+    run_folder(model, input_dir, output_dir)
+    old_run_id = read_run_id(input_dir)
+    assert open(os.path.join(output_dir, LIST_FILE)).read().splitlines()[1] == f"# run_id {old_run_id}"
+    old_names = {name for name, _, _ in read_list(output_dir)[0]}
+    shutil.copytree(output_dir, tmp_path / "kept_output")
+
+    assert preprocess.main(common + ["--infer_max_windows", "1"]) == 0
+    assert not os.path.exists(output_dir) and f"removed {output_dir}" in caplog.text
+    new_manifest = read_manifest(os.path.join(input_dir, MANIFEST_FILE))
+    assert new_manifest["run_id"] == read_run_id(input_dir) != old_run_id
+    assert {f["name"] for f in new_manifest["files"]} < old_names        # names alone would not tell
+    shutil.copytree(tmp_path / "kept_output", output_dir)                # the old outputs put back in place
+
+    with pytest.raises(InferFileError) as refused:
+        postprocess.main(common)
+    message = str(refused.value)
+    assert message.startswith(f"{output_dir}: its outputs do not belong to {input_dir} ")
+    assert f"run id {old_run_id} in {LIST_FILE}, {new_manifest['run_id']} in {MANIFEST_FILE}" in message
+    assert message.endswith(f"run the inference step again on {input_dir}")
+    with pytest.raises(SystemExit) as exit_info:                          # as a command: status 1, no result
+        run_command(postprocess.main, common)
+    assert exit_info.value.code == 1 and not os.path.exists(os.path.join(infer_dir, "result.json"))
+
+    run_folder(model, input_dir, output_dir)
+    assert postprocess.main(common) == 0
+    assert json.load(open(os.path.join(infer_dir, "result.json")))["trials.txt"]["max_windows"] == 1

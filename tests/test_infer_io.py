@@ -1,14 +1,18 @@
-"""The 310 flow's files (src/deploy/infer_files.py): .bin layout, windows, manifest, list file, preprocess output."""
+"""The 310 flow's files (src/deploy/infer_files.py): .bin layout, windows, manifest, run id, list file, preprocess
+output (also when preprocess.py fails half-way)."""
 import json
 import os
 
 import numpy as np
 import pytest
 
-from src.data.audio import repeat_pad, write_wav
-from src.deploy.infer_files import (InferFileError, LIST_FILE, MANIFEST_FILE, cut_windows, read_bin, read_list,
-                                    read_manifest, resolve_shape, utterance_embeddings, window_starts, write_bin,
-                                    write_inputs, write_list)
+import preprocess
+from src.cli import run_command
+from src.data.audio import AudioError, repeat_pad, write_wav
+from src.deploy.infer_files import (InferFileError, LIST_FILE, MANIFEST_FILE, RUN_ID_FILE, contract_path, cut_windows,
+                                    infer_folders, read_bin, read_list, read_manifest, read_run_id, resolve_shape,
+                                    utterance_embeddings, window_starts, write_bin, write_contract, write_inputs,
+                                    write_list)
 
 
 def contract(kind="waveform", batch=2, window=1600, emb=4):
@@ -69,7 +73,9 @@ def test_write_inputs_batches_windows_and_manifest(tmp_path):
     counts = {u["key"]: len(u["starts"]) for u in manifest["utterances"]}
     assert counts == {"spk1/v/a.wav": 1, "spk1/v/b.wav": 2, "spk2/w/c.wav": 4}      # 7 windows -> 2 files of 4
     assert [f["name"] for f in manifest["files"]] == ["batch_000000.bin", "batch_000001.bin"]
-    assert sorted(os.listdir(tmp_path / "in")) == ["batch_000000.bin", "batch_000001.bin", MANIFEST_FILE]
+    assert sorted(os.listdir(tmp_path / "in")) == ["batch_000000.bin", "batch_000001.bin", MANIFEST_FILE, RUN_ID_FILE]
+    assert read_run_id(str(tmp_path / "in")) == manifest["run_id"] and len(manifest["run_id"]) == 32
+    assert not os.path.exists(tmp_path / "in.partial")                  # written aside, then renamed into place
     rows = np.concatenate([read_bin(str(tmp_path / "in" / f["name"]), (4, 1600)) for f in manifest["files"]])
     tol = 1 / 32768                                                       # 16-bit WAV quantisation
     np.testing.assert_allclose(rows[0], np.tile(waves["spk1/v/a.wav"], 2)[:1600], atol=tol)   # repeat-padded
@@ -86,29 +92,73 @@ def test_write_inputs_batches_windows_and_manifest(tmp_path):
                                         progress=False))
     assert [len(u["starts"]) for u in capped["utterances"]] == [1, 1, 1]
 
+    # Written again into the same folder: replaced as a whole, with a new run id.
+    again = read_manifest(write_inputs(sorted(lengths)[:1], str(tmp_path), c, str(tmp_path / "in"), progress=False))
+    assert sorted(os.listdir(tmp_path / "in")) == ["batch_000000.bin", MANIFEST_FILE, RUN_ID_FILE]
+    assert again["run_id"] == read_run_id(str(tmp_path / "in")) != manifest["run_id"]
+    assert sorted(os.listdir(tmp_path)) == ["in", "in1", "spk1", "spk2"]
+
+
+def test_run_id_file(tmp_path):
+    """Mirrors ReadRunId of ascend310_infer/src/infer_io.cc (checked by its native test with the same messages)."""
+    assert read_run_id(str(tmp_path)) is None                            # no run_id.txt: no header line
+    (tmp_path / RUN_ID_FILE).write_text("  5d41402abc4b2a76b9719d911017c592\n")
+    assert read_run_id(str(tmp_path)) == "5d41402abc4b2a76b9719d911017c592"
+    (tmp_path / RUN_ID_FILE).write_text("two words\n")
+    with pytest.raises(InferFileError, match=r"run_id\.txt: expected one run id \(a single word written by "
+                                             r"preprocess\.py\), got 'two words'"):
+        read_run_id(str(tmp_path))
+    (tmp_path / RUN_ID_FILE).write_text("\n")
+    with pytest.raises(InferFileError, match=r"run_id\.txt: expected one run id"):
+        read_run_id(str(tmp_path))
+    os.remove(tmp_path / RUN_ID_FILE)
+    (tmp_path / RUN_ID_FILE).mkdir()
+    with pytest.raises(InferFileError, match=r"run_id\.txt: not a readable file"):
+        read_run_id(str(tmp_path))
+
 
 def test_list_file_and_window_averaging(tmp_path):
     c = contract(batch=2, emb=3)
     files = [{"name": "batch_000000.bin", "rows": [["a", 0], ["a", 1]]}, {"name": "batch_000001.bin", "rows": [["b", 0]]}]
     manifest = {"contract": c, "utterances": [{"key": "a", "starts": [0, 5]}, {"key": "b", "starts": [0]}],
-                "files": files, "max_windows": 0}
-    out = tmp_path / "out"
+                "files": files, "max_windows": 0, "run_id": "abc123"}
+    inputs, out = str(tmp_path / "in"), tmp_path / "out"
     out.mkdir()
     write_bin(str(out / "batch_000000.bin"), [[1, 2, 3], [3, 4, 5]])
     write_bin(str(out / "batch_000001.bin"), [[7, 8, 9], [0, 0, 0]])
-    write_list(str(out), [("batch_000000.bin", "batch_000000.bin", 1.5), ("batch_000001.bin", "batch_000001.bin", 2)],
-               3.5)
+    entries = [("batch_000000.bin", "batch_000000.bin", 1.5), ("batch_000001.bin", "batch_000001.bin", 2)]
+    write_list(str(out), entries, 3.5)                                  # an input folder without run_id.txt
     text = open(out / LIST_FILE).read()
     assert text.splitlines()[1] == "batch_000000.bin batch_000000.bin 1.500"
     assert text.splitlines()[-1] == "# total_ms 3.500 files 2"
-    assert read_list(str(out))[1] == ("batch_000001.bin", "batch_000001.bin", 2.0)
-    emb = utterance_embeddings(str(out), manifest)
+    assert read_list(str(out))[0][1] == ("batch_000001.bin", "batch_000001.bin", 2.0)
+    assert read_list(str(out))[1] is None
+    with pytest.raises(InferFileError, match=f"{out}: its outputs do not belong to {inputs} "
+                                             rf"\(run id missing in {LIST_FILE}, abc123 in {MANIFEST_FILE}\).*"
+                                             f"run the inference step again on {inputs}"):
+        utterance_embeddings(inputs, str(out), manifest)
+
+    write_list(str(out), entries, 3.5, run_id="abc123")
+    assert open(out / LIST_FILE).read().splitlines()[:3] == [
+        "# input output milliseconds", "# run_id abc123", "batch_000000.bin batch_000000.bin 1.500"]
+    assert read_list(str(out)) == ([(n_in, n_out, float(ms)) for n_in, n_out, ms in entries], "abc123")
+    emb = utterance_embeddings(inputs, str(out), manifest)
     np.testing.assert_allclose(emb["a"], [2, 3, 4])
     np.testing.assert_allclose(emb["b"], [7, 8, 9])
+    with pytest.raises(InferFileError, match=rf"\(run id abc123 in {LIST_FILE}, def456 in {MANIFEST_FILE}\)"):
+        utterance_embeddings(inputs, str(out), dict(manifest, run_id="def456"))
+    with pytest.raises(InferFileError, match=rf"\(run id abc123 in {LIST_FILE}, missing in {MANIFEST_FILE}\)"):
+        utterance_embeddings(inputs, str(out), {k: v for k, v in manifest.items() if k != "run_id"})
 
+    write_list(str(out), entries, 3.5)
     with open(out / LIST_FILE, "a") as f:
         f.write("broken-line\n")
     with pytest.raises(InferFileError, match=LIST_FILE + ":5: expected"):
+        read_list(str(out))
+    write_list(str(out), entries, 3.5)
+    with open(out / LIST_FILE, "a") as f:
+        f.write("# run_id a b\n")
+    with pytest.raises(InferFileError, match=LIST_FILE + ":5: expected '# run_id <id>'"):
         read_list(str(out))
 
 
@@ -118,3 +168,41 @@ def test_manifest_must_list_every_window_once(tmp_path):
                                 "files": [{"name": "x.bin", "rows": [["a", 0]]}]}))
     with pytest.raises(InferFileError, match="every utterance window exactly once"):
         read_manifest(str(path))
+
+
+def folder_bytes(folder):
+    """{path relative to folder: file bytes} of every file below ``folder``."""
+    return {os.path.relpath(os.path.join(d, n), folder): open(os.path.join(d, n), "rb").read()
+            for d, _, names in os.walk(folder) for n in names}
+
+
+def test_failed_preprocess_leaves_the_previous_input_folder(tmp_path, capsys):
+    """An unreadable WAV listed after good ones (some window files already written) ends preprocess.py with one
+    error line; the previous input/ (manifest, run id, .bin files) and output/ stay byte-identical, and no partial
+    folder is left behind."""
+    rng = np.random.default_rng(1)
+    for name in ("a.wav", "b.wav", "c.wav"):
+        write_wav(str(tmp_path / "audio" / name), (0.5 * rng.uniform(-1, 1, 4000)).astype(np.float32))
+    (tmp_path / "audio" / "bad.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEnot really audio")
+    model = str(tmp_path / "m.mindir")                                    # preprocess.py reads only its contract
+    write_contract(contract_path(model), contract(batch=2, window=1600))
+    infer_dir = tmp_path / "infer"
+    input_dir, output_dir = infer_folders(str(infer_dir))
+    (tmp_path / "good.txt").write_text("a.wav\nb.wav\n")
+    (tmp_path / "with_bad.txt").write_text("c.wav\na.wav\nb.wav\nbad.wav\n")
+    args = ["--infer_model", model, "--test_dir", str(tmp_path / "audio"), "--infer_dir", str(infer_dir)]
+    assert preprocess.main(args + ["--infer_utt_list", str(tmp_path / "good.txt")]) == 0
+    os.makedirs(output_dir)
+    write_list(output_dir, [], 0.0, read_run_id(input_dir))              # stands in for the previous outputs
+    before = {"input": folder_bytes(input_dir), "output": folder_bytes(output_dir)}
+    assert len([n for n in before["input"] if n.endswith(".bin")]) == 3  # 2 x 3 windows, batch 2
+
+    with pytest.raises(AudioError, match="bad.wav"):
+        preprocess.main(args + ["--infer_utt_list", str(tmp_path / "with_bad.txt")])
+    with pytest.raises(SystemExit) as exit_info:                          # as a command: one error line, status 1
+        run_command(preprocess.main, args + ["--infer_utt_list", str(tmp_path / "with_bad.txt")])
+    assert exit_info.value.code == 1
+    stderr = capsys.readouterr().err.splitlines()                       # progress and log lines, then the error
+    assert [line for line in stderr if line.startswith("error: ")] == stderr[-1:] and "bad.wav" in stderr[-1]
+    assert {"input": folder_bytes(input_dir), "output": folder_bytes(output_dir)} == before
+    assert sorted(os.listdir(infer_dir)) == ["input", "output"]

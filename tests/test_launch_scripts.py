@@ -24,7 +24,8 @@ def test_ascend_launch_reads_devices_from_the_rank_table(tmp_path):
     # A copy of the repository layout whose train.py is the stub; src/ and configs/ are the real ones.
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
-    shutil.copy(os.path.join(ROOT, "scripts", "run_distribute_train_ascend.sh"), repo / "scripts")
+    for script in ("run_distribute_train_ascend.sh", "env.sh"):
+        shutil.copy(os.path.join(ROOT, "scripts", script), repo / "scripts")
     os.symlink(os.path.join(ROOT, "src"), repo / "src")
     os.symlink(os.path.join(ROOT, "configs"), repo / "configs")
     (repo / "train.py").write_text(STUB)

@@ -141,6 +141,14 @@ def _check_args(corpus):
 def test_data_check_lists_every_bad_file(corpus, capsys):
     assert run_check(load_config(_check_args(corpus))) == 0
     assert "no problems found" in capsys.readouterr().out
+    # Near-silent or very short speech is usable, but reported as warnings (MUSAN/RIR files are not judged so).
+    quiet = os.path.join(corpus["train_dir"], "id00001", "quietvideo0", "00001.wav")
+    os.makedirs(os.path.dirname(quiet))
+    write_wav(quiet, np.full(16000, 1e-5, np.float32))
+    assert run_check(load_config(_check_args(corpus))) == 0
+    out = capsys.readouterr().out
+    assert f"WARNING      {quiet}: near-silent (RMS" in out and "1 near-silent or very short (warnings)" in out
+    shutil.rmtree(os.path.dirname(quiet))
     bad = _add_bad_files(corpus["train_dir"])
     noise_file = os.path.join(corpus["musan_dir"], "noise", "free-sound", "noise-free-sound-0000.wav")
     write_wav(noise_file, np.zeros(100), 22050)

@@ -74,6 +74,10 @@ def test_not_json_names_the_file(tmp_path):
     path.write_text("{\"version\": ")
     with pytest.raises(RankTableError, match="broken.json: not valid JSON"):
         load_rank_table(str(path))
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(RankTableError, match="binary.json: not valid JSON"):
+        load_rank_table(str(binary))
 
 
 def test_tables_of_two_servers_merge_into_one_job(tmp_path, monkeypatch):

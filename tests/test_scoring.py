@@ -64,3 +64,46 @@ def test_speaker_means_and_errors(setup):
         score_trials(embeddings, trials, score_norm="znorm")
     with pytest.raises(ValueError, match="no embedding"):
         score_trials({}, trials)
+
+
+def correlated_set(seed=0, dim=32, speakers=40, utts=6, offset=3.0, channels=6):
+    """Embeddings with what mean subtraction fixes (a large offset shared by everyone) and what AS-norm fixes
+    (recording channels shared across speakers; each cohort speaker is recorded on one channel)."""
+    rng = np.random.default_rng(seed)
+    common = rng.normal(size=dim) * offset
+    channel = rng.normal(size=(channels, dim))
+    trial_emb, cohort = {}, {}
+    for s in range(speakers):
+        voice = rng.normal(size=dim)
+        for u in range(utts):
+            trial_emb[f"t{s:03d}/v/{u}.wav"] = (common + voice + channel[rng.integers(channels)] * rng.uniform(0.3, 1.7)
+                                                + 0.7 * rng.normal(size=dim))
+    for s in range(60):
+        voice = rng.normal(size=dim)
+        for u in range(4):
+            cohort[f"c{s:03d}/v/{u}.wav"] = (common + voice + channel[s % channels] * rng.uniform(0.3, 1.7)
+                                             + 0.7 * rng.normal(size=dim))
+    keys = sorted(trial_emb)
+    targets = [(1, a, b) for a in keys for b in keys if a < b and a.split("/")[0] == b.split("/")[0]]
+    nontargets = []
+    while len(nontargets) < 2 * len(targets):
+        a, b = keys[rng.integers(len(keys))], keys[rng.integers(len(keys))]
+        if a.split("/")[0] != b.split("/")[0]:
+            nontargets.append((0, a, b))
+    return trial_emb, cohort, targets + nontargets
+
+
+def test_mean_subtraction_and_asnorm_combine_like_each_alone():
+    """On data where each helps, both together are at least as good as the weaker of the two alone (before the
+    cohort and the trials were put in one space, the combination was worse than either)."""
+    from src.evaluate.metrics import compute_eer
+    from src.evaluate.scoring import mean_embedding
+    embeddings, cohort, trials = correlated_set()
+    labels = np.array([t[0] for t in trials])
+    mean = mean_embedding(cohort)
+    eer = {name: compute_eer(score_trials(embeddings, trials, norm, cohort if norm != "none" else None, m, 20),
+                             labels)[0]
+           for name, norm, m in (("cosine", "none", None), ("mean", "none", mean), ("asnorm", "asnorm", None),
+                                 ("both", "asnorm", mean))}
+    assert eer["mean"] < eer["cosine"] and eer["asnorm"] < eer["cosine"]
+    assert eer["both"] <= max(eer["mean"], eer["asnorm"])

@@ -122,3 +122,74 @@ def test_missing_or_empty_augmentation_folder_fails_before_the_training_list(cor
     with pytest.raises(FileNotFoundError, match="MUSAN folder not found: '/no/musan'"):
         train.main(args + ["--musan_dir", "/no/musan"])
     assert not (tmp_path / "lists").exists()            # failed before any audio header was read
+
+
+def wait_for(predicate, seconds, process):
+    """Poll ``predicate`` until it holds (or the process ended / time ran out)."""
+    import time
+    end = time.time() + seconds
+    while time.time() < end and process.poll() is None:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def folder_bytes(folder):
+    """{relative path: bytes} of the files a refused or failed run must leave alone."""
+    return {name: (folder / name).read_bytes() for name in ("config.yaml", "train.log", "train_log.jsonl")}
+
+
+def test_sigint_saves_and_resumes_exactly_and_refused_runs_change_nothing(corpus, tmp_path):
+    import signal
+    from src.train.run_folder import OutputDirBusy
+    run, straight, cache = tmp_path / "run", tmp_path / "straight", tmp_path / "compile_cache"
+    args = small_args(corpus, run, tmp_path / "lists") + ["--log_every_steps", "1", "--num_epochs", "20",
+                                                          "--checkpoint_every_steps", "1000"]
+    env = dict(os.environ, MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=str(cache))
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run / "train_log.jsonl"
+    assert wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, 300, process)
+    assert (run / "train.lock").read_text().split()[0] == str(process.pid)       # the folder is locked
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "interrupted: stopped on request" in stderr, stderr[-3000:]
+    stopped_at = int(stderr.split("interrupted: stopped on request")[1].split("at global step ")[1].split(":")[0])
+    assert (run / "checkpoints" / f"ckpt_step{stopped_at:08d}.ckpt").is_file()
+    assert not (run / "train.lock").exists()
+
+    # Refused and failed runs leave the run's record byte for byte as it was.
+    before = folder_bytes(run)
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train.main(args)                                                         # fresh run into a used folder
+    with pytest.raises(ValueError, match="does not fit the network"):
+        train.main(args + ["--resume", "--channels", "64"])                     # resume with another model
+    with pytest.raises(ValueError, match="batch_size: got 0"):
+        train.main(args + ["--resume", "--batch_size", "0"])                    # an invalid value
+    (run / "train.lock").write_text(f"{os.getpid()} {__import__('socket').gethostname()}\n")
+    with pytest.raises(OutputDirBusy, match=f"another training run \\(pid {os.getpid()}\\)"):
+        train.main(args + ["--resume"])                                          # a second run into the folder
+    (run / "train.lock").unlink()
+    assert folder_bytes(run) == before
+    fresh_logs_only = tmp_path / "logs_only"
+    fresh_logs_only.mkdir()
+    (fresh_logs_only / "train_log.jsonl").write_text('{"global_step": 1}\n')
+    with pytest.raises(ValueError, match="already holds the logs of an earlier run"):
+        train.main(small_args(corpus, fresh_logs_only, tmp_path / "lists"))
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=f"{in_the_way} is a file"):
+        train.main(small_args(corpus, in_the_way, tmp_path / "lists"))
+
+    # Resumed to two steps past the interruption, the run equals one that was never interrupted.
+    target = str(stopped_at + 2)
+    run_train(args + ["--resume", "--max_steps", target], cache)
+    run_train(small_args(corpus, straight, tmp_path / "lists") + ["--log_every_steps", "1", "--num_epochs", "20",
+                                                                 "--checkpoint_every_steps", "1000",
+                                                                 "--max_steps", target], cache)
+    got, _ = final_params(run, int(target))
+    want, _ = final_params(straight, int(target))
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-6, err_msg=name)

@@ -13,6 +13,8 @@ namespace ecapa_infer {
 
 // Name of the list file written into the output folder (same name in src/deploy/infer_files.py).
 extern const char kListFileName[];
+// Name of the run id file of the input folder, written by preprocess.py (same name in src/deploy/infer_files.py).
+extern const char kRunIdFileName[];
 
 struct Options {
   std::string model_path;   // --model: exported MindIR file
@@ -59,10 +61,15 @@ void EnsureDir(const std::string &dir);
 // `dir` / `name`.
 std::string JoinPath(const std::string &dir, const std::string &name);
 
-// Writes <output_dir>/output_list.txt: "<input> <output> <ms>" per file, then "# total_ms <ms> files <n>".
+// The run id in <input_dir>/run_id.txt (one word, surrounding whitespace dropped), or "" when the folder has no
+// such file. Throws naming the file when it is not a regular file or does not hold exactly one word.
+std::string ReadRunId(const std::string &input_dir);
+
+// Writes <output_dir>/output_list.txt: the header "# input output milliseconds", "# run_id <id>" when `run_id`
+// is not empty, "<input> <output> <ms>" per file, then "# total_ms <ms> files <n>".
 class ListWriter {
  public:
-  explicit ListWriter(const std::string &output_dir);
+  explicit ListWriter(const std::string &output_dir, const std::string &run_id = "");
   void Add(const std::string &input_name, const std::string &output_name, double milliseconds);
   void Finish(double total_milliseconds);
 

@@ -2,6 +2,7 @@
 #include "infer_io.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <iomanip>
@@ -13,6 +14,7 @@ namespace fs = std::filesystem;
 namespace ecapa_infer {
 
 const char kListFileName[] = "output_list.txt";
+const char kRunIdFileName[] = "run_id.txt";
 
 namespace {
 
@@ -209,10 +211,31 @@ std::string JoinPath(const std::string &dir, const std::string &name) {
   return (fs::path(dir) / name).string();
 }
 
-ListWriter::ListWriter(const std::string &output_dir)
+std::string ReadRunId(const std::string &input_dir) {
+  const std::string path = JoinPath(input_dir, kRunIdFileName);
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return "";
+  if (!fs::is_regular_file(path, ec)) throw std::runtime_error(path + ": not a readable file");
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path + ": cannot open it for reading");
+  std::stringstream content;
+  content << in.rdbuf();
+  std::string text = content.str();
+  const auto is_space = [](unsigned char c) { return std::isspace(c) != 0; };
+  text.erase(text.begin(), std::find_if_not(text.begin(), text.end(), is_space));
+  text.erase(std::find_if_not(text.rbegin(), text.rend(), is_space).base(), text.end());
+  if (text.empty() || std::any_of(text.begin(), text.end(), is_space)) {
+    throw std::runtime_error(path + ": expected one run id (a single word written by preprocess.py), got '" +
+                             text + "'");
+  }
+  return text;
+}
+
+ListWriter::ListWriter(const std::string &output_dir, const std::string &run_id)
     : path_(JoinPath(output_dir, kListFileName)), out_(path_, std::ios::trunc) {
   if (!out_) throw std::runtime_error(path_ + ": cannot open it for writing");
   out_ << "# input output milliseconds\n";
+  if (!run_id.empty()) out_ << "# run_id " << run_id << "\n";
 }
 
 void ListWriter::Add(const std::string &input_name, const std::string &output_name, double milliseconds) {

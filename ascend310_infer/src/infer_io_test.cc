@@ -1,5 +1,5 @@
 // Native test of the non-device parts (inc/infer_io.h): flags, input discovery, the .bin layout, shape checks,
-// the list file and the error messages. Plain asserts through CHECK; prints "infer_io_test: N checks passed".
+// the run id file, the list file and the error messages. Plain asserts through CHECK; prints "infer_io_test: N checks passed".
 //
 //   infer_io_test SCRATCH_DIR
 #include <cmath>
@@ -104,6 +104,7 @@ static void TestFiles(const std::string &scratch) {
 
   WriteFloatFile(JoinPath(in, "batch_000000.bin"), values.data(), 2);
   WriteBytes(JoinPath(in, "notes.txt"), "not an input");
+  WriteBytes(JoinPath(in, kRunIdFileName), "0f3a9c\n");   // preprocess.py's run id file is not an input either
   fs::create_directories(JoinPath(in, "dir.bin"));
   const std::vector<std::string> names = ListBinFiles(in);
   CHECK(names == std::vector<std::string>({"batch_000000.bin", "batch_000001.bin"}));
@@ -131,11 +132,47 @@ static void TestFiles(const std::string &scratch) {
         "# total_ms 3.750 files 2\n");
 }
 
+// Reads <dir>/output_list.txt as one string.
+static std::string ReadListFile(const std::string &dir) {
+  std::ifstream text(JoinPath(dir, kListFileName));
+  std::stringstream content;
+  content << text.rdbuf();
+  return content.str();
+}
+
+// The input folder's run_id.txt (preprocess.py) is copied into the list file as "# run_id <id>".
+static void TestRunId(const std::string &scratch) {
+  const std::string in = JoinPath(scratch, "run_in"), out = JoinPath(scratch, "run_out");
+  fs::create_directories(in);
+  EnsureDir(out);
+  CHECK(ReadRunId(in).empty());                                   // no run_id.txt: no header line
+  WriteBytes(JoinPath(in, kRunIdFileName), "  5d41402abc4b2a76b9719d911017c592\n");
+  CHECK(ReadRunId(in) == "5d41402abc4b2a76b9719d911017c592");
+  ListWriter list(out, ReadRunId(in));
+  list.Add("batch_000000.bin", "batch_000000.bin", 1.5);
+  list.Finish(1.5);
+  CHECK(ReadListFile(out) ==
+        "# input output milliseconds\n"
+        "# run_id 5d41402abc4b2a76b9719d911017c592\n"
+        "batch_000000.bin batch_000000.bin 1.500\n"
+        "# total_ms 1.500 files 1\n");
+
+  WriteBytes(JoinPath(in, kRunIdFileName), "two words\n");
+  CHECK_THROWS(ReadRunId(in), "run_id.txt: expected one run id (a single word written by preprocess.py), got "
+                              "'two words'");
+  WriteBytes(JoinPath(in, kRunIdFileName), "\n");
+  CHECK_THROWS(ReadRunId(in), "run_id.txt: expected one run id");
+  fs::remove(JoinPath(in, kRunIdFileName));
+  fs::create_directories(JoinPath(in, kRunIdFileName));
+  CHECK_THROWS(ReadRunId(in), "run_id.txt: not a readable file");
+}
+
 int main(int argc, char **argv) {
   const std::string scratch = argc > 1 ? argv[1] : (fs::temp_directory_path() / "ecapa_infer_io_test").string();
   TestFlags();
   TestShapes();
   TestFiles(scratch);
+  TestRunId(scratch);
   fs::remove_all(scratch);
   std::cout << "infer_io_test: " << g_checks << " checks passed" << std::endl;
   return 0;

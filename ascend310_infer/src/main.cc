@@ -3,7 +3,8 @@
 //   ecapa_infer --model ecapa_tdnn.mindir --input_dir infer/input --output_dir infer/output --device_id 0
 //
 // Loads the MindIR, builds it for the Ascend device, runs every input .bin (one model input tensor each,
-// BIN_FORMAT.md) and writes one output .bin per input plus output_list.txt with per-file timing.
+// BIN_FORMAT.md) and writes one output .bin per input plus output_list.txt with per-file timing, headed by the
+// input folder's run id (run_id.txt) when it has one.
 // Exit status: 0 on success, 2 on a usage error, 1 on any other failure (message on stderr).
 #include <chrono>
 #include <iostream>
@@ -65,6 +66,7 @@ void BuildModel(const ecapa_infer::Options &opts, mindspore::Model *model) {
 
 int Run(const ecapa_infer::Options &opts) {
   const std::vector<std::string> names = ecapa_infer::ListBinFiles(opts.input_dir);
+  const std::string run_id = ecapa_infer::ReadRunId(opts.input_dir);
   ecapa_infer::EnsureDir(opts.output_dir);
 
   mindspore::Model model;
@@ -88,7 +90,7 @@ int Run(const ecapa_infer::Options &opts) {
             << " (batch size " << (model_shape.empty() ? 1 : model_shape[0]) << "), " << names.size()
             << " input files" << std::endl;
 
-  ecapa_infer::ListWriter list(opts.output_dir);
+  ecapa_infer::ListWriter list(opts.output_dir, run_id);
   double total_ms = 0.0;
   for (const std::string &name : names) {
     const std::string in_path = ecapa_infer::JoinPath(opts.input_dir, name);

@@ -163,3 +163,21 @@ def repeat_pad(wav, length):
     if wav.shape[0] == 0:
         raise AudioError("cannot repeat-pad an empty waveform", "empty")
     return np.tile(wav, -(-length // wav.shape[0]))[:length]
+
+
+MIN_USEFUL_SECONDS = 0.5    # shorter input: too few frames for a meaningful speaker embedding
+SILENCE_DBFS = -60.0        # RMS level below which input counts as near-silent (dB relative to full scale)
+
+
+def quality_problems(wav, sample_rate=16000):
+    """What makes a waveform unusable for a speaker decision -> list of short texts (empty when none): near-silent
+    (RMS below SILENCE_DBFS) or very short (under MIN_USEFUL_SECONDS)."""
+    problems = []
+    seconds = wav.shape[0] / float(sample_rate)
+    if seconds < MIN_USEFUL_SECONDS:
+        problems.append(f"very short ({seconds:.2f} s < {MIN_USEFUL_SECONDS} s)")
+    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) if wav.size else 0.0
+    level = 20.0 * math.log10(rms) if rms > 0 else float("-inf")
+    if level < SILENCE_DBFS:
+        problems.append(f"near-silent (RMS {level:.1f} dBFS < {SILENCE_DBFS:g} dBFS)")
+    return problems

@@ -3,7 +3,9 @@
 Reads (fully decodes) every audio file of the training folder (minus the speakers of ``exclude_trials``),
 the MUSAN folder (noise, music, speech) and the RIR folder, and, when the recipe names them, the evaluation
 audio of ``test_dir`` + ``trials``. Prints each missing, unreadable, empty or wrong-rate file with the
-problem, then a summary per folder. Exit status 1 when any file (or a needed folder) is bad, else 0.
+problem, then a summary per folder. Speech files (training and evaluation audio) that are near-silent or very
+short (src/data/audio.py ``quality_problems``) are listed as warnings. Exit status 1 when any file (or a needed
+folder) is bad, else 0.
 
     python -m src.data.check --config configs/ecapa-tdnn_config.yaml
     python -m src.data.check --config configs/ecapa-tdnn_config.yaml --train_dir /data/vox2/dev/wav \\
@@ -19,27 +21,31 @@ from tqdm import tqdm
 
 from src.cli import run_command
 from src.config import load_config
-from src.data.audio import AudioError, read_audio
+from src.data.audio import AudioError, quality_problems, read_audio
 from src.data.augment import MUSAN_CATEGORIES, list_audio_folder
 from src.data.lists import find_audio_files, speaker_of_path, trial_speakers
 from src.data.trials import read_trials, trial_list_paths, trial_utterances
 
 logger = logging.getLogger(__name__)
 
+WARNING = "warning"      # kind of a usable but questionable file (near-silent or very short speech)
+
 
 def check_file(job):
-    """``(path, sample_rate)`` -> None when the file reads cleanly, else ``(path, kind, message)``."""
-    path, sample_rate = job
+    """``(path, sample_rate, speech)`` -> None when the file reads cleanly, else ``(path, kind, message)``; for
+    speech (``speech`` True), a near-silent or very short file is reported with kind ``warning``."""
+    path, sample_rate, speech = job
     try:
-        read_audio(path, sample_rate)
+        wav = read_audio(path, sample_rate)
     except AudioError as err:
         return path, err.kind, str(err)
-    return None
+    problems = quality_problems(wav, sample_rate) if speech else []
+    return (path, WARNING, f"{path}: {', '.join(problems)}") if problems else None
 
 
-def check_files(paths, sample_rate, num_workers=1, desc="checking"):
+def check_files(paths, sample_rate, num_workers=1, desc="checking", speech=False):
     """Problems of the given files -> list of ``(path, kind, message)`` in the order of ``paths``."""
-    jobs = [(p, sample_rate) for p in paths]
+    jobs = [(p, sample_rate, speech) for p in paths]
     if num_workers > 1 and len(jobs) > 1:
         with Pool(num_workers) as pool:
             results = list(tqdm(pool.imap(check_file, jobs, chunksize=32), total=len(jobs), desc=desc))
@@ -94,13 +100,17 @@ def run_check(cfg, out=None):
             summary.append(f"{name}: unusable folder")
             total_bad += 1
             continue
-        problems = check_files(paths, cfg.sample_rate, int(cfg.get("num_workers", 1)), desc=name[:40])
+        speech = name.startswith(("train_dir", "test_dir"))
+        problems = check_files(paths, cfg.sample_rate, int(cfg.get("num_workers", 1)), desc=name[:40], speech=speech)
         for _, kind, message in problems:
             print(f"{kind.upper():12s} {message}", file=out)
-        kinds = Counter(kind for _, kind, _ in problems)
+        bad = [p for p in problems if p[1] != WARNING]
+        kinds = Counter(kind for _, kind, _ in bad)
         detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-        summary.append(f"{name}: {len(paths)} files, {len(problems)} bad" + (f" ({detail})" if detail else ""))
-        total_bad += len(problems)
+        warned = len(problems) - len(bad)
+        summary.append(f"{name}: {len(paths)} files, {len(bad)} bad" + (f" ({detail})" if detail else "") +
+                       (f", {warned} near-silent or very short (warnings)" if warned else ""))
+        total_bad += len(bad)
     print("\nsummary:", file=out)
     for line in summary:
         print(f"  {line}", file=out)

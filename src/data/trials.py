@@ -76,6 +76,19 @@ def trial_list_paths(value):
     return [str(p) for p in paths if p]
 
 
+def paths_outside_root(keys):
+    """Keys that leave the audio root they are relative to: absolute paths, or paths that climb out with '..'."""
+    return [k for k in keys if os.path.isabs(k) or os.path.normpath(k).split(os.sep)[0] == ".."]
+
+
+def check_inside_test_dir(keys, test_dir, allowed):
+    """Refuse trial keys that leave ``test_dir``, the audio root they are relative to, unless ``allowed``."""
+    outside = paths_outside_root(keys)
+    if outside and not allowed:
+        raise ValueError(f"trials: {len(outside)} path(s) leave test_dir ({test_dir or 'the working folder'}), e.g. "
+                         f"{outside[0]!r}; set --allow_outside_test_dir true to read them anyway")
+
+
 def trial_utterances(trials):
     """Distinct utterances of one or several trial lists, sorted -> list of str."""
     return sorted({key for _, enroll, test in trials for key in (enroll, test)})

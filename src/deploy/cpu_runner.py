@@ -2,8 +2,9 @@
 
 Same file contract as the C++ program (ascend310_infer/BIN_FORMAT.md): every ``*.bin`` of ``input_dir`` (sorted by
 name) is one model input tensor; each gives ``output_dir/<same name>`` (float32 ``[B, E]``) and a line of
-``output_list.txt``. The model's input shape comes from its export contract (``<model>.json``), because a loaded
-``nn.GraphCell`` does not report it; a dynamic axis is taken from the file size as in the C++ program.
+``output_list.txt``, whose ``# run_id <id>`` header line copies ``input_dir/run_id.txt`` when there is one. The
+model's input shape comes from its export contract (``<model>.json``), because a loaded ``nn.GraphCell`` does not
+report it; a dynamic axis is taken from the file size as in the C++ program.
 
 Command line (the C++ program's flags)::
 
@@ -19,8 +20,8 @@ from mindspore import nn
 
 from src.cli import run_command, setup_logging
 from src.config import ArgumentParser
-from src.deploy.infer_files import (InferFileError, contract_path, read_bin, read_contract, resolve_shape, write_bin,
-                          write_list)
+from src.deploy.infer_files import (InferFileError, contract_path, read_bin, read_contract, read_run_id, resolve_shape,
+                                    write_bin, write_list)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def list_inputs(input_dir):
 def run_folder(model_path, input_dir, output_dir):
     """Run the exported MINDIR on every input .bin -> total milliseconds of the model calls."""
     names = list_inputs(input_dir)
+    run_id = read_run_id(input_dir)
     if not os.path.isfile(model_path):
         raise InferFileError(f"{model_path}: not a readable file")
     contract = read_contract(contract_path(model_path))
@@ -57,7 +59,7 @@ def run_folder(model_path, input_dir, output_dir):
         entries.append((name, name, ms_taken))
         total_ms += ms_taken
         logger.info("%s %s -> %s %.1f ms", name, list(shape), list(y.shape), ms_taken)
-    write_list(output_dir, entries, total_ms)
+    write_list(output_dir, entries, total_ms, run_id)
     logger.info("total: %d files, %.1f ms, %.1f ms per file", len(names), total_ms, total_ms / len(names))
     return total_ms
 

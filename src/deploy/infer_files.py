@@ -6,9 +6,11 @@ The byte layout is described once, in ascend310_infer/BIN_FORMAT.md; this module
 - export contract ``<model file>.json`` (written by export.py): input kind (waveform or fbank), shapes, dtype,
   sample rate, window length, embedding size, batch size;
 - input ``.bin``: raw little-endian float32 of the model's input shape ``[B, S]`` or ``[B, T, n_mels]``, one
-  window per row; ``manifest.json`` says which rows belong to which utterance;
+  window per row; ``manifest.json`` says which rows belong to which utterance; ``run_id.txt`` holds the run id
+  of the folder (also in the manifest); the folder is written aside and renamed into place when complete;
 - output ``.bin``: same file name, raw little-endian float32 ``[B, E]``; ``output_list.txt`` lists
-  ``<input> <output> <ms>`` per file and ends with ``# total_ms <ms> files <n>``.
+  ``<input> <output> <ms>`` per file after a ``# run_id <id>`` header line (copied from ``run_id.txt``) and ends
+  with ``# total_ms <ms> files <n>``; outputs whose run id differs from the manifest's are refused.
 
 Example::
 
@@ -19,6 +21,8 @@ Example::
 import json
 import math
 import os
+import shutil
+import uuid
 
 import numpy as np
 
@@ -27,6 +31,7 @@ from src.data.audio import read_audio, repeat_pad
 CONTRACT_VERSION = 1
 LIST_FILE = "output_list.txt"
 MANIFEST_FILE = "manifest.json"
+RUN_ID_FILE = "run_id.txt"         # in the input folder: the run id of its windows, copied into the list file
 BIN_DTYPE = np.dtype("<f4")        # little-endian float32, the only dtype on both sides
 INPUT_KINDS = ("waveform", "fbank")
 
@@ -46,6 +51,11 @@ def infer_paths(cfg):
     """(model path, infer folder) of the 310 flow with the config defaults filled in (infer_model, infer_dir)."""
     model = cfg.infer_model or export_base(cfg) + ".mindir"
     return model, cfg.infer_dir or os.path.join(cfg.output_dir, "infer")
+
+
+def infer_folders(infer_dir):
+    """(input folder, output folder) of an infer folder: ``<infer_dir>/input``, ``<infer_dir>/output``."""
+    return os.path.join(infer_dir, "input"), os.path.join(infer_dir, "output")
 
 
 def contract_path(model_path):
@@ -151,10 +161,11 @@ def read_bin(path, shape):
 
 # ---- manifest ----
 
-def write_manifest(path, contract, window_samples, max_windows, utterances, files):
-    """``utterances``: list of dicts key, num_samples, starts; ``files``: list of dicts name, rows [[key, i]]."""
-    manifest = {"contract": contract, "window_samples": int(window_samples), "max_windows": int(max_windows),
-                "utterances": utterances, "files": files}
+def write_manifest(path, contract, window_samples, max_windows, utterances, files, run_id):
+    """``utterances``: list of dicts key, num_samples, starts; ``files``: list of dicts name, rows [[key, i]];
+    ``run_id``: the input folder's run id (``new_run_id``)."""
+    manifest = {"contract": contract, "run_id": run_id, "window_samples": int(window_samples),
+                "max_windows": int(max_windows), "utterances": utterances, "files": files}
     with open(path, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
     return path
@@ -179,13 +190,59 @@ def read_manifest(path):
     return manifest
 
 
+# ---- run id: ties output/ to the input folder it was computed from ----
+
+def new_run_id():
+    """A fresh run id: 32 lowercase hex digits (uuid4)."""
+    return uuid.uuid4().hex
+
+
+def write_run_id(input_dir, run_id):
+    """Write ``input_dir/run_id.txt``: the run id and a newline."""
+    path = os.path.join(input_dir, RUN_ID_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(run_id + "\n")
+    return path
+
+
+def read_run_id(input_dir):
+    """The run id in ``input_dir/run_id.txt`` (one word), or None when the folder has no such file.
+
+    Mirrors ``ReadRunId`` of ascend310_infer/src/infer_io.cc, including its messages.
+    """
+    path = os.path.join(input_dir, RUN_ID_FILE)
+    if not os.path.exists(path):
+        return None
+    if not os.path.isfile(path):
+        raise InferFileError(f"{path}: not a readable file")
+    with open(path, encoding="utf-8") as f:
+        text = f.read().strip()
+    if len(text.split()) != 1:
+        raise InferFileError(f"{path}: expected one run id (a single word written by preprocess.py), got '{text}'")
+    return text
+
+
+def check_run_id(input_dir, output_dir, manifest_run_id, list_run_id):
+    """Refuse outputs computed from another input folder: the list file's run id must equal the manifest's."""
+    if manifest_run_id is None or list_run_id != manifest_run_id:
+        raise InferFileError(
+            f"{output_dir}: its outputs do not belong to {input_dir} (run id {list_run_id or 'missing'} in "
+            f"{LIST_FILE}, {manifest_run_id or 'missing'} in {MANIFEST_FILE}): they come from another preprocess "
+            f"run; run the inference step again on {input_dir}")
+
+
 # ---- output list ----
 
-def write_list(output_dir, entries, total_ms):
-    """Write ``output_list.txt``: ``entries`` of (input name, output name, milliseconds), then the total."""
+def write_list(output_dir, entries, total_ms, run_id=None):
+    """Write ``output_list.txt``: ``entries`` of (input name, output name, milliseconds), then the total.
+
+    ``run_id`` (from the input folder's ``run_id.txt``, when it has one) goes into a ``# run_id <id>`` header line.
+    """
     path = os.path.join(output_dir, LIST_FILE)
     with open(path, "w", encoding="utf-8") as f:
         f.write("# input output milliseconds\n")
+        if run_id is not None:
+            f.write(f"# run_id {run_id}\n")
         for name_in, name_out, ms in entries:
             f.write(f"{name_in} {name_out} {ms:.3f}\n")
         f.write(f"# total_ms {total_ms:.3f} files {len(entries)}\n")
@@ -193,29 +250,41 @@ def write_list(output_dir, entries, total_ms):
 
 
 def read_list(output_dir):
-    """Read ``output_list.txt`` -> list of (input name, output name, milliseconds)."""
+    """Read ``output_list.txt`` -> (list of (input name, output name, milliseconds), run id or None)."""
     path = os.path.join(output_dir, LIST_FILE)
     if not os.path.isfile(path):
         raise InferFileError(f"{path}: list file not found (the inference step writes it last; did it finish?)")
-    entries = []
+    entries, run_id = [], None
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             text = line.strip()
-            if not text or text.startswith("#"):
+            if text.startswith("#"):
+                comment = text[1:].split()
+                if comment[:1] == ["run_id"]:
+                    if len(comment) != 2:
+                        raise InferFileError(f"{path}:{line_no}: expected '# run_id <id>', got {text!r}")
+                    run_id = comment[1]
+                continue
+            if not text:
                 continue
             fields = text.split()
             try:
                 entries.append((fields[0], fields[1], float(fields[2])))
             except (IndexError, ValueError):
                 raise InferFileError(f"{path}:{line_no}: expected '<input> <output> <ms>', got {text!r}") from None
-    return entries
+    return entries, run_id
 
 
-def utterance_embeddings(output_dir, manifest):
-    """Average each utterance's window embeddings -> dict key -> (E,) float32 (listed outputs only)."""
+def utterance_embeddings(input_dir, output_dir, manifest):
+    """Average each utterance's window embeddings -> dict key -> (E,) float32 (listed outputs only).
+
+    ``manifest``: ``read_manifest`` of ``input_dir``; the list file must carry its run id (``check_run_id``).
+    """
     contract = manifest["contract"]
     batch, emb_size = int(contract["batch_size"]), int(contract["embedding_size"])
-    outputs = {name_in: name_out for name_in, name_out, _ in read_list(output_dir)}
+    entries, list_run_id = read_list(output_dir)
+    check_run_id(input_dir, output_dir, manifest.get("run_id"), list_run_id)
+    outputs = {name_in: name_out for name_in, name_out, _ in entries}
     sums, counts = {}, {}
     for entry in manifest["files"]:
         if entry["name"] not in outputs:
@@ -229,23 +298,32 @@ def utterance_embeddings(output_dir, manifest):
 
 # ---- preprocess: utterances -> input .bin files + manifest ----
 
-def write_inputs(keys, audio_root, contract, input_dir, max_windows=0, featurize=None, progress=True):
-    """Cut every utterance into windows and write them as input .bin files of the contract's batch size.
+def replace_folder(new_dir, target_dir):
+    """Put the complete folder ``new_dir`` in the place of ``target_dir`` (renames), then delete the old one.
 
-    ``keys``: utterance paths relative to ``audio_root``; ``featurize``: for fbank-input models a function
-    (N, S) waveform rows -> (N, T, n_mels) (src/deploy/export.py ``window_featurizer``). The last file is filled up with
-    copies of its last row. Returns the manifest path (``input_dir/manifest.json``).
+    Renames within one parent folder: ``target_dir`` is missing only between the two renames, and restored when
+    the second fails.
     """
+    old_dir = target_dir + ".old"
+    shutil.rmtree(old_dir, ignore_errors=True)          # left by an earlier run killed between the renames
+    if os.path.lexists(target_dir):
+        os.rename(target_dir, old_dir)
+    try:
+        os.rename(new_dir, target_dir)
+    except OSError:
+        if os.path.lexists(old_dir):
+            os.rename(old_dir, target_dir)
+        raise
+    shutil.rmtree(old_dir, ignore_errors=True)
+
+
+def write_windows(keys, audio_root, contract, folder, max_windows, featurize, progress):
+    """Cut every utterance into windows and write them to ``folder`` as ``batch_NNNNNN.bin`` files of the contract's
+    batch size -> (manifest utterances, manifest files), as ``write_manifest`` takes them."""
     from tqdm import tqdm
 
-    if (contract["input"]["kind"] == "fbank") != (featurize is not None):
-        raise ValueError("featurize must be given exactly when the contract's input kind is fbank")
     batch = int(contract["batch_size"])
     window = int(contract["window_samples"])
-    os.makedirs(input_dir, exist_ok=True)
-    for name in os.listdir(input_dir):                   # never mix windows of two runs
-        if name.endswith(".bin"):
-            os.remove(os.path.join(input_dir, name))
     utterances, files, pending, pending_rows = [], [], [], []
 
     def flush():
@@ -254,7 +332,7 @@ def write_inputs(keys, audio_root, contract, input_dir, max_windows=0, featurize
         if featurize is not None:
             rows = featurize(rows)
         name = f"batch_{len(files):06d}.bin"
-        write_bin(os.path.join(input_dir, name), rows)
+        write_bin(os.path.join(folder, name), rows)
         files.append({"name": name, "rows": list(pending_rows)})
         pending.clear()
         pending_rows.clear()
@@ -270,4 +348,32 @@ def write_inputs(keys, audio_root, contract, input_dir, max_windows=0, featurize
                 flush()
     if pending:
         flush()
-    return write_manifest(os.path.join(input_dir, MANIFEST_FILE), contract, window, max_windows, utterances, files)
+    return utterances, files
+
+
+def write_inputs(keys, audio_root, contract, input_dir, max_windows=0, featurize=None, progress=True):
+    """Write the input folder of the 310 flow: window .bin files, ``manifest.json`` and ``run_id.txt``.
+
+    ``keys``: utterance paths relative to ``audio_root``; ``featurize``: for fbank-input models a function
+    (N, S) waveform rows -> (N, T, n_mels) (src/deploy/export.py ``window_featurizer``). The last file is filled up with
+    copies of its last row. Everything is written to ``<input_dir>.partial`` first and replaces ``input_dir`` only
+    when complete; on any failure the partial folder is deleted and ``input_dir`` is left as it was.
+    Returns the manifest path (``input_dir/manifest.json``).
+    """
+    if (contract["input"]["kind"] == "fbank") != (featurize is not None):
+        raise ValueError("featurize must be given exactly when the contract's input kind is fbank")
+    input_dir = os.path.normpath(input_dir)
+    partial_dir = input_dir + ".partial"
+    shutil.rmtree(partial_dir, ignore_errors=True)      # left by an earlier run that was killed
+    os.makedirs(partial_dir)
+    try:
+        utterances, files = write_windows(keys, audio_root, contract, partial_dir, max_windows, featurize, progress)
+        run_id = new_run_id()
+        write_manifest(os.path.join(partial_dir, MANIFEST_FILE), contract, contract["window_samples"], max_windows,
+                       utterances, files, run_id)
+        write_run_id(partial_dir, run_id)
+        replace_folder(partial_dir, input_dir)
+    except BaseException:                               # Ctrl-C too: never leave a partial folder behind
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        raise
+    return os.path.join(input_dir, MANIFEST_FILE)

@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import time
+import zipfile
 
 import numpy as np
 import mindspore as ms
@@ -42,7 +43,8 @@ from mindspore import nn
 from tqdm import tqdm
 
 from src.checkpoint import parameters_sha256
-from src.data.audio import AudioError, audio_info, read_audio
+from src.data.audio import AudioError, audio_info, quality_problems, read_audio
+from src.device import CompileLogged
 from src.model.fbank import HOP_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -173,7 +175,7 @@ def load_embeddings(path, with_stamps=False):
             keys = [str(k) for k in data["keys"]]
             embeddings = dict(zip(keys, data["embeddings"]))
             stamps = dict(zip(keys, (str(s) for s in data["stamps"]))) if "stamps" in data else {}
-    except (OSError, EOFError, KeyError) as err:
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: not a readable embedding file ({err})") from None
     return (embeddings, stamps) if with_stamps else embeddings
 
@@ -222,14 +224,19 @@ class EmbeddingCache:
 
 # ---------------------------------------------------------------- extraction
 def _load_batch(bucket, keys, batch_size, root, sample_rate, resample):
-    """Read one batch -> (wav (batch_size, bucket) float32, wav_lens (batch_size,) int32); dummy rows at the end."""
+    """Read one batch -> (wav (batch_size, bucket) float32, wav_lens (batch_size,) int32, {key: quality problems});
+    dummy rows at the end."""
     wav = np.zeros((batch_size, bucket), np.float32)
     lens = np.full((batch_size,), bucket, np.int32)       # dummy rows: full length (any valid length works)
+    problems = {}
     for row, key in enumerate(keys):
         audio = read_audio(audio_path(root, key), sample_rate, resample=resample)[:bucket]
         wav[row, :audio.size] = audio
         lens[row] = audio.size
-    return wav, lens
+        found = quality_problems(audio, sample_rate)
+        if found:
+            problems[key] = found
+    return wav, lens, problems
 
 
 def _run(model, wav, lens):
@@ -305,6 +312,9 @@ def _extract(model, keys, root, batching, resample, progress, result, after_batc
     logger.info("embedding %d utterances in %d batches over %d bucket shapes", len(keys), len(batches),
                 len({b for b, _ in batches}))
     bar = tqdm(total=len(keys), desc="embeddings", unit="utt", disable=not progress)
+    if isinstance(model, nn.Cell):
+        model = CompileLogged(model, "embedding")
+    flagged = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
         def submit(i):
             bucket, batch_keys = batches[i]
@@ -312,7 +322,8 @@ def _extract(model, keys, root, batching, resample, progress, result, after_batc
                                  resample)
         pending = submit(0) if batches else None
         for i, (bucket, batch_keys) in enumerate(batches):
-            wav, lens = pending.result()
+            wav, lens, problems = pending.result()
+            flagged.update(problems)
             pending = submit(i + 1) if i + 1 < len(batches) else None
             out = _run(model, wav, lens)
             for row, key in enumerate(batch_keys):
@@ -321,4 +332,7 @@ def _extract(model, keys, root, batching, resample, progress, result, after_batc
             if after_batch is not None:
                 after_batch()
     bar.close()
+    if flagged:
+        logger.warning("%d utterance(s) are near-silent or very short, so their scores mean little: %s", len(flagged),
+                       "; ".join(f"{k}: {', '.join(v)}" for k, v in list(flagged.items())[:5]))
     return result

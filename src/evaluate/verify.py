@@ -9,7 +9,8 @@ else the EER threshold in an evaluation summary written by eval.py, else DEFAULT
 warning says so). The second writes an .npz with ``keys`` (the paths as given) and ``embeddings`` (N, D).
 
 Files at any sample rate are resampled to 16 kHz (with a note) and stereo is mixed down. A missing, empty or
-unreadable file stops the command with exit status 1 and a message naming the file. Model settings come from the
+unreadable file stops the command with exit status 1 and a message naming the file; so does near-silent or very
+short input (src/data/audio.py ``quality_problems``) when comparing, unless ``--force``. Model settings come from the
 recipe (``--config``, any ``--key value`` override), e.g. ``--channels 512 --mfa_channels 1536``.
 """
 import dataclasses
@@ -21,10 +22,10 @@ import os
 from src.checkpoint import file_sha256
 from src.cli import run_command, setup_logging
 from src.config import UsageError, parse_recipe_args, recipe_parser
-from src.data.audio import AudioError, audio_info
+from src.data.audio import AudioError, audio_info, quality_problems, read_audio
 from src.evaluate.extract import Batching, extract_embeddings, save_embeddings
 from src.evaluate.scoring import score_trials
-from src.model.embedder import OUTPUT_NAMES, load_embedder
+from src.model.embedder import OUTPUT_NAMES, load_embedder, recipe_for_checkpoint
 
 logger = logging.getLogger("verify")
 
@@ -61,6 +62,17 @@ def pair_batching(batching, wavs):
                                max_seconds=min(batching.max_seconds, math.ceil(longest * 10) / 10))
 
 
+def check_quality(wavs, refuse):
+    """Near-silent or very short input (src/data/audio.py ``quality_problems``): refused when ``refuse``, else a
+    warning per file."""
+    for path in wavs:
+        problems = quality_problems(read_audio(path, resample=True))
+        if problems and refuse:
+            raise ValueError(f"{path}: {', '.join(problems)}; a score would mean little (--force scores it anyway)")
+        if problems:
+            logger.warning("%s: %s; its score means little", path, ", ".join(problems))
+
+
 def parse_args(argv):
     parser = recipe_parser("Speaker verification of two recordings, or embeddings of several.")
     parser.add_argument("audio", nargs="*", help="two files to compare (or, with --embed, files to embed)")
@@ -70,6 +82,7 @@ def parse_args(argv):
                         help=f"with --embed: comma-separated outputs from {', '.join(OUTPUT_NAMES)}")
     parser.add_argument("--summary", help="eval_summary.json of eval.py: its threshold is used")
     parser.add_argument("--threshold", type=float, help="decide with this cosine threshold")
+    parser.add_argument("--force", action="store_true", help="score near-silent or very short input anyway")
     cfg, args = parse_recipe_args(parser, argv)
     if not cfg.checkpoint:
         raise UsageError("checkpoint: no checkpoint given (--checkpoint PATH)")
@@ -91,9 +104,11 @@ def main(argv=None):
     missing = [w for w in wavs if not os.path.isfile(w)]
     if missing:
         raise AudioError(f"{missing[0]}: audio file not found")
+    check_quality(wavs, refuse=not args.embed and not args.force)
 
     from src.device import setup_device
     setup_device(cfg.device_target, cfg.device_id)
+    cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
     embedder = load_embedder(cfg, cfg.checkpoint, args.outputs)
     batching = Batching.from_recipe(cfg)
     if args.embed:

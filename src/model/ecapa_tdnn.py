@@ -190,9 +190,9 @@ class ECAPA_TDNN(nn.Cell):
         super().__init__()
         if padding not in PADDING_MODES:
             raise ValueError(f"padding: expected one of {PADDING_MODES}, got '{padding}'")
-        self.padding = padding
-        self.n_mels = n_mels
-        self.embedding_size = embedding_size
+        self.n_mels, self.channels, self.mfa_channels = n_mels, channels, mfa_channels
+        self.embedding_size, self.attention_channels, self.se_channels = embedding_size, attention_channels, se_channels
+        self.res2net_scale, self.global_context, self.padding = res2net_scale, global_context, padding
         self.blocks = nn.CellList([
             TDNNBlock(n_mels, channels, kernel_size=5, dilation=1, padding=padding),
             SERes2NetBlock(channels, res2net_scale, se_channels, kernel_size=3, dilation=2, padding=padding),
@@ -232,15 +232,20 @@ class ECAPA_TDNN(nn.Cell):
         return embedding
 
 
-# The recipe keys that define the network, with their types: the one list every part of the project reads
-# (building, checkpoints, export contracts, the embedding cache). ECAPA_TDNN takes exactly these arguments.
-MODEL_KEYS = {"n_mels": int, "channels": int, "mfa_channels": int, "embedding_size": int, "attention_channels": int,
-              "se_channels": int, "res2net_scale": int, "global_context": bool, "padding": str}
+# The recipe keys that define the network: the one list every part of the project reads (building, checkpoints,
+# export contracts, the embedding cache). ECAPA_TDNN takes exactly these arguments.
+MODEL_KEYS = ("n_mels", "channels", "mfa_channels", "embedding_size", "attention_channels", "se_channels",
+              "res2net_scale", "global_context", "padding")
 
 
 def model_settings(cfg):
-    """The network's settings of a recipe -> dict of the MODEL_KEYS, typed (``ECAPA_TDNN(**model_settings(cfg))``)."""
-    return {key: kind(cfg[key]) for key, kind in MODEL_KEYS.items()}
+    """The network's settings of a recipe -> dict of the MODEL_KEYS (``ECAPA_TDNN(**model_settings(cfg))``)."""
+    return {key: cfg[key] for key in MODEL_KEYS}
+
+
+def network_settings(network):
+    """The MODEL_KEYS settings an ECAPA_TDNN was built with -> dict."""
+    return {key: getattr(network, key) for key in MODEL_KEYS}
 
 
 def build_ecapa(cfg):

@@ -11,23 +11,27 @@ Example::
     lens = ms.Tensor(np.array([32000, 20000], np.int32))
     emb = embedder(wav, lens)           # (2, 192); the second row equals that utterance embedded alone
 """
+import logging
+
 from mindspore import nn, ops
 
-from src.checkpoint import load_network_weights
+from src.checkpoint import load_network_weights, read_settings
 from src.model.ecapa_tdnn import MODEL_KEYS, build_ecapa
 from src.model.fbank import Fbank
 from src.model.layers import frame_mask, frame_mean_std
 
+logger = logging.getLogger(__name__)
+
 # Named outputs in network order; "blockN" is the mean and std over valid frames of block N's output.
 OUTPUT_NAMES = ("block0", "block1", "block2", "block3", "pooled", "embedding")
-FRONTEND_KEYS = {"sample_rate": int}
+FRONTEND_KEYS = ("sample_rate",)
 # Every recipe key that changes what a waveform's embedding is: the front end's and the network's.
-EMBEDDER_KEYS = {**FRONTEND_KEYS, **MODEL_KEYS}
+EMBEDDER_KEYS = FRONTEND_KEYS + MODEL_KEYS
 
 
 def embedder_settings(cfg):
-    """The EMBEDDER_KEYS of a recipe, typed -> dict (what a checkpoint's embeddings depend on besides weights)."""
-    return {key: kind(cfg[key]) for key, kind in EMBEDDER_KEYS.items()}
+    """The EMBEDDER_KEYS of a recipe -> dict (what a checkpoint's embeddings depend on besides its weights)."""
+    return {key: cfg[key] for key in EMBEDDER_KEYS}
 
 
 class Embedder(nn.Cell):
@@ -74,6 +78,26 @@ class Embedder(nn.Cell):
         if self.want_embedding:
             parts.append(embedding)
         return ops.concat(parts, axis=-1)
+
+
+def recipe_for_checkpoint(cfg, checkpoint):
+    """The recipe with the embedder settings ``checkpoint`` carries (src/checkpoint.py ``read_settings``), so the
+    model keys need not be repeated for it. A model key given on the command line that contradicts the checkpoint is
+    refused naming both values; one that only the recipe file sets gives way, with a log line. A checkpoint without
+    settings leaves the recipe as it is."""
+    stored = read_settings(checkpoint)
+    if stored is None:
+        return cfg
+    contradicting = [key for key in EMBEDDER_KEYS if key in cfg.given and key in stored and cfg[key] != stored[key]]
+    if contradicting:
+        key = contradicting[0]
+        raise ValueError(f"{key}: the command line gives {cfg[key]!r} but {checkpoint} was made with {stored[key]!r}; "
+                         f"leave the model keys out (the checkpoint carries them)")
+    changed = {key: stored[key] for key in EMBEDDER_KEYS if key in stored and cfg[key] != stored[key]}
+    if changed:
+        logger.info("%s carries its model settings; they replace the recipe's %s", checkpoint,
+                    ", ".join(f"{k}={cfg[k]!r}->{v!r}" for k, v in changed.items()))
+    return cfg.with_values(**changed)
 
 
 def load_embedder(cfg, checkpoint, outputs=("embedding",)):

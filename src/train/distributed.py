@@ -65,7 +65,22 @@ class _Barrier(nn.Cell):
 def barrier(info):
     """Wait until every rank reaches this point (no-op in a single process)."""
     if info.size > 1:
-        _Barrier()(ms.Tensor(np.ones(1, np.float32))).asnumpy()
+        _rank_sum(1.0)
+
+
+_SUM = []
+
+
+def _rank_sum(value):
+    """Sum of one float over all ranks (one compiled AllReduce, made on first use)."""
+    if not _SUM:
+        _SUM.append(_Barrier())
+    return float(_SUM[0](ms.Tensor(np.full(1, value, np.float32))).asnumpy()[0])
+
+
+def any_rank(flag):
+    """True when ``flag`` is True on any rank."""
+    return _rank_sum(float(flag)) > 0
 
 
 # Folders and files a run writes, which may not exist yet when the recipe is frozen: made absolute whenever set.

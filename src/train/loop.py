@@ -13,6 +13,7 @@ Resume restores every parameter, the Adam moments, the loss scale, the step coun
 Reading order: ``train`` sets up the run and loops over epochs; ``run_epoch`` runs one epoch's batches; the pieces
 it calls (``LogWindow``, ``checkpoint_due``, ``TrainState.advance``, ``end_epoch``) are each one small function.
 """
+import contextlib
 import dataclasses
 import json
 import logging
@@ -22,13 +23,17 @@ import time
 import mindspore as ms
 from tqdm import tqdm
 
-from src.checkpoint import latest_checkpoint, list_checkpoints, parameters_sha256, restore_checkpoint, save_checkpoint
+from src.checkpoint import latest_checkpoint, parameters_sha256, restore_checkpoint, save_checkpoint
+from src.cli import log_to_file
 from src.config import save_config
 from src.data.augment import WaveAugment
 from src.data.dataset import (count_skipped, create_train_dataset, num_train_classes, train_list_from_config,
                               unreadable_log)
+from src.model.embedder import embedder_settings
 from src.model.loss import margin_at_step
-from src.train.distributed import barrier
+from src.device import CompileLogged
+from src.train.distributed import any_rank, barrier
+from src.train.run_folder import RunLock, StopRequests, TrainingStopped, check_output_dir
 from src.train.step import build_train_step
 
 logger = logging.getLogger(__name__)
@@ -129,17 +134,11 @@ def data_position(saved, batch_size, world_size):
     return epoch, step_in_epoch
 
 
-def start_state(cfg, rank, num_classes, step_cell, checkpoint_dir):
-    """A fresh TrainState, or the one of the checkpoint ``cfg.resume`` names (its parameters loaded into
-    ``step_cell``). A fresh run into a folder that already holds checkpoints is refused."""
+def start_state(cfg, rank, num_classes, step_cell, resume_path):
+    """A fresh TrainState, or the one of the checkpoint ``resume_path`` (its parameters loaded into ``step_cell``)."""
     state = TrainState(batch_size=int(cfg.batch_size), world_size=rank.size, seed=int(cfg.seed),
                        num_classes=num_classes)
-    resume_path = resolve_resume(cfg.resume, checkpoint_dir)
     if not resume_path:
-        if list_checkpoints(checkpoint_dir):
-            # A fresh run would mix its checkpoints with the old ones (and keep-last-K would delete the new ones).
-            raise ValueError(f"output_dir: {checkpoint_dir} already holds checkpoints of an earlier run; continue it "
-                             f"with --resume (latest) or --resume PATH, or choose another --output_dir")
         return state
     saved = restore_checkpoint(step_cell, resume_path)     # raises if the classes or the model differ
     if int(saved.get("seed", cfg.seed)) != int(cfg.seed):
@@ -157,9 +156,14 @@ def reached_max_steps(state, max_steps):
     return bool(max_steps) and state.global_step >= max_steps
 
 
-def checkpoint_due(state, every_steps, stop):
-    """Save at every epoch end, when training stops, and every ``every_steps`` global steps."""
-    return state.at_epoch_start or stop or state.global_step % every_steps == 0
+def checkpoint_due(state, every_steps, last):
+    """Save at every epoch end, at the last step, and every ``every_steps`` global steps."""
+    return state.at_epoch_start or last or state.global_step % every_steps == 0
+
+
+def stop_agreed(stop, rank):
+    """True when a stop was requested on any rank (data-parallel ranks must stop at the same step)."""
+    return any_rank(bool(stop.requested)) if rank.size > 1 else bool(stop.requested)
 
 
 def update_margin(classifier, global_step, margin, warmup_steps):
@@ -178,8 +182,9 @@ def end_epoch(cfg, state, epoch, log):
                 f" (listed in {unreadable_log(cfg).path})" if skipped else "", state.overflow_steps)
 
 
-def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, save):
-    """Run the rest of epoch ``state.epoch`` (or up to max_steps): step, log, checkpoint."""
+def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, save, stop):
+    """Run the rest of epoch ``state.epoch`` (or up to max_steps): step, log, checkpoint. On a stop request
+    (``stop``, src/train/run_folder.py StopRequests) save and raise TrainingStopped at the step boundary."""
     epoch, max_steps = state.epoch, int(cfg.max_steps)
     dataset, steps_per_epoch = create_train_dataset(cfg, train_list, epoch, rank.size, rank.rank,
                                                     start_step=state.step_in_epoch, augment=augment)
@@ -187,8 +192,9 @@ def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, 
     if max_steps:
         total = min(total, max_steps - state.global_step)
     bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not rank.is_main, dynamic_ncols=True)
-    window = LogWindow()
+    window, stop_requested = LogWindow(), False
     for wav, labels in dataset.create_tuple_iterator(num_epochs=1):
+        stop.watch()
         update_margin(train_net.classifier, state.global_step, cfg.aam_margin, int(cfg.margin_warmup_steps))
         loss, correct, overflow, scale = step_cell(wav, labels)
         loss, overflow = float(loss.asnumpy()), bool(overflow.asnumpy())
@@ -196,8 +202,8 @@ def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, 
         window.add(loss, float(correct.asnumpy()), int(wav.shape[0]) * rank.size)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
-        stop = reached_max_steps(state, max_steps)
-        if window.steps == int(cfg.log_every_steps) or state.at_epoch_start or stop:
+        last_step = reached_max_steps(state, max_steps)
+        if window.steps == int(cfg.log_every_steps) or state.at_epoch_start or last_step:
             lr = float(step_cell.optimizer.get_lr().asnumpy())
             record = window.record(state, epoch, rank.size, lr, float(scale.asnumpy()))
             log.write(**record)
@@ -205,24 +211,38 @@ def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, 
                 logger.info("epoch %d step %d: loss %.4f accuracy %.3f lr %.3e %.1f samples/s", epoch,
                             state.global_step, record["loss"], record["accuracy"], lr, record["samples_per_second"])
             window = LogWindow()
-        if checkpoint_due(state, int(cfg.checkpoint_every_steps), stop):
+        stop_requested = stop_agreed(stop, rank)
+        if checkpoint_due(state, int(cfg.checkpoint_every_steps), last_step or stop_requested):
             save()
-        if stop or state.at_epoch_start:
+        if last_step or stop_requested or state.at_epoch_start:
             break
     bar.close()
+    if state.at_epoch_start and rank.is_main:
+        end_epoch(cfg, state, epoch, log)
+    if stop_requested:
+        raise TrainingStopped(f"stopped on request ({stop.requested or 'on another rank'}) at global step "
+                              f"{state.global_step}: checkpoint saved in "
+                              f"{os.path.join(cfg.output_dir, CHECKPOINT_DIR)}; continue with --resume")
     if not state.at_epoch_start and not reached_max_steps(state, max_steps):
         raise RuntimeError(f"epoch {epoch}: the dataset ended after batch {state.step_in_epoch} of "
                            f"{steps_per_epoch}")
-    if state.at_epoch_start and rank.is_main:
-        end_epoch(cfg, state, epoch, log)
 
 
 def train(cfg, rank, device_target="CPU"):
-    """Train the recipe ``cfg`` as rank ``rank`` (src.train.distributed.RankInfo) -> path of the last checkpoint."""
+    """Train the recipe ``cfg`` as rank ``rank`` (src.train.distributed.RankInfo) -> path of the last checkpoint.
+
+    Nothing is written into output_dir until the folder, the data folders and the resume checkpoint have been
+    checked; rank 0 holds the folder's lock while it trains. SIGINT / SIGTERM end the run at the next step boundary
+    with a checkpoint (TrainingStopped)."""
     checkpoint_dir = os.path.join(cfg.output_dir, CHECKPOINT_DIR)
+    resume_path = resolve_resume(cfg.resume, checkpoint_dir)
     if rank.is_main:
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+        check_output_dir(cfg.output_dir, checkpoint_dir, resuming=bool(resume_path))
+    with RunLock(cfg.output_dir) if rank.is_main else contextlib.nullcontext():
+        return _train(cfg, rank, device_target, checkpoint_dir, resume_path)
+
+
+def _train(cfg, rank, device_target, checkpoint_dir, resume_path):
     # MUSAN and RIR folders first: a missing or empty one fails at once, naming it (the training list of
     # VoxCeleb2 can take a while to build).
     augment = WaveAugment.from_config(cfg)
@@ -235,20 +255,26 @@ def train(cfg, rank, device_target="CPU"):
     ms.set_seed(int(cfg.seed))
     step_cell, train_net = build_train_step(cfg, num_classes, device_target)
     step_cell.set_train()
-    state = start_state(cfg, rank, num_classes, step_cell, checkpoint_dir)
+    state = start_state(cfg, rank, num_classes, step_cell, resume_path)
+    # Everything checked: from here on the run writes its record.
+    if rank.is_main:
+        log_to_file(os.path.join(cfg.output_dir, "train.log"))
+        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     log = JsonLog(os.path.join(cfg.output_dir, TRAIN_LOG), rank.is_main)
     saved = []
 
     def save():
         if rank.is_main:
             saved.append(save_checkpoint(step_cell, checkpoint_dir, state.global_step, dataclasses.asdict(state),
-                                         keep=int(cfg.keep_checkpoints)))
+                                         keep=int(cfg.keep_checkpoints), settings=embedder_settings(cfg)))
             logger.info("saved %s", saved[-1])
 
     logger.info("training %d classes on %d utterances, %d rank(s) x batch %d, %s", num_classes, len(train_list),
                 rank.size, cfg.batch_size, "float16 + loss scaling" if step_cell.loss_scaling else "float32")
-    while state.epoch < int(cfg.num_epochs) and not reached_max_steps(state, int(cfg.max_steps)):
-        run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, save)
+    step = CompileLogged(step_cell, "training step")
+    with StopRequests() as stop:
+        while state.epoch < int(cfg.num_epochs) and not reached_max_steps(state, int(cfg.max_steps)):
+            run_epoch(cfg, rank, state, step, train_net, train_list, augment, log, save, stop)
     logger.info("training finished at global step %d (%d overflowed steps skipped)", state.global_step,
                 state.overflow_steps)
     # Data-parallel ranks must agree exactly on the trainable parameters (batch-norm running statistics are

@@ -148,8 +148,8 @@ def load_rank_table(path):
     with open(path, encoding="utf-8") as f:
         try:
             table = json.load(f)
-        except json.JSONDecodeError as err:
-            raise RankTableError(f"{path}: not valid JSON: {err}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RankTableError(f"{path}: not valid JSON ({err})") from None
     validate_rank_table(table, source=path)
     return table
 

@@ -1,0 +1,243 @@
+"""Every recipe key: its type and the values it may take, checked when a recipe is loaded (files and command line).
+
+``check_recipe(values)`` refuses a recipe with one line naming the key, the value and what is allowed::
+
+    channels: got -5; expected an integer >= 1
+    score_norm: got 'znorm'; expected one of none, snorm, asnorm
+
+``RULES`` is also the set of keys a full recipe file must hold: a file without a ``base`` recipe that lacks one of
+them, or has another, is refused (src/config.py).
+"""
+import dataclasses
+import math
+
+
+@dataclasses.dataclass(frozen=True)
+class Number:
+    """An int (``integer=True``) or a float, within [low, high] (None: unbounded; ``above`` makes low exclusive)."""
+    integer: bool = False
+    low: float = None
+    high: float = None
+    above: bool = False
+
+    def problem(self, value):
+        kind = "an integer" if self.integer else "a number"
+        ok = isinstance(value, int) if self.integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok or (isinstance(value, float) and not math.isfinite(value)):
+            return f"expected {kind}{self.bounds()}"
+        if self.low is not None and (value <= self.low if self.above else value < self.low):
+            return f"expected {kind}{self.bounds()}"
+        if self.high is not None and value > self.high:
+            return f"expected {kind}{self.bounds()}"
+        return None
+
+    def bounds(self):
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.above else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"<= {self.high:g}")
+        return " " + " and ".join(parts) if parts else ""
+
+    def bad_example(self):
+        if self.low is not None:
+            return self.low - 1 if not self.above else self.low
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of ``options`` (strings compared without case; True/False also match 'true'/'false')."""
+    options: tuple
+
+    def problem(self, value):
+        text = str(value).lower()
+        if text in {str(o).lower() for o in self.options}:
+            return None
+        return f"expected one of {', '.join(str(o) for o in self.options)}"
+
+    def bad_example(self):
+        return "nonsense" if isinstance(self.options[0], str) else 12345
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """true or false."""
+
+    def problem(self, value):
+        return None if isinstance(value, bool) else "expected true or false"
+
+    def bad_example(self):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """A string (a path, a name); ``required`` refuses the empty string."""
+    required: bool = False
+
+    def problem(self, value):
+        if not isinstance(value, str):
+            return "expected a string"
+        return "expected a non-empty string" if self.required and not value else None
+
+    def bad_example(self):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Texts:
+    """A list of strings (one string is taken as a list of one)."""
+
+    def problem(self, value):
+        items = value if isinstance(value, list) else [value]
+        return None if all(isinstance(v, str) for v in items) else "expected a list of strings"
+
+    def bad_example(self):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Numbers:
+    """A list of numbers, each checked by ``item``; ``pair`` asks for exactly [low, high] with low <= high."""
+    item: Number
+    pair: bool = False
+
+    def problem(self, value):
+        if not isinstance(value, list):
+            return "expected a list of numbers"
+        if self.pair and (len(value) != 2 or any(self.item.problem(v) for v in value) or value[0] > value[1]):
+            return f"expected [low, high] with low <= high, each {self.item.problem(None)[len('expected '):]}"
+        if any(self.item.problem(v) for v in value):
+            return f"expected a list, each item {self.item.problem(None)[len('expected '):]}"
+        return None
+
+    def bad_example(self):
+        return [2, 1] if self.pair else [self.item.bad_example()]
+
+
+POSITIVE_INT = Number(integer=True, low=1)
+COUNT = Number(integer=True, low=0)
+PROBABILITY = Number(low=0, high=1)
+SECONDS = Number(low=0, above=True)
+
+RULES = {
+    # run
+    "device_target": Choice(("Ascend", "GPU", "CPU")),
+    "device_id": COUNT,
+    "seed": COUNT,
+    "output_dir": Text(required=True),
+    # features
+    "sample_rate": Choice((16000,)),
+    "n_mels": Number(integer=True, low=1, high=201),
+    # model
+    "channels": POSITIVE_INT,
+    "mfa_channels": POSITIVE_INT,
+    "embedding_size": POSITIVE_INT,
+    "attention_channels": POSITIVE_INT,
+    "se_channels": POSITIVE_INT,
+    "res2net_scale": POSITIVE_INT,
+    "global_context": Flag(),
+    "padding": Choice(("reflect", "zeros")),
+    # loss
+    "aam_margin": Number(low=0, high=1),
+    "aam_scale": Number(low=0, above=True),
+    "margin_warmup_steps": COUNT,
+    # data
+    "train_dir": Text(),
+    "train_list_dir": Text(),
+    "exclude_trials": Texts(),
+    "musan_dir": Text(),
+    "rir_dir": Text(),
+    "crop_seconds": Number(low=0.1),
+    "batch_size": POSITIVE_INT,
+    "num_workers": COUNT,
+    "aug_prob": PROBABILITY,
+    "reverb_prob": PROBABILITY,
+    "noise_prob": PROBABILITY,
+    "music_prob": PROBABILITY,
+    "babble_prob": PROBABILITY,
+    "noise_snr": Numbers(Number(low=-30, high=100), pair=True),
+    "music_snr": Numbers(Number(low=-30, high=100), pair=True),
+    "babble_snr": Numbers(Number(low=-30, high=100), pair=True),
+    "babble_speakers": Numbers(POSITIVE_INT, pair=True),
+    "speed_perturb": Flag(),
+    "specaugment": Flag(),
+    "specaug_max_time": COUNT,
+    "specaug_max_freq": COUNT,
+    # training
+    "num_epochs": POSITIVE_INT,
+    "max_steps": COUNT,
+    "base_lr": Number(low=0),
+    "max_lr": Number(low=0),
+    "lr_mode": Choice(("triangular", "triangular2")),
+    "lr_step_size": POSITIVE_INT,
+    "lr_warmup_steps": COUNT,
+    "weight_decay": Number(low=0),
+    "grad_clip_norm": Number(low=0),
+    "mixed_precision": Choice(("auto", True, False)),
+    "loss_scale_init": Number(low=0, above=True),
+    "loss_scale_window": POSITIVE_INT,
+    "checkpoint_every_steps": POSITIVE_INT,
+    "keep_checkpoints": COUNT,
+    "resume": Text(),
+    "log_every_steps": POSITIVE_INT,
+    "distributed": Flag(),
+    # evaluation
+    "checkpoint": Text(),
+    "test_dir": Text(),
+    "trials": Texts(),
+    "allow_outside_test_dir": Flag(),
+    "eval_output_dir": Text(),
+    "bucket_seconds": Numbers(SECONDS),
+    "max_eval_seconds": SECONDS,
+    "eval_batch_size": POSITIVE_INT,
+    "eval_batch_seconds": SECONDS,
+    "embedding_cache": Text(),
+    "score_norm": Choice(("none", "snorm", "asnorm")),
+    "asnorm_topk": Number(integer=True, low=2),
+    "cohort_source": Text(),
+    "cohort_utts_per_speaker": POSITIVE_INT,
+    "subtract_mean": Flag(),
+    # export and inference
+    "export_file": Text(),
+    "export_format": Choice(("MINDIR", "AIR", "ONNX")),
+    "export_input": Choice(("waveform", "fbank")),
+    "export_batch_size": POSITIVE_INT,
+    "export_seconds": SECONDS,
+    "export_dynamic": Flag(),
+    "export_tolerance": Number(low=0),
+    "infer_model": Text(),
+    "infer_dir": Text(),
+    "infer_utt_list": Text(),
+    "infer_max_windows": COUNT,
+    "infer_cohort": Text(),
+}
+
+
+def _pairs(values):
+    """Rules that tie two keys together -> list of (key, problem)."""
+    problems = []
+    if values["channels"] % values["res2net_scale"]:
+        problems.append(("channels", f"got {values['channels']}; expected a multiple of res2net_scale "
+                                     f"({values['res2net_scale']})"))
+    if values["base_lr"] > values["max_lr"]:
+        problems.append(("base_lr", f"got {values['base_lr']}; expected at most max_lr ({values['max_lr']})"))
+    total = values["noise_prob"] + values["music_prob"] + values["babble_prob"]
+    if total > 1 + 1e-9:
+        problems.append(("noise_prob", f"noise_prob + music_prob + babble_prob is {total:g}; expected at most 1"))
+    return problems
+
+
+def check_recipe(values, source="recipe"):
+    """Check every key of ``values`` (a dict) against RULES; raise ValueError naming the first bad key, its value
+    and what is allowed. Keys without a rule are left to the caller (src/config.py refuses them)."""
+    for key, rule in RULES.items():
+        if key in values:
+            problem = rule.problem(values[key])
+            if problem:
+                raise ValueError(f"{key}: got {values[key]!r}; {problem} ({source})")
+    if all(key in values for key in RULES):
+        for key, problem in _pairs(values):
+            raise ValueError(f"{key}: {problem} ({source})")
+    return values
