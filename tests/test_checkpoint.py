@@ -97,6 +97,17 @@ def test_crash_while_saving_leaves_the_latest_checkpoint_intact(tmp_path, monkey
     monkeypatch.undo()
     assert latest_checkpoint(str(tmp_path)) == good
     assert not os.path.exists(os.path.join(str(tmp_path), "ckpt_step00000006.ckpt"))
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".partial_")]      # no partial file survives
+
+    def disk_full(entries, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half")
+        raise RuntimeError("Failed to save the checkpoint file: No space left on device")
+    monkeypatch.setattr(checkpoint.ms, "save_checkpoint", disk_full)
+    with pytest.raises(OSError, match="ckpt_step00000007.ckpt: could not write the checkpoint .*No space left"):
+        save_checkpoint(step, str(tmp_path), 7, {"global_step": 7})
+    monkeypatch.undo()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".partial_")]
     _, fresh = tiny_step()
     assert restore_checkpoint(fresh, latest_checkpoint(str(tmp_path)))["global_step"] == 3
     # the next save of that step replaces the partial file

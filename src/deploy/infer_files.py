@@ -256,22 +256,18 @@ def read_list(output_dir):
         raise InferFileError(f"{path}: list file not found (the inference step writes it last; did it finish?)")
     entries, run_id = [], None
     with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            text = line.strip()
-            if text.startswith("#"):
-                comment = text[1:].split()
-                if comment[:1] == ["run_id"]:
-                    if len(comment) != 2:
-                        raise InferFileError(f"{path}:{line_no}: expected '# run_id <id>', got {text!r}")
-                    run_id = comment[1]
-                continue
-            if not text:
-                continue
-            fields = text.split()
-            try:
-                entries.append((fields[0], fields[1], float(fields[2])))
-            except (IndexError, ValueError):
-                raise InferFileError(f"{path}:{line_no}: expected '<input> <output> <ms>', got {text!r}") from None
+        for line_no, text in enumerate((line.strip() for line in f), 1):
+            words = text.lstrip("#").split()
+            if text.startswith("#") and words[:1] == ["run_id"]:
+                if len(words) != 2:
+                    raise InferFileError(f"{path}:{line_no}: expected '# run_id <id>', got {text!r}")
+                run_id = words[1]
+            elif text and not text.startswith("#"):
+                try:
+                    entries.append((words[0], words[1], float(words[2])))
+                except (IndexError, ValueError):
+                    raise InferFileError(f"{path}:{line_no}: expected '<input> <output> <ms>', got "
+                                         f"{text!r}") from None
     return entries, run_id
 
 
