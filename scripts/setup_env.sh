@@ -2,9 +2,11 @@
 # Sourced by run_demo.sh and run_tests.sh: create (or reuse) the virtual environment (scripts/env.sh: $ECAPA_VENV,
 # default .venv), install what the requirements files list and put the environment first on PATH.
 #   ensure_venv          runtime requirements
-#   ensure_venv test     runtime + test-only requirements (torch CPU, speechbrain, onnxruntime, ...)
+#   ensure_venv test     runtime + test-only requirements (torch CPU, speechbrain, wespeaker-nuaazs, speakerlab, ...)
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 SPEECHBRAIN_VERSION=1.1.2
+WESPEAKER_VERSION=0.0.5       # wespeaker-nuaazs: PyPI copy of WeSpeaker's code (tests/test_import_wespeaker.py)
+SPEAKERLAB_VERSION=0.0.6      # speakerlab: 3D-Speaker's code (tests/test_import_3dspeaker.py)
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 
 ensure_venv() {
@@ -38,7 +40,10 @@ ensure_venv() {
   fi
   pip install -q "${args[@]}"
   if [ "$want" = test ]; then
-    pip install -q --no-deps "speechbrain==$SPEECHBRAIN_VERSION"
+    # --no-deps: they declare torchaudio (and more), whose builds want another torch; the model modules the tests
+    # use import torch only
+    pip install -q --no-deps "speechbrain==$SPEECHBRAIN_VERSION" "wespeaker-nuaazs==$WESPEAKER_VERSION" \
+      "speakerlab==$SPEAKERLAB_VERSION"
   fi
   python -c "import mindspore, numpy; assert numpy.__version__ < '2', numpy.__version__" \
     || { echo "[setup] MindSpore or NumPy failed to import in $VENV" >&2; return 1; }

@@ -137,7 +137,11 @@ def _parse_value(key, text, default):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of exiting, so every command ends on a bad command line alike."""
+    """argparse that raises UsageError instead of exiting, so every command ends on a bad command line alike, and
+    takes no abbreviated options (``--chan 3`` is not ``--channels 3``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message):
         raise UsageError(message)

@@ -130,6 +130,10 @@ RULES = {
     # features
     "sample_rate": Choice((16000,)),
     "n_mels": Number(integer=True, low=1, high=201),
+    "front_end": Choice(("speechbrain", "kaldi")),
+    "kaldi_window": Choice(("povey", "hamming")),
+    "kaldi_scale_16bit": Flag(),
+    "kaldi_mean_norm": Flag(),
     # model
     "channels": POSITIVE_INT,
     "mfa_channels": POSITIVE_INT,
@@ -139,6 +143,10 @@ RULES = {
     "res2net_scale": POSITIVE_INT,
     "global_context": Flag(),
     "padding": Choice(("reflect", "zeros")),
+    "mfa_norm": Flag(),
+    "attention_norm": Flag(),
+    "pooling_stats": Choice(("speechbrain", "wespeaker")),
+    "embedding_norm": Flag(),
     # loss
     "aam_margin": Number(low=0, high=1),
     "aam_scale": Number(low=0, above=True),

@@ -9,8 +9,8 @@ import mindspore as ms
 
 from src.config import load_config
 import src.model.layers
-from src.model.ecapa_tdnn import ECAPA_TDNN, build_ecapa
-from src.model.layers import LARGE_MATMUL, Conv1d, MatMulNT
+from src.model.ecapa_tdnn import ECAPA_TDNN, build_ecapa, network_settings
+from src.model.layers import LARGE_MATMUL, Conv1d, MatMulNT, frame_mask, frame_mean_std
 from tests.speechbrain_ref import (copy_speechbrain_to_mindspore, make_speechbrain_ecapa, mindspore_name,
                                    randomize_batchnorm, speechbrain_embed)
 
@@ -198,3 +198,110 @@ def test_build_ecapa_and_bad_padding():
     assert tuple(net.blocks[0].conv.weight.shape) == (32, 80, 5)
     with pytest.raises(ValueError, match="padding"):
         ECAPA_TDNN(channels=32, mfa_channels=96, padding="circular")
+
+
+# ---------------------------------------------------------------- architecture variants (WeSpeaker's network)
+VARIANT_DEFAULTS = dict(mfa_norm=True, attention_norm=True, pooling_stats="speechbrain", embedding_norm=False)
+WESPEAKER_VARIANTS = dict(padding="zeros", mfa_norm=False, attention_norm=False, pooling_stats="wespeaker",
+                          embedding_norm=True)
+SMALL = dict(channels=32, mfa_channels=96, attention_channels=16, se_channels=8)
+
+
+def test_variant_defaults_are_todays_network():
+    """Constructor and recipe default to SpeechBrain's network: same parameters as before the variant keys."""
+    net = ECAPA_TDNN(**SMALL)
+    assert {key: network_settings(net)[key] for key in VARIANT_DEFAULTS} == VARIANT_DEFAULTS
+    cfg = load_config([])
+    assert {key: cfg[key] for key in VARIANT_DEFAULTS} == VARIANT_DEFAULTS
+    names = {p.name for p in net.get_parameters()}
+    assert {"mfa.norm.gamma", "asp.tdnn.norm.moving_mean"} <= names
+    assert not any(name.startswith("fc_bn.") for name in names)
+
+
+@pytest.mark.parametrize("key, value, removed, added", [
+    ("mfa_norm", False, "mfa.norm.", None),
+    ("attention_norm", False, "asp.tdnn.norm.", None),
+    ("embedding_norm", True, None, "fc_bn."),
+    ("pooling_stats", "wespeaker", None, None),
+])
+def test_each_variant_key_changes_the_network(key, value, removed, added, pynative):
+    """Each key alone: the parameters it adds or removes, and a different embedding for the same weights."""
+    default = randomize_our_batchnorm(ECAPA_TDNN(**SMALL))
+    variant = randomize_our_batchnorm(ECAPA_TDNN(**SMALL, **{key: value}), seed=1)
+    assert getattr(variant, key) == value and network_settings(variant)[key] == value
+    default_params = {p.name: p for p in default.get_parameters()}
+    variant_names = {p.name for p in variant.get_parameters()}
+    assert {n for n in default_params if removed and n.startswith(removed)} == set(default_params) - variant_names
+    assert {n for n in variant_names if added and n.startswith(added)} == variant_names - set(default_params)
+    for p in variant.get_parameters():
+        if p.name in default_params:
+            p.set_data(default_params[p.name].value())
+    default.set_train(False)
+    variant.set_train(False)
+    feats = ms.Tensor(np.random.default_rng(6).normal(size=(2, 20, 80)).astype(np.float32))
+    assert np.abs(default(feats).asnumpy() - variant(feats).asnumpy()).max() > 1e-4
+
+
+def test_attention_without_norm_is_the_plain_conv(pynative):
+    """attention_norm False: the attention's hidden layer is the 1x1 conv alone (no ReLU, no batch norm), also
+    through the global-context split of its weight."""
+    net = ECAPA_TDNN(**SMALL, attention_norm=False)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 11, 96)).astype(np.float32)
+    hidden = net.asp.attention_hidden(ms.Tensor(x), None).asnumpy()
+    weight = net.asp.tdnn.conv.weight.asnumpy()[:, :, 0]
+    context = np.concatenate([x, np.broadcast_to(x.mean(1, keepdims=True), x.shape),
+                              np.broadcast_to(x.std(1, keepdims=True), x.shape)], axis=-1)
+    expected = context @ weight.T + net.asp.tdnn.conv.bias.asnumpy()
+    assert hidden.min() < 0
+    np.testing.assert_allclose(hidden, expected, atol=1e-4)
+
+
+def test_wespeaker_statistics_match_numpy(pynative):
+    """pooling_stats "wespeaker": utterance std = sqrt(unbiased variance over valid frames + 1e-7); attentive std =
+    sqrt(max(E_w[x^2] - mean^2, 1e-7)) (an all-zero channel gives sqrt(1e-7)). NumPy float64 reference."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(2, 9, 5)).astype(np.float32)
+    x[:, :, 4] = 0.0
+    lengths = np.array([9, 6], np.int32)
+    mask = frame_mask(ms.Tensor(lengths), 9)
+    mean, std = frame_mean_std(ms.Tensor(x), mask, "wespeaker")
+    for i, n in enumerate(lengths):
+        valid = x[i, :n].astype(np.float64)
+        np.testing.assert_allclose(mean.asnumpy()[i], valid.mean(0), atol=1e-6)
+        np.testing.assert_allclose(std.asnumpy()[i], np.sqrt(valid.var(0, ddof=1) + 1e-7), atol=1e-6)
+    weights = rng.uniform(size=(2, 9, 5))
+    weights /= weights.sum(1, keepdims=True)
+    pool = ECAPA_TDNN(**SMALL, pooling_stats="wespeaker").asp
+    mean, std = pool.statistics(ms.Tensor(x), ms.Tensor(weights.astype(np.float32)))
+    expected_mean = (weights * x).sum(1)
+    expected_var = np.maximum((weights * x.astype(np.float64) ** 2).sum(1) - expected_mean ** 2, 1e-7)
+    np.testing.assert_allclose(mean.asnumpy(), expected_mean, atol=1e-6)
+    np.testing.assert_allclose(std.asnumpy(), np.sqrt(expected_var), atol=2e-4)
+    np.testing.assert_allclose(std.asnumpy()[:, 4], np.sqrt(1e-7), rtol=1e-3)
+
+
+def test_wespeaker_variant_padded_utterance_gets_its_embedding_alone():
+    """Every variant key flipped: the padded batch runs compiled (GRAPH) and equals each utterance alone."""
+    net = randomize_our_batchnorm(ECAPA_TDNN(**SMALL, **WESPEAKER_VARIANTS))
+    net.set_train(False)
+    rng = np.random.default_rng(9)
+    lengths = np.array([40, 23, 9], np.int32)
+    feats = rng.normal(size=(3, 40, 80)).astype(np.float32)
+    for i, n in enumerate(lengths):
+        feats[i, n:] = 100.0 * rng.normal(size=(40 - n, 80))
+    batched = net(ms.Tensor(feats), ms.Tensor(lengths)).asnumpy()
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        for i, n in enumerate(lengths):
+            alone = net(ms.Tensor(feats[i:i + 1, :n])).asnumpy()[0]
+            assert np.abs(batched[i] - alone).max() <= TOLERANCE, f"utterance {i} ({n} of 40 frames)"
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_bad_pooling_stats_is_refused():
+    with pytest.raises(ValueError, match="pooling_stats"):
+        ECAPA_TDNN(**SMALL, pooling_stats="kaldi")
+    with pytest.raises(ValueError, match="pooling_stats: got 'kaldi'"):
+        load_config(["--pooling_stats", "kaldi"])

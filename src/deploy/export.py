@@ -2,11 +2,13 @@
 
 What is exported:
 
-- ``input_kind="waveform"``: ``wav (B, S)`` float32 16 kHz samples -> Fbank (src/model/fbank.py) inside the graph ->
-  ECAPA-TDNN -> ``(B, E)``. The 310 program then needs no feature code at all.
+- ``input_kind="waveform"``: ``wav (B, S)`` float32 16 kHz samples -> the recipe's front end (src/model/fbank.py or
+  src/model/kaldi_fbank.py, ``build_front_end``) inside the graph -> ECAPA-TDNN -> ``(B, E)``. The 310 program then
+  needs no feature code at all.
 - ``input_kind="fbank"``: ``feats (B, T, n_mels)`` log-mel frames -> ECAPA-TDNN -> ``(B, E)``.
 
-The time axis is fixed (``seconds``, default 3 s: S = 48000 samples, T = 301 frames) or, for MINDIR only, dynamic.
+The time axis is fixed (``seconds``, default 3 s: S = 48000 samples, T = 301 frames; 298 with the Kaldi front end) or,
+for MINDIR only, dynamic.
 Every frame/sample of the input is valid (no lengths input): fixed-length windows are repeat-padded by
 preprocess.py, never zero-padded.
 
@@ -27,8 +29,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
-from src.model.embedder import Embedder
-from src.model.fbank import Fbank, num_frames
+from src.model.embedder import Embedder, build_front_end, front_end_frames
 from src.deploy.infer_files import CONTRACT_VERSION, INPUT_KINDS, contract_path, write_contract
 
 logger = logging.getLogger(__name__)
@@ -37,19 +38,31 @@ EXPORT_FORMATS = ("MINDIR", "AIR", "ONNX")
 EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 INPUT_NAMES = {"waveform": "wav", "fbank": "feats"}   # the construct argument, the graph's input name
 INPUT_TEXT = {"waveform": "16 kHz mono waveform in [-1, 1]; fbank is computed inside the graph",
-              "fbank": "log-mel filterbank frames of src/model/fbank.py Fbank (10 ms hop)"}
+              "fbank": "log-mel filterbank frames of src/model/fbank.py Fbank (10 ms hop)",
+              "kaldi fbank": "Kaldi log-mel filterbank frames of src/model/kaldi_fbank.py KaldiFbank (10 ms shift, "
+                             "snip_edges; options under 'network')"}
 
 
 class ExportError(ValueError):
     """Export refused or failed, or the exported file does not reproduce the network."""
 
 
-def export_cell(network, input_kind, sample_rate=16000):
-    """The Cell that is exported: the network itself (fbank input) or the Embedder, fbank + network (waveform
-    input, every sample valid)."""
+def front_end_settings(settings, sample_rate, n_mels):
+    """The front-end settings of an export (``build_front_end``): ``settings`` (embedder settings or a contract's
+    "network"; None or without ``front_end``: SpeechBrain's fbank) with ``sample_rate`` and ``n_mels``."""
+    return {**(settings or {}), "sample_rate": int(sample_rate), "n_mels": int(n_mels)}
+
+
+def export_cell(network, input_kind, sample_rate=16000, settings=None):
+    """The Cell that is exported: the network itself (fbank input) or the Embedder, front end of ``settings`` +
+    network (waveform input, every sample valid)."""
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"export_input: expected one of {INPUT_KINDS}, got {input_kind!r}")
-    cell = network if input_kind == "fbank" else Embedder(network, sample_rate)
+    if input_kind == "fbank":
+        cell = network
+    else:
+        front_end = build_front_end(front_end_settings(settings, sample_rate, network.n_mels))
+        cell = Embedder(network, front_end=front_end)
     cell.set_train(False)
     return cell
 
@@ -68,12 +81,13 @@ def example_waveform(batch_size, num_samples, seed=0, sample_rate=16000):
     return np.stack(rows).astype(np.float32)
 
 
-def example_input(input_kind, batch_size, num_samples, seed=0, sample_rate=16000, n_mels=80):
-    """A realistic model input: waveform (B, S), or its fbank (B, T, n_mels) computed with src.model.fbank.Fbank."""
+def example_input(input_kind, batch_size, num_samples, seed=0, sample_rate=16000, n_mels=80, settings=None):
+    """A realistic model input: waveform (B, S), or its features (B, T, n_mels) computed with the front end of
+    ``settings`` (``front_end_settings``)."""
     wav = example_waveform(batch_size, num_samples, seed, sample_rate)
     if input_kind == "waveform":
         return wav
-    feats, _ = Fbank(sample_rate=sample_rate, n_mels=n_mels)(ms.Tensor(wav))
+    feats, _ = build_front_end(front_end_settings(settings, sample_rate, n_mels))(ms.Tensor(wav))
     return feats.asnumpy()
 
 
@@ -169,7 +183,8 @@ def check_export_request(file_format, dynamic, batch_size):
 def export_model(network, file_base, file_format="MINDIR", input_kind="waveform", batch_size=1, seconds=3.0,
                  dynamic=False, tolerance=1e-4, sample_rate=16000, settings=None, seed=0):
     """Export ``network`` (an ECAPA_TDNN, in eval mode) to ``file_base`` + extension, verify it, write its contract
-    (``settings``: what the contract records under "network", e.g. the embedder settings and the checkpoint).
+    (``settings``: what the contract records under "network", e.g. the embedder settings and the checkpoint; its
+    front-end keys choose the front end, SpeechBrain's fbank when it has none).
 
     Returns the contract dict (also written to ``<file>.json``). Raises ``ExportError`` when the format is not
     possible here (AIR off Ascend, ONNX with a dynamic axis or an untranslatable operator) or the file does not
@@ -177,13 +192,14 @@ def export_model(network, file_base, file_format="MINDIR", input_kind="waveform"
     """
     file_format = check_export_request(file_format, dynamic, batch_size)
     window_samples = int(round(seconds * sample_rate))
-    frames = num_frames(window_samples)
     n_mels, embedding_size = network.n_mels, network.embedding_size
+    front_end = front_end_settings(settings, sample_rate, n_mels)
+    frames = front_end_frames(front_end, window_samples)
     network.set_train(False)
-    cell = export_cell(network, input_kind, sample_rate)
+    cell = export_cell(network, input_kind, sample_rate, settings)
 
     lengths = [window_samples, window_samples * 5 // 3] if dynamic else [window_samples]
-    inputs = [example_input(input_kind, batch_size, s, seed, sample_rate, n_mels) for s in lengths]
+    inputs = [example_input(input_kind, batch_size, s, seed, sample_rate, n_mels, settings) for s in lengths]
     row = [window_samples] if input_kind == "waveform" else [frames, n_mels]
     shape = [batch_size] + row
     if dynamic:
@@ -206,11 +222,12 @@ def export_model(network, file_base, file_format="MINDIR", input_kind="waveform"
     logger.info("%s verified: max abs diff %.3g over inputs %s", path, verification["max_abs_diff"],
                 verification["checked_shapes"])
 
+    text = "kaldi fbank" if input_kind == "fbank" and front_end.get("front_end") == "kaldi" else input_kind
     contract = {
         "contract_version": CONTRACT_VERSION,
         "model_file": os.path.basename(path), "format": file_format,
         "input": {"name": verification.get("input_name", INPUT_NAMES[input_kind]), "kind": input_kind,
-                  "shape": shape, "dtype": "float32", "byte_order": "little", "description": INPUT_TEXT[input_kind]},
+                  "shape": shape, "dtype": "float32", "byte_order": "little", "description": INPUT_TEXT[text]},
         "output": {"name": verification.get("output_name", "embedding"), "kind": "embedding",
                    "shape": [batch_size, embedding_size], "dtype": "float32"},
         "batch_size": batch_size, "dynamic_time": bool(dynamic), "sample_rate": sample_rate,
@@ -224,10 +241,11 @@ def export_model(network, file_base, file_format="MINDIR", input_kind="waveform"
 
 
 def window_featurizer(contract):
-    """For a fbank-input contract: a function (N, S) waveform windows -> (N, T, n_mels) fbank, else None."""
+    """For a fbank-input contract: a function (N, S) waveform windows -> (N, T, n_mels) features of the front end
+    its "network" settings name, else None."""
     if contract["input"]["kind"] != "fbank":
         return None
-    fbank = Fbank(sample_rate=int(contract["sample_rate"]), n_mels=int(contract["n_mels"]))
+    fbank = build_front_end(front_end_settings(contract.get("network"), contract["sample_rate"], contract["n_mels"]))
 
     def featurize(rows):
         feats, _ = fbank(ms.Tensor(rows))

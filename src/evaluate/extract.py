@@ -11,7 +11,7 @@ How a set of utterances is embedded (``extract_embeddings``):
 2. Every batch of a bucket has the same shape (batch_size, bucket_samples): the last batch is filled up with
    dummy rows that are dropped afterwards. So the network sees at most one input shape per bucket, and GRAPH mode
    compiles at most ``len(buckets)`` graphs however many distinct lengths there are.
-3. The embedder (src.model.embedder.Embedder) computes fbank + ECAPA-TDNN in one graph from (wav, wav_lens); the
+3. The embedder (src.model.embedder.Embedder) computes features + ECAPA-TDNN in one graph from (wav, wav_lens); the
    valid lengths mask the padding, so an utterance gets the same embedding in a padded batch as alone.
 4. Audio of the next batch is read in a background thread while the current batch runs.
 
@@ -45,11 +45,11 @@ from tqdm import tqdm
 from src.checkpoint import parameters_sha256
 from src.data.audio import AudioError, audio_info, quality_problems, read_audio
 from src.device import CompileLogged
-from src.model.fbank import HOP_LENGTH
+from src.model.embedder import min_samples as shortest_input
 
 logger = logging.getLogger(__name__)
 
-MIN_SAMPLES = 4 * HOP_LENGTH          # 5 feature frames, the network's shortest input
+MIN_SAMPLES = shortest_input({})        # 5 frames of the default (SpeechBrain) front end; Kaldi's needs 1040
 
 
 # ---------------------------------------------------------------- buckets
@@ -59,26 +59,29 @@ class Batching:
 
     sample_rate (Hz); bucket_seconds: bucket lengths below ``max_seconds``; max_seconds: the last bucket (longer
     utterances are cropped to it); batch_size: utterances per batch; batch_seconds: at most this much padded audio
-    per batch (long buckets get smaller batches).
+    per batch (long buckets get smaller batches); min_samples: the shortest utterance the front end and network
+    take (src.model.embedder.min_samples).
     """
     sample_rate: int = 16000
     bucket_seconds: tuple = (3, 5, 8, 12, 20, 30)
     max_seconds: float = 60.0
     batch_size: int = 16
     batch_seconds: float = 240.0
+    min_samples: int = MIN_SAMPLES
 
     @classmethod
     def from_recipe(cls, cfg):
-        """The recipe's keys sample_rate, bucket_seconds, max_eval_seconds, eval_batch_size, eval_batch_seconds."""
+        """The recipe's keys sample_rate, bucket_seconds, max_eval_seconds, eval_batch_size, eval_batch_seconds, and
+        the shortest input of its front_end."""
         return cls(int(cfg.sample_rate), tuple(float(s) for s in cfg.bucket_seconds), float(cfg.max_eval_seconds),
-                   int(cfg.eval_batch_size), float(cfg.eval_batch_seconds))
+                   int(cfg.eval_batch_size), float(cfg.eval_batch_seconds), shortest_input(cfg))
 
     def bucket_lengths(self):
         """Bucket lengths in samples, ascending: ``bucket_seconds`` up to ``max_seconds``, then that maximum."""
         edges = sorted(float(s) for s in self.bucket_seconds if float(s) < self.max_seconds) + [self.max_seconds]
         lengths = sorted({int(round(s * self.sample_rate)) for s in edges})
-        if lengths[0] < MIN_SAMPLES:
-            raise ValueError(f"bucket_seconds: buckets shorter than {MIN_SAMPLES / self.sample_rate} s cannot be "
+        if lengths[0] < self.min_samples:
+            raise ValueError(f"bucket_seconds: buckets shorter than {self.min_samples / self.sample_rate} s cannot be "
                              f"embedded")
         return lengths
 
@@ -120,8 +123,9 @@ def file_stamp(path):
     return f"{info.st_size}:{info.st_mtime_ns}"
 
 
-def expected_samples(path, sample_rate, resample):
-    """Samples ``read_audio`` will return for ``path``, from the file header."""
+def expected_samples(path, sample_rate, resample, shortest=MIN_SAMPLES):
+    """Samples ``read_audio`` will return for ``path``, from the file header; fewer than ``shortest`` (or none) is
+    an AudioError."""
     frames, rate, _ = audio_info(path)
     if rate != sample_rate:
         if not resample:
@@ -130,9 +134,9 @@ def expected_samples(path, sample_rate, resample):
         frames = math.ceil(frames * (sample_rate // g) / (rate // g))
     if frames == 0:
         raise AudioError(f"{path}: the file holds no audio (0 samples)")
-    if frames < MIN_SAMPLES:
-        raise AudioError(f"{path}: {frames} samples is too short; the network needs at least {MIN_SAMPLES} "
-                         f"samples ({MIN_SAMPLES / sample_rate:.2f} s)")
+    if frames < shortest:
+        raise AudioError(f"{path}: {frames} samples is too short; the network needs at least {shortest} "
+                         f"samples ({shortest / sample_rate:.2f} s)")
     return frames
 
 
@@ -303,7 +307,7 @@ def _extract_into_cache(model, todo, root, batching, resample, progress, result,
 def _extract(model, keys, root, batching, resample, progress, result, after_batch=None):
     """Embed ``keys`` into the dict ``result`` batch by batch."""
     rate = batching.sample_rate
-    lengths = {k: expected_samples(audio_path(root, k), rate, resample) for k in
+    lengths = {k: expected_samples(audio_path(root, k), rate, resample, batching.min_samples) for k in
                tqdm(keys, desc="audio lengths", unit="file", disable=not progress or len(keys) < 1000)}
     batches, cropped = batching.plan(lengths)
     if cropped:

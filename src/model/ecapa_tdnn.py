@@ -16,6 +16,21 @@ Network (channels C, MFA channels M, embedding E):
       -> asp       attentive statistics pooling      (B, 2M)
       -> asp_bn    batch norm                        (B, 2M)
       -> fc        dense                             (B, E)
+      -> fc_bn     batch norm, only with embedding_norm  (B, E)
+
+Architecture variants (recipe keys; the defaults are SpeechBrain's network):
+
+- ``padding``: "reflect" (SpeechBrain) or "zeros" (the older zoo, WeSpeaker, 3D-Speaker) at each convolution.
+- ``mfa_norm``: batch norm after the MFA layer's ReLU (SpeechBrain) or none (WeSpeaker: conv -> ReLU).
+- ``attention_norm``: the attention's hidden layer is conv -> ReLU -> batch norm (SpeechBrain), or the conv alone
+  (WeSpeaker's ASTP); tanh follows either way.
+- ``pooling_stats``: "speechbrain" or "wespeaker" (WeSpeaker's ASTP: pooled variance E[x^2] - mean^2 clamped at
+  1e-7, global-context variance unbiased plus 1e-7), see src/model/layers.py POOLING_STATS.
+- ``embedding_norm``: a batch norm after fc (WeSpeaker's ``emb_bn``), off by default.
+
+Res2Net split order is not a variant of the graph: SpeechBrain passes the first split through and feeds the others
+through sub-blocks 0..s-2, WeSpeaker passes the last one. The two differ only by a rotation of the split order,
+which src/import_weights.py folds into the neighbouring 1x1 convolutions' weights (exactly: a permutation).
 
 Variable lengths: ``lengths`` (B,) int32 gives each utterance's number of valid frames. Padded frames are then
 left out of the SE means, the attention softmax and the pooled statistics, and every convolution pads each
@@ -35,21 +50,30 @@ Example::
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.model.layers import (PADDING_MODES, STD_EPS, BatchNorm, Conv1d, dense, frame_mask, frame_mean_std,
-                              reflect_frame_index, sum_frames, tanh)
-
+from src.model.layers import (PADDING_MODES, POOLING_STATS, STD_EPS, WESPEAKER_EPS, BatchNorm, Conv1d, dense,
+                              frame_mask, frame_mean_std, reflect_frame_index, sum_frames, tanh)
 
 
 class TDNNBlock(nn.Cell):
-    """conv -> ReLU -> batch norm. (B, T, in) -> (B, T, out)."""
+    """conv -> ReLU (if ``relu``) -> batch norm (if ``norm``). (B, T, in) -> (B, T, out)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, padding="reflect"):
+    def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, padding="reflect", relu=True,
+                 norm=True):
         super().__init__()
         self.conv = Conv1d(in_channels, out_channels, kernel_size, dilation, padding)
-        self.norm = BatchNorm(out_channels)
+        self.relu = relu
+        self.norm = BatchNorm(out_channels) if norm else None
+
+    def activate(self, y):
+        """What follows the conv: (B, T, out) -> (B, T, out)."""
+        if self.relu:
+            y = ops.relu(y)
+        if self.norm is not None:
+            y = self.norm(y)
+        return y
 
     def construct(self, x, frame_index=None):
-        return self.norm(ops.relu(self.conv(x, frame_index)))
+        return self.activate(self.conv(x, frame_index))
 
 
 class Res2NetBlock(nn.Cell):
@@ -133,30 +157,40 @@ class AttentiveStatisticsPooling(nn.Cell):
     (B, T, M) -> (B, 2M) = concat(mean, std). Attention logits: conv(tanh(tdnn(h))), h = x, or with
     ``global_context`` h = concat(x, utterance mean, utterance std) on the channel axis. The tdnn's matmul on that
     concat is computed as x @ W_x + (mean @ W_mean + std @ W_std), which never builds the (B, T, 3M) tensor.
+    ``attention_norm`` False drops the tdnn's ReLU and batch norm (WeSpeaker's ASTP); ``pooling_stats``
+    (POOLING_STATS) chooses how the standard deviations are computed.
     """
 
-    def __init__(self, channels, attention_channels=128, global_context=True):
+    def __init__(self, channels, attention_channels=128, global_context=True, attention_norm=True,
+                 pooling_stats="speechbrain"):
         super().__init__()
         self.channels = channels
         self.global_context = global_context
+        self.pooling_stats = pooling_stats
         in_channels = 3 * channels if global_context else channels
-        self.tdnn = TDNNBlock(in_channels, attention_channels, 1)
+        self.tdnn = TDNNBlock(in_channels, attention_channels, 1, relu=attention_norm, norm=attention_norm)
         self.conv = Conv1d(attention_channels, channels, 1)
 
-    @staticmethod
-    def statistics(x, weights):
-        """x (B, T, M), weights (B, T, M or 1) summing to 1 over T -> mean, std (B, M) each."""
+    def statistics(self, x, weights):
+        """x (B, T, M), weights (B, T, M or 1) summing to 1 over T -> mean, std (B, M) each. "speechbrain":
+        variance of x - mean floored at STD_EPS; "wespeaker": E[x^2] - mean^2 floored at WESPEAKER_EPS."""
         mean = sum_frames(x * weights)                                        # (B, 1, M)
-        var = sum_frames(weights * ops.square(x - mean)).squeeze(1)
-        mean = mean.squeeze(1)
-        return mean, ops.sqrt(ops.maximum(var, STD_EPS))   # not ops.clamp(min=): no ONNX translation
+        if self.pooling_stats == "wespeaker":
+            var = sum_frames(weights * ops.square(x)) - ops.square(mean)
+            floor = WESPEAKER_EPS
+        else:
+            var = sum_frames(weights * ops.square(x - mean))
+            floor = STD_EPS
+        std = ops.sqrt(ops.maximum(var, floor))       # not ops.clamp(min=): no ONNX translation
+        return mean.squeeze(1), std.squeeze(1)
 
     def attention_hidden(self, x, mask):
-        """First attention layer (1x1 conv -> ReLU -> BN): (B, T, M) -> (B, T, attention_channels)."""
+        """First attention layer (1x1 conv, then ReLU -> BN unless attention_norm is off):
+        (B, T, M) -> (B, T, attention_channels)."""
         tdnn = self.tdnn
         if not self.global_context:
             return tdnn(x)
-        mean, std = frame_mean_std(x, mask)                                  # (B, M) each
+        mean, std = frame_mean_std(x, mask, self.pooling_stats)              # (B, M) each
         weight = ops.cast(tdnn.conv.weight, x.dtype)                         # (A, 3M, 1)
         m = self.channels
         w_frame = weight[:, :m, 0]
@@ -164,7 +198,7 @@ class AttentiveStatisticsPooling(nn.Cell):
         batch, num_frames, _ = x.shape
         frame_part = dense(x.reshape(batch * num_frames, m), w_frame).reshape(batch, num_frames, -1)
         utt_part = dense(ops.concat((mean, std), axis=-1), w_utt, ops.cast(tdnn.conv.bias, x.dtype))
-        return tdnn.norm(ops.relu(frame_part + utt_part.expand_dims(1)))
+        return tdnn.activate(frame_part + utt_part.expand_dims(1))
 
     def construct(self, x, mask=None):
         logits = self.conv(tanh(self.attention_hidden(x, mask)))          # (B, T, M)
@@ -182,27 +216,35 @@ class ECAPA_TDNN(nn.Cell):
     (B,) int32 valid frames or None -> embeddings (B, embedding_size).
 
     Parameter names follow SpeechBrain's ECAPA_TDNN and the older MindSpore zoo (``blocks.0.conv.weight``,
-    ``blocks.1.res2net_block.blocks.0.norm.gamma``, ``mfa.*``, ``asp.*``, ``asp_bn.*``, ``fc.*``).
+    ``blocks.1.res2net_block.blocks.0.norm.gamma``, ``mfa.*``, ``asp.*``, ``asp_bn.*``, ``fc.*``), plus
+    ``fc_bn.*`` with ``embedding_norm``. The variant switches are described in the module docstring.
     """
 
     def __init__(self, n_mels=80, channels=512, mfa_channels=1536, embedding_size=192, attention_channels=128,
-                 se_channels=128, res2net_scale=8, global_context=True, padding="reflect"):
+                 se_channels=128, res2net_scale=8, global_context=True, padding="reflect", mfa_norm=True,
+                 attention_norm=True, pooling_stats="speechbrain", embedding_norm=False):
         super().__init__()
         if padding not in PADDING_MODES:
             raise ValueError(f"padding: expected one of {PADDING_MODES}, got '{padding}'")
+        if pooling_stats not in POOLING_STATS:
+            raise ValueError(f"pooling_stats: expected one of {POOLING_STATS}, got '{pooling_stats}'")
         self.n_mels, self.channels, self.mfa_channels = n_mels, channels, mfa_channels
         self.embedding_size, self.attention_channels, self.se_channels = embedding_size, attention_channels, se_channels
         self.res2net_scale, self.global_context, self.padding = res2net_scale, global_context, padding
+        self.mfa_norm, self.attention_norm = mfa_norm, attention_norm
+        self.pooling_stats, self.embedding_norm = pooling_stats, embedding_norm
         self.blocks = nn.CellList([
             TDNNBlock(n_mels, channels, kernel_size=5, dilation=1, padding=padding),
             SERes2NetBlock(channels, res2net_scale, se_channels, kernel_size=3, dilation=2, padding=padding),
             SERes2NetBlock(channels, res2net_scale, se_channels, kernel_size=3, dilation=3, padding=padding),
             SERes2NetBlock(channels, res2net_scale, se_channels, kernel_size=3, dilation=4, padding=padding),
         ])
-        self.mfa = TDNNBlock(3 * channels, mfa_channels, 1)
-        self.asp = AttentiveStatisticsPooling(mfa_channels, attention_channels, global_context)
+        self.mfa = TDNNBlock(3 * channels, mfa_channels, 1, norm=mfa_norm)
+        self.asp = AttentiveStatisticsPooling(mfa_channels, attention_channels, global_context, attention_norm,
+                                              pooling_stats)
         self.asp_bn = BatchNorm(2 * mfa_channels)
         self.fc = Conv1d(2 * mfa_channels, embedding_size, 1)
+        self.fc_bn = BatchNorm(embedding_size) if embedding_norm else None
 
     def first_block(self, feats, lengths, mask):
         """blocks.0 (5-tap TDNN) with per-utterance padding when lengths are given: (B, T, n_mels) -> (B, T, C)."""
@@ -225,6 +267,8 @@ class ECAPA_TDNN(nn.Cell):
         pooled = self.asp(h, mask)
         batch = pooled.shape[0]
         embedding = self.fc(self.asp_bn(pooled).reshape(batch, 1, -1)).reshape(batch, -1)
+        if self.fc_bn is not None:
+            embedding = self.fc_bn(embedding)
         return (x0, x1, x2, x3), pooled, embedding
 
     def construct(self, feats, lengths=None):
@@ -235,7 +279,8 @@ class ECAPA_TDNN(nn.Cell):
 # The recipe keys that define the network: the one list every part of the project reads (building, checkpoints,
 # export contracts, the embedding cache). ECAPA_TDNN takes exactly these arguments.
 MODEL_KEYS = ("n_mels", "channels", "mfa_channels", "embedding_size", "attention_channels", "se_channels",
-              "res2net_scale", "global_context", "padding")
+              "res2net_scale", "global_context", "padding", "mfa_norm", "attention_norm", "pooling_stats",
+              "embedding_norm")
 
 
 def model_settings(cfg):

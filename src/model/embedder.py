@@ -10,6 +10,10 @@ Example::
     wav = ms.Tensor(np.random.randn(2, 32000).astype(np.float32) * 0.1)
     lens = ms.Tensor(np.array([32000, 20000], np.int32))
     emb = embedder(wav, lens)           # (2, 192); the second row equals that utterance embedded alone
+
+The front end is the recipe's ``front_end`` (``build_front_end``): SpeechBrain's fbank (src/model/fbank.py, the
+default) or Kaldi's (src/model/kaldi_fbank.py, with the ``kaldi_*`` options), e.g.
+``Embedder(network, front_end=build_front_end(cfg))``.
 """
 import logging
 
@@ -17,14 +21,17 @@ from mindspore import nn, ops
 
 from src.checkpoint import load_network_weights, read_settings
 from src.model.ecapa_tdnn import MODEL_KEYS, build_ecapa
-from src.model.fbank import Fbank
+from src.model.fbank import HOP_LENGTH, WIN_LENGTH, Fbank, num_frames
+from src.model.kaldi_fbank import KaldiFbank, num_frames as kaldi_num_frames
 from src.model.layers import frame_mask, frame_mean_std
 
 logger = logging.getLogger(__name__)
 
 # Named outputs in network order; "blockN" is the mean and std over valid frames of block N's output.
 OUTPUT_NAMES = ("block0", "block1", "block2", "block3", "pooled", "embedding")
-FRONTEND_KEYS = ("sample_rate",)
+FRONT_ENDS = ("speechbrain", "kaldi")
+FRONTEND_KEYS = ("sample_rate", "front_end", "kaldi_window", "kaldi_scale_16bit", "kaldi_mean_norm")
+MIN_FRAMES = 5          # the network's shortest input, in frames
 # Every recipe key that changes what a waveform's embedding is: the front end's and the network's.
 EMBEDDER_KEYS = FRONTEND_KEYS + MODEL_KEYS
 
@@ -34,23 +41,60 @@ def embedder_settings(cfg):
     return {key: cfg[key] for key in EMBEDDER_KEYS}
 
 
+def _is_kaldi(settings):
+    """True for the Kaldi front end. Settings without ``front_end`` (checkpoints, caches and contracts made before
+    the key existed) mean SpeechBrain's fbank, the only front end then."""
+    front_end = settings.get("front_end", "speechbrain")
+    if front_end not in FRONT_ENDS:
+        raise ValueError(f"front_end: expected one of {', '.join(FRONT_ENDS)}, got {front_end!r}")
+    return front_end == "kaldi"
+
+
+def build_front_end(settings):
+    """The feature Cell of ``settings`` (a recipe, ``embedder_settings``, or a checkpoint's or contract's stored
+    settings: ``sample_rate``, ``n_mels``, ``front_end`` and, for "kaldi", the ``kaldi_*`` keys):
+    (wav (B, S) float32, wav_lens (B,) int32 or None) -> (feats (B, T, n_mels) float32, frame_lens (B,) int32)."""
+    sample_rate, n_mels = int(settings["sample_rate"]), int(settings["n_mels"])
+    if _is_kaldi(settings):
+        return KaldiFbank(sample_rate, n_mels, window=settings["kaldi_window"],
+                          scale_16bit=bool(settings["kaldi_scale_16bit"]), mean_norm=bool(settings["kaldi_mean_norm"]))
+    return Fbank(sample_rate, n_mels)
+
+
+def front_end_frames(settings, num_samples):
+    """Feature frames the front end of ``settings`` makes of ``num_samples`` samples (int)."""
+    return (kaldi_num_frames if _is_kaldi(settings) else num_frames)(num_samples)
+
+
+def min_samples(settings):
+    """Fewest samples that give the network its MIN_FRAMES frames: 640 with SpeechBrain's centred frames (the first
+    frame needs no samples), 1040 with Kaldi's snip_edges (the first frame needs a whole 400-sample window)."""
+    first_frame = WIN_LENGTH if _is_kaldi(settings) else 0
+    return first_frame + (MIN_FRAMES - 1) * HOP_LENGTH
+
+
 class Embedder(nn.Cell):
-    """Waveforms -> fbank -> ECAPA-TDNN -> requested outputs, in one graph.
+    """Waveforms -> front end -> ECAPA-TDNN -> requested outputs, in one graph.
 
     ``construct(wav, wav_lens=None)``: wav (B, S) float32 at ``sample_rate``; wav_lens (B,) int32 valid samples per
     row, or None when every sample is valid (training crops, fixed-length export) -> (B, D) float32: the outputs named
     in ``outputs`` concatenated in network order (``OUTPUT_NAMES``). Sizes: "blockN" 2 * channels (mean, std),
     "pooled" 2 * mfa_channels, "embedding" embedding_size. With wav_lens the padding is masked throughout, so an
     utterance gets the same outputs in a padded batch as alone. ``spec_augment`` (a Cell on (B, T, n_mels)
-    features) masks the features in training mode only.
+    features) masks the features in training mode only. ``front_end``: the feature Cell (``build_front_end``), or
+    None for SpeechBrain's Fbank at ``sample_rate`` (only then is ``sample_rate`` used).
     """
 
-    def __init__(self, network, sample_rate=16000, outputs=("embedding",), spec_augment=None):
+    def __init__(self, network, sample_rate=16000, outputs=("embedding",), spec_augment=None, front_end=None):
         super().__init__()
         unknown = [name for name in outputs if name not in OUTPUT_NAMES]
         if unknown or not outputs:
             raise ValueError(f"outputs: unknown names {unknown}; choose from {', '.join(OUTPUT_NAMES)}")
-        self.fbank = Fbank(sample_rate, network.n_mels)
+        if front_end is None:
+            front_end = build_front_end({"sample_rate": sample_rate, "n_mels": network.n_mels})
+        if front_end.n_mels != network.n_mels:
+            raise ValueError(f"n_mels: the front end gives {front_end.n_mels} bins, the network takes {network.n_mels}")
+        self.fbank = front_end
         self.network = network
         self.spec_augment = spec_augment
         self.outputs = tuple(name for name in OUTPUT_NAMES if name in outputs)
@@ -104,6 +148,6 @@ def load_embedder(cfg, checkpoint, outputs=("embedding",)):
     """Embedder of a recipe's EMBEDDER_KEYS with the network weights of ``checkpoint`` (any checkpoint
     src.checkpoint.load_network_weights reads), in eval mode."""
     network = load_network_weights(build_ecapa(cfg), checkpoint)
-    embedder = Embedder(network, int(cfg["sample_rate"]), outputs)
+    embedder = Embedder(network, outputs=outputs, front_end=build_front_end(cfg))
     embedder.set_train(False)
     return embedder

@@ -24,8 +24,13 @@ from mindspore import nn, ops, Parameter
 from mindspore.common.initializer import initializer, Uniform
 
 PADDING_MODES = ("reflect", "zeros")
+# How pooled standard deviations are computed: "speechbrain" (biased variance floored at STD_EPS) or "wespeaker"
+# (WeSpeaker's ASTP: weighted variance as E[x^2] - mean^2 floored at WESPEAKER_EPS; utterance variance unbiased,
+# plus WESPEAKER_EPS).
+POOLING_STATS = ("speechbrain", "wespeaker")
 BN_EPS = 1e-5
 STD_EPS = 1e-12        # floor of the variance before the square root in pooled statistics
+WESPEAKER_EPS = 1e-7   # WeSpeaker's ASTP: var.clamp(min=1e-7) and sqrt(torch.var(x) + 1e-7)
 BN_MOMENTUM = 0.9      # MindSpore convention: moving = 0.9 * moving + 0.1 * batch (PyTorch momentum 0.1)
 _matmul_nt = ops.MatMul(transpose_b=True)      # (N, in) x (out, in) -> (N, out), no explicit weight transpose
 
@@ -80,19 +85,26 @@ def frame_mask(lengths, num_frames, dtype=ms.float32):
     return ops.cast(positions < lengths.reshape(-1, 1), dtype).expand_dims(-1)
 
 
-def frame_mean_std(x, mask=None):
+def frame_mean_std(x, mask=None, stats="speechbrain"):
     """Mean and standard deviation over the valid frames: x (B, T, C), mask (B, T, 1) or None -> (B, C), (B, C).
 
     Computed as batched matmuls with a (B, 1, T) row of frame weights (half the time of a broadcast multiply on
-    CPU); the variance is floored at STD_EPS before the square root.
+    CPU). ``stats`` (POOLING_STATS): "speechbrain" floors the biased variance at STD_EPS before the square root;
+    "wespeaker" takes the unbiased variance (n - 1, as torch.var) plus WESPEAKER_EPS.
     """
     if mask is None:
-        row = ops.ones((x.shape[0], 1, x.shape[1]), x.dtype) / x.shape[1]
+        count = x.shape[1]
+        row = ops.ones((x.shape[0], 1, x.shape[1]), x.dtype) / count
     else:
-        row = mask.transpose(0, 2, 1) / mask.sum(axis=1, keepdims=True)
+        count = mask.sum(axis=1, keepdims=True)                                # (B, 1, 1)
+        row = mask.transpose(0, 2, 1) / count
     mean = ops.bmm(row, x)                                                   # (B, 1, C)
-    var = ops.bmm(row, ops.square(x - mean)).squeeze(1)
-    return mean.squeeze(1), ops.sqrt(ops.maximum(var, STD_EPS))          # not ops.clamp(min=): no ONNX translation
+    var = ops.bmm(row, ops.square(x - mean))
+    if stats == "wespeaker":
+        std = ops.sqrt(var * (count / (count - 1)) + WESPEAKER_EPS)
+    else:
+        std = ops.sqrt(ops.maximum(var, STD_EPS))     # not ops.clamp(min=): no ONNX translation
+    return mean.squeeze(1), std.squeeze(1)
 
 
 def reflect_frame_index(lengths, num_frames, kernel_size, dilation):

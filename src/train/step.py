@@ -1,9 +1,10 @@
-"""The training network and its one-graph step: waveforms -> fbank -> ECAPA-TDNN -> AAM-softmax loss -> update.
+"""The training network and its one-graph step: waveforms -> front end -> ECAPA-TDNN -> AAM-softmax loss -> update.
 
-``SpeakerTrainNet`` holds the embedder (fbank + network, ``embedder.network`` is the embedding network) and the
-AAM-softmax ``classifier``, under the attribute names src/checkpoint.py relies on. ``TrainStep`` is a ``TrainOneStepWithLossScaleCell``
-whose ``construct`` does, in one compiled graph: forward, gradients, the data-parallel gradient mean (when running
-distributed), loss-scale overflow check (mixed precision only), gradient clipping by global norm and the Adam update.
+``SpeakerTrainNet`` holds the embedder (the recipe's front end + network, ``embedder.network`` is the embedding
+network) and the AAM-softmax ``classifier``, under the attribute names src/checkpoint.py relies on. ``TrainStep`` is a
+``TrainOneStepWithLossScaleCell`` whose ``construct`` does, in one compiled graph: forward, gradients, the
+data-parallel gradient mean (when running distributed), loss-scale overflow check (mixed precision only), gradient
+clipping by global norm and the Adam update.
 Steps whose gradients overflowed are skipped (no update, the optimizer's ``global_step`` does not advance) and the
 loss scale is lowered, as MindSpore's dynamic loss scaling does.
 """
@@ -12,7 +13,7 @@ from mindspore import nn, ops
 
 from src.data.augment import SpecAugment
 from src.model.ecapa_tdnn import build_ecapa
-from src.model.embedder import Embedder
+from src.model.embedder import Embedder, build_front_end
 from src.model.loss import AAMSoftmax
 from src.train.schedule import schedule_from_config
 
@@ -116,7 +117,7 @@ def build_train_step(cfg, num_classes, device_target="CPU"):
     spec_augment = None
     if cfg.specaugment:
         spec_augment = SpecAugment(max_time=cfg.specaug_max_time, max_freq=cfg.specaug_max_freq)
-    embedder = Embedder(network, int(cfg.sample_rate), spec_augment=spec_augment)
+    embedder = Embedder(network, spec_augment=spec_augment, front_end=build_front_end(cfg))
     if mixed:
         embedder.network = ms.amp.auto_mixed_precision(embedder.network, "O2")     # batch norm stays float32
     train_net = SpeakerTrainNet(embedder, classifier)

@@ -1,0 +1,189 @@
+"""Importing WeSpeaker's ECAPA_TDNN weights (``python -m src.import_weights --format wespeaker``), checked against
+WeSpeaker's own PyTorch model.
+
+The reference is the PyPI copy of WeSpeaker's code, ``wespeaker-nuaazs==0.0.5`` (installed with ``--no-deps`` by
+scripts/setup_env.sh). Its ``wespeaker_nuaazs/models/ecapa_tdnn.py`` and the ``ASTP`` class of
+``pooling_layers.py`` were compared with upstream wenet-e2e/wespeaker (``wespeaker/models/ecapa_tdnn.py`` at
+commit dc3c3bfd1b36, ``pooling_layers.py`` at 6b149b3afe6b, read through the code-search corpus on 2026-12-02):
+the ECAPA file is identical except for the package name in its one import (same length, 9021 characters, once
+``wespeaker_nuaazs.`` reads ``wespeaker.``), ASTP is identical (global-context ``torch.var + 1e-7``, pooled
+``var.clamp(min=1e-7)``, MFA output fixed at 512 * 3, ``emb_bn``).
+
+The package's ``__init__`` imports its command line (torchaudio, silero_vad, ...), so :func:`wespeaker_models`
+registers an empty stand-in package pointing at the installed folder and imports only the model modules, which
+import torch alone.
+
+Both networks get the same fbank tensor (the front end is tested elsewhere) and run in eval mode with random
+weights and random batch-norm statistics. Measured max abs differences (50 / 123 frames): C=512 9.0e-7 / 1.1e-6,
+C=1024 with global context and emb_bn 8.3e-7 / 1.2e-6; the test allows 1e-4.
+"""
+import importlib
+import importlib.util
+import sys
+import types
+
+import numpy as np
+import pytest
+import mindspore as ms
+
+from src.checkpoint import CheckpointError, read_settings
+from src.import_weights import (WESPEAKER_MODEL_CONFIG, convert_wespeaker_params, main, wespeaker_name,
+                                wespeaker_settings)
+from src.model.ecapa_tdnn import ECAPA_TDNN
+from tests.speechbrain_ref import randomize_batchnorm
+
+TOLERANCE = 1e-4
+PACKAGE = "wespeaker_nuaazs"
+INSTALL = "pip install --no-deps wespeaker-nuaazs==0.0.5 (scripts/setup_env.sh)"
+
+
+def wespeaker_models():
+    """WeSpeaker's ``models.ecapa_tdnn`` module, without running the package's ``__init__``; skips the test when
+    torch or the package is missing."""
+    pytest.importorskip("torch", reason="the WeSpeaker reference needs PyTorch")
+    if PACKAGE not in sys.modules:
+        spec = importlib.util.find_spec(PACKAGE)
+        if spec is None:
+            pytest.skip(f"WeSpeaker's model code is not installed: {INSTALL}")
+        package = types.ModuleType(PACKAGE)
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules[PACKAGE] = package
+    return importlib.import_module(f"{PACKAGE}.models.ecapa_tdnn")
+
+
+@pytest.fixture
+def pynative():
+    """Run the test in PYNATIVE mode (no graph compile), then return to GRAPH mode."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def make_wespeaker_ecapa(channels, global_context, emb_bn, seed):
+    """WeSpeaker's ECAPA_TDNN (80 mels, embedding 192, ASTP) in eval mode, random weights and batch norms."""
+    import torch
+    torch.manual_seed(seed)
+    model = wespeaker_models().ECAPA_TDNN(channels=channels, feat_dim=80, embed_dim=192, pooling_func="ASTP",
+                                          global_context_att=global_context, emb_bn=emb_bn)
+    return randomize_batchnorm(model, seed=seed).eval()
+
+
+def save_avg_model(model, path, num_classes=0):
+    """torch.save of the state_dict, as WeSpeaker's average_model.py writes avg_model.pt; with ``num_classes``
+    also the training head's ``projection.weight`` (ArcMarginProduct, (classes, 192))."""
+    import torch
+    state = model.state_dict()
+    if num_classes:
+        state["projection.weight"] = torch.randn(num_classes, 192)
+    torch.save(state, path)
+    return state
+
+
+def imported_network(path, out):
+    """Import ``path`` with the command line, then build our network from the settings the result carries."""
+    assert main(["--format", "wespeaker", str(path), str(out)]) == 0
+    settings = read_settings(str(out))
+    assert settings.pop("sample_rate") == 16000
+    assert {k: settings.pop(k) for k in ("front_end", "kaldi_window", "kaldi_scale_16bit", "kaldi_mean_norm")} == \
+        dict(front_end="kaldi", kaldi_window="hamming", kaldi_scale_16bit=True, kaldi_mean_norm=True)
+    net = ECAPA_TDNN(**settings)
+    not_loaded, _ = ms.load_param_into_net(net, ms.load_checkpoint(str(out)))
+    assert not not_loaded
+    net.set_train(False)
+    return net, settings
+
+
+@pytest.mark.parametrize("channels, global_context, emb_bn", [
+    (512, False, False),       # ECAPA_TDNN_c512
+    (1024, True, True),        # ECAPA_TDNN_GLOB_c1024 with emb_bn
+])
+def test_imported_weights_give_wespeakers_embeddings(channels, global_context, emb_bn, tmp_path, pynative):
+    import torch
+    model = make_wespeaker_ecapa(channels, global_context, emb_bn, seed=channels)
+    save_avg_model(model, tmp_path / "avg_model.pt")
+    net, settings = imported_network(tmp_path / "avg_model.pt", tmp_path / "ours.ckpt")
+    assert settings == dict(n_mels=80, channels=channels, mfa_channels=1536, embedding_size=192,
+                            attention_channels=128, se_channels=128, res2net_scale=8, global_context=global_context,
+                            embedding_norm=emb_bn, **WESPEAKER_MODEL_CONFIG)
+    rng = np.random.default_rng(channels)
+    for frames in (50, 123):
+        feats = rng.normal(size=(2, frames, 80)).astype(np.float32)
+        with torch.no_grad():
+            reference = model(torch.from_numpy(feats)).numpy()
+        ours = net(ms.Tensor(feats)).asnumpy()
+        assert np.abs(reference).max() > 0.1
+        assert np.abs(ours - reference).max() <= TOLERANCE, f"{frames} frames"
+    # lengths: each utterance of a padded batch gets WeSpeaker's embedding of the utterance alone
+    lengths = np.array([123, 77], np.int32)
+    feats[1, 77:] = 100.0
+    ours_masked = net(ms.Tensor(feats), ms.Tensor(lengths)).asnumpy()
+    with torch.no_grad():
+        alone = model(torch.from_numpy(feats[1:, :77])).numpy()[0]
+    assert np.abs(ours_masked[1] - alone).max() <= TOLERANCE
+
+
+def test_classifier_kept_and_names_mapped(tmp_path):
+    model = make_wespeaker_ecapa(64, False, False, seed=1)
+    state = save_avg_model(model, tmp_path / "avg_model.pt", num_classes=7)
+    out = tmp_path / "ours.ckpt"
+    assert main(["--format", "wespeaker", str(tmp_path / "avg_model.pt"), str(out)]) == 0
+    converted = ms.load_checkpoint(str(out))
+    np.testing.assert_array_equal(converted["classifier.weight"].asnumpy(), state["projection.weight"].numpy())
+    np.testing.assert_array_equal(converted["blocks.2.se_block.conv1.weight"].asnumpy()[:, :, 0],
+                                  state["layer3.se_res2block.3.linear1.weight"].numpy())
+    np.testing.assert_array_equal(converted["asp_bn.moving_variance"].asnumpy(), state["bn.running_var"].numpy())
+    assert wespeaker_name("layer2.se_res2block.1.bns.3.running_var") == \
+        "blocks.1.res2net_block.blocks.3.norm.moving_variance"
+    assert wespeaker_name("bn2.weight") == "fc_bn.gamma" and wespeaker_name("linear.bias") == "fc.bias"
+    assert wespeaker_name("layer9.something.weight") is None
+
+
+def test_split_order_is_folded_into_tdnn1_and_tdnn2():
+    """Our tdnn1 output channel c is WeSpeaker's (c - width) mod C; tdnn2's input channels likewise; the Res2Net
+    sub-blocks keep their order."""
+    model = make_wespeaker_ecapa(64, False, False, seed=2)
+    state = {name: value.numpy() for name, value in model.state_dict().items()}
+    net = ECAPA_TDNN(**wespeaker_settings(state))
+    ours, classifier = convert_wespeaker_params(state, net)
+    assert classifier is None
+    width = 64 // 8
+    order = np.concatenate([np.arange(64 - width, 64), np.arange(64 - width)])
+    np.testing.assert_array_equal(ours["blocks.1.tdnn1.conv.weight"], state["layer2.se_res2block.0.conv.weight"][order])
+    np.testing.assert_array_equal(ours["blocks.3.tdnn1.norm.moving_mean"],
+                                  state["layer4.se_res2block.0.bn.running_mean"][order])
+    np.testing.assert_array_equal(ours["blocks.2.tdnn2.conv.weight"],
+                                  state["layer3.se_res2block.2.conv.weight"][:, order])
+    np.testing.assert_array_equal(ours["blocks.1.res2net_block.blocks.0.conv.weight"],
+                                  state["layer2.se_res2block.1.convs.0.weight"])
+
+
+def test_file_that_does_not_fit_is_refused_naming_the_problems(tmp_path):
+    import torch
+    model = make_wespeaker_ecapa(64, False, False, seed=3)
+    state = model.state_dict()
+    del state["conv.bias"]                                                # missing
+    state["layer5.conv.weight"] = torch.zeros(3)                          # unexpected
+    state["layer2.se_res2block.0.conv.weight"] = torch.zeros(64, 32, 1)   # mis-shaped
+    path = tmp_path / "avg_model.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as error:
+        main(["--format", "wespeaker", str(path), str(tmp_path / "out.ckpt")])
+    message = str(error.value)
+    assert str(path) in message
+    assert "missing: mfa.conv.bias" in message
+    assert "unexpected: layer5.conv.weight" in message
+    assert "mis-shaped: layer2.se_res2block.0.conv.weight [64, 32, 1] (network expects [64, 64, 1])" in message
+    assert not (tmp_path / "out.ckpt").exists()
+
+    torch.save([1, 2, 3], path)                                           # not a state_dict
+    with pytest.raises(CheckpointError, match="expected a state_dict"):
+        main(["--format", "wespeaker", str(path), str(tmp_path / "out.ckpt")])
+    path.write_bytes(b"import os; os.system('echo no')")                 # not a torch file at all
+    with pytest.raises(CheckpointError, match="weights_only"):
+        main(["--format", "wespeaker", str(path), str(tmp_path / "out.ckpt")])
+
+
+def test_missing_pytorch_is_named(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)          # import torch now raises ImportError
+    with pytest.raises(CheckpointError, match="needs PyTorch"):
+        main(["--format", "wespeaker", str(tmp_path / "avg_model.pt"), str(tmp_path / "out.ckpt")])

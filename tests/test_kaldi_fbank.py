@@ -1,0 +1,246 @@
+"""src/model/kaldi_fbank.py: KaldiFbank against kaldi-native-fbank, length masking, the recipe's front_end through
+the Embedder, training, export and checkpoints.
+
+Reference: k2-fsa's ``kaldi-native-fbank`` (``OnlineFbank``), a C++ re-implementation of Kaldi's
+``compute-fbank-feats`` that torchaudio.compliance.kaldi.fbank also reproduces, with dither 0, 80 bins, low_freq 20,
+high_freq 0 (Nyquist), snip_edges and the window under test; its output is ln of the mel energies floored at the
+float32 epsilon.
+
+Tolerance, level-aware: |ours - ref| <= LEVEL_TOL * sqrt(E_peak / E) for a band of energy E in a frame whose
+strongest band has energy E_peak, with LEVEL_TOL = 1e-4 (under mean_norm the frame mean of that bound is added).
+Both sides compute in float32, we with the DFT as a (400, 512) matmul, kaldi-native-fbank with a split-radix FFT.
+A spectral value is a sum of 400 float32 products, so its rounding error is at most about 400 * 6e-8 = 2.4e-5 of
+the frame's amplitude scale, which the strongest band's amplitude sqrt(E_peak) reaches or exceeds. A band's
+amplitude is thus off by up to 2.4e-5 * sqrt(E_peak / E) of itself and its energy by twice that, which is the error
+of its log: 4.8e-5 * sqrt(E_peak / E) per side, about 1e-4 for both. The bound is 1e-4 on the peak band, 1e-3 20 dB
+below it, 1e-2 at 40 dB, 0.1 at 60 dB. One absolute bound cannot fit both: it would be loose near the peak or
+fail on a pure chirp, whose deepest unfloored bands lie 128 dB down (measured difference 0.27 there). Bands at the
+eps floor agree exactly (both clamp). Measured: |ours - ref| / sqrt(E_peak / E) stays below 1.9e-5 for every
+signal and option, 5x inside LEVEL_TOL; the plain max / mean abs differences per option are printed (``-s``). A
+wrong option moves the features far more: hamming instead of povey by 0.46 max, 0.019 median on white noise, a
+missing 16-bit scaling by ln(2**30) = 20.8.
+"""
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import nn
+
+from src.checkpoint import save_checkpoint
+from src.config import load_config
+from src.deploy.export import export_model, window_featurizer
+from src.evaluate.extract import Batching
+from src.model.ecapa_tdnn import ECAPA_TDNN
+from src.model.embedder import (Embedder, build_front_end, embedder_settings, load_embedder, min_samples,
+                                recipe_for_checkpoint)
+from src.model.fbank import Fbank
+from src.model.kaldi_fbank import KaldiFbank, num_frames
+from src.train.step import build_train_step
+from tests.test_features import reference_signals
+
+knf = pytest.importorskip("kaldi_native_fbank")
+
+LEVEL_TOL = 1e-4
+SMALL = dict(channels=16, mfa_channels=48, embedding_size=24, attention_channels=8, se_channels=8, res2net_scale=4)
+KALDI_KEYS = dict(front_end="kaldi", kaldi_window="hamming", kaldi_scale_16bit=True, kaldi_mean_norm=True)
+
+
+def kaldi_native_fbank(wav, window, scale_16bit):
+    """kaldi-native-fbank's OnlineFbank on a float32 (S,) waveform -> (T, 80) float32 (ln mel energies)."""
+    opts = knf.FbankOptions()
+    opts.frame_opts.samp_freq = 16000
+    opts.frame_opts.dither = 0.0
+    opts.frame_opts.snip_edges = True
+    opts.frame_opts.window_type = window
+    opts.mel_opts.num_bins = 80
+    opts.mel_opts.low_freq = 20.0
+    opts.mel_opts.high_freq = 0.0
+    fbank = knf.OnlineFbank(opts)
+    fbank.accept_waveform(16000, (wav * (32768.0 if scale_16bit else 1.0)).tolist())
+    fbank.input_finished()
+    return np.stack([fbank.get_frame(i) for i in range(fbank.num_frames_ready)])
+
+
+def kaldi_difference(ours, ref, mean_norm=False):
+    """Check ours (T, 80) against kaldi-native-fbank's ``ref`` (T, 80; minus its frame mean when ``mean_norm``)
+    within the level-aware tolerance of the module docstring -> (max abs diff, mean abs diff)."""
+    bound = LEVEL_TOL * np.exp((ref.max(axis=1, keepdims=True) - ref) / 2.0)     # sqrt(E_peak / E)
+    if mean_norm:
+        ref, bound = ref - ref.mean(axis=0), bound + bound.mean(axis=0)
+    diff = np.abs(ours - ref)
+    worst = np.unravel_index(np.argmax(diff - bound), diff.shape)
+    assert np.all(diff <= bound), f"frame, band {worst}: diff {diff[worst]:.2e} > bound {bound[worst]:.2e}"
+    return float(diff.max()), float(diff.mean())
+
+
+def kaldi_signals():
+    """tests/test_features.py's signals (lengths 8123 to 24050: multiples of the hop and not) plus a DC offset."""
+    signals = reference_signals()
+    rng = np.random.default_rng(7)
+    signals["DC offset 0.3 + noise"] = (0.3 + 0.01 * rng.standard_normal(9000)).astype(np.float32)[None]
+    return signals
+
+
+@pytest.mark.parametrize("window", ["povey", "hamming"])
+@pytest.mark.parametrize("scale_16bit", [False, True])
+def test_matches_kaldi_native_fbank(window, scale_16bit):
+    cell = KaldiFbank(window=window, scale_16bit=scale_16bit, mean_norm=False)
+    worst, means = 0.0, []
+    for name, wav in kaldi_signals().items():
+        ours, frame_lens = cell(ms.Tensor(wav))
+        ref = kaldi_native_fbank(wav[0], window, scale_16bit)
+        assert ours.shape == (1,) + ref.shape and ref.shape == (num_frames(wav.shape[1]), 80), name
+        assert frame_lens.asnumpy().tolist() == [ref.shape[0]]
+        largest, mean = kaldi_difference(ours.asnumpy()[0], ref)
+        worst = max(worst, largest)
+        means.append(mean)
+    print(f"\n{window} scale_16bit={scale_16bit}: max abs diff {worst:.2e}, mean abs diff {np.mean(means):.2e} "
+          f"(worst signal {max(means):.2e})")
+
+
+@pytest.mark.parametrize("window,scale_16bit", [("hamming", True), ("povey", False)])   # WeSpeaker, 3D-Speaker
+def test_mean_norm_matches_reference_minus_its_mean(window, scale_16bit):
+    """With mean_norm (the importers' CMN) the features are the reference minus its mean over frames."""
+    cell = KaldiFbank(window=window, scale_16bit=scale_16bit, mean_norm=True)
+    for name in ("white noise", "chirp"):
+        wav = reference_signals()[name]
+        kaldi_difference(cell(ms.Tensor(wav))[0].asnumpy()[0], kaldi_native_fbank(wav[0], window, scale_16bit), True)
+
+
+def test_options_change_the_features():
+    """Another window or scaling moves the features far more than any tolerance here."""
+    wav = ms.Tensor(reference_signals()["white noise"])
+    povey, hamming, scaled = (KaldiFbank(window=w, scale_16bit=s, mean_norm=False)(wav)[0].asnumpy()
+                              for w, s in (("povey", False), ("hamming", False), ("povey", True)))
+    assert np.abs(povey - hamming).max() > 0.2 and np.median(np.abs(povey - hamming)) > 50 * LEVEL_TOL
+    np.testing.assert_allclose(scaled - povey, np.log(2.0 ** 30), atol=1e-3)     # no band is at the floor here
+    with pytest.raises(ValueError, match="window: expected one of povey, hamming"):
+        KaldiFbank(window="hann")
+
+
+def test_num_frames_and_frame_lens():
+    assert [num_frames(s) for s in (0, 399, 400, 559, 560, 16000)] == [0, 0, 1, 1, 2, 98]
+    wav = np.zeros((5, 2000), np.float32)
+    lens = np.array([2000, 1999, 560, 400, 300], np.int32)
+    feats, frame_lens = KaldiFbank()(ms.Tensor(wav), ms.Tensor(lens))
+    assert feats.shape == (5, 11, 80)
+    assert frame_lens.asnumpy().tolist() == [num_frames(n) for n in lens] == [11, 10, 2, 1, 0]
+    assert np.all(np.isfinite(feats.asnumpy())) and np.all(feats.asnumpy()[4] == 0)    # no frame: zeros, no NaN
+
+
+@pytest.mark.parametrize("lengths,atol", [([48000, 33439, 20480], 1e-5), ([16000, 9919, 4321, 1040], 1e-4)])
+def test_padded_batch_equals_each_utterance_alone(lengths, atol):
+    """Utterances padded with loud noise into one batch: on valid frames each matches itself alone (and
+    kaldi-native-fbank), its padded frames are 0. Short utterances (< 128 frames alone) run another CPU MatMul
+    kernel than the batch, whose float32 rounding differs (see tests/test_features.py), hence the wider atol."""
+    rng = np.random.default_rng(11)
+    wav = rng.standard_normal((len(lengths), max(lengths))).astype(np.float32)         # padding: loud noise
+    for i, n in enumerate(lengths):
+        wav[i, :n] *= 0.1 * 10.0 ** -i
+    cell = KaldiFbank(window="hamming", scale_16bit=True, mean_norm=True)
+    feats, frame_lens = cell(ms.Tensor(wav), ms.Tensor(np.array(lengths, np.int32)))
+    feats, frame_lens = feats.asnumpy(), frame_lens.asnumpy()
+    assert frame_lens.tolist() == [num_frames(n) for n in lengths]
+    for i, n in enumerate(lengths):
+        alone = cell(ms.Tensor(wav[i:i + 1, :n]))[0].asnumpy()[0]
+        np.testing.assert_allclose(feats[i, :frame_lens[i]], alone, rtol=0, atol=atol)
+        assert np.all(feats[i, frame_lens[i]:] == 0)
+        kaldi_difference(alone, kaldi_native_fbank(wav[i, :n], "hamming", True), mean_norm=True)
+
+
+def test_onnx_export_with_fixed_shape(tmp_path):
+    """Only ONNX-translatable ops (no FFT, PadV3 or clamp(min=)): onnxruntime reproduces the Cell."""
+    ort = pytest.importorskip("onnxruntime")
+    cell = KaldiFbank()
+    wav = (0.1 * np.random.default_rng(5).standard_normal((2, 4000))).astype(np.float32)
+    wav_lens = np.array([4000, 2500], np.int32)
+    path = str(tmp_path / "kaldi_fbank.onnx")
+    ms.onnx.export(cell, ms.Tensor(wav), ms.Tensor(wav_lens), file_name=path)
+    onnx_feats, onnx_lens = ort.InferenceSession(path).run(None, {"wav": wav, "wav_lens": wav_lens})
+    feats, frame_lens = cell(ms.Tensor(wav), ms.Tensor(wav_lens))
+    np.testing.assert_array_equal(onnx_lens, frame_lens.asnumpy())
+    np.testing.assert_allclose(onnx_feats, feats.asnumpy(), rtol=0, atol=1e-4)
+
+
+def test_mindir_export_with_dynamic_length(tmp_path):
+    """One MINDIR with a dynamic number of samples reproduces the Cell for lengths on and off the 160-sample grid."""
+    cell = KaldiFbank(window="hamming", scale_16bit=True)
+    path = str(tmp_path / "kaldi_fbank")
+    ms.export(cell, ms.Tensor(shape=[1, None], dtype=ms.float32), file_name=path, file_format="MINDIR")
+    loaded = nn.GraphCell(ms.load(path + ".mindir"))
+    for num_samples in (4000, 2345):
+        wav = ms.Tensor(np.random.default_rng(num_samples).standard_normal((1, num_samples)).astype(np.float32))
+        feats, frame_lens = loaded(wav)
+        assert feats.shape == (1, num_frames(num_samples), 80)
+        np.testing.assert_allclose(feats.asnumpy(), cell(wav)[0].asnumpy(), rtol=0, atol=1e-5)
+        assert frame_lens.asnumpy().tolist() == [num_frames(num_samples)]
+
+
+def small_network(seed=0):
+    np.random.seed(seed)
+    ms.set_seed(seed)
+    net = ECAPA_TDNN(**SMALL)
+    net.set_train(False)
+    return net
+
+
+def test_build_front_end_follows_the_settings():
+    assert type(build_front_end({"sample_rate": 16000, "n_mels": 80})) is Fbank          # settings without the key
+    assert type(build_front_end({"sample_rate": 16000, "n_mels": 80, "front_end": "speechbrain"})) is Fbank
+    kaldi = build_front_end({"sample_rate": 16000, "n_mels": 40, **KALDI_KEYS})
+    assert isinstance(kaldi, KaldiFbank) and (kaldi.n_mels, kaldi.window, kaldi.scale_16bit) == (40, "hamming", True)
+    assert min_samples({}) == 640 and min_samples(KALDI_KEYS) == 1040 and num_frames(1040) == 5
+    with pytest.raises(ValueError, match="n_mels: the front end gives 40 bins, the network takes 80"):
+        Embedder(small_network(), front_end=kaldi)
+
+
+def test_embedder_with_kaldi_front_end_masks_padding_in_graph_mode():
+    """front_end kaldi through the Embedder (GRAPH mode): a padded batch gives each utterance its embedding alone."""
+    assert ms.get_context("mode") == ms.GRAPH_MODE
+    embedder = Embedder(small_network(), front_end=KaldiFbank(window="hamming", scale_16bit=True))
+    embedder.set_train(False)
+    rng = np.random.default_rng(3)
+    lengths = [12000, 7777]
+    wav = (0.1 * rng.standard_normal((2, 12000))).astype(np.float32)
+    batch = embedder(ms.Tensor(wav), ms.Tensor(np.array(lengths, np.int32))).asnumpy()
+    for i, n in enumerate(lengths):
+        alone = embedder(ms.Tensor(wav[i:i + 1, :n]), ms.Tensor(np.array([n], np.int32))).asnumpy()[0]
+        np.testing.assert_allclose(batch[i], alone, rtol=0, atol=1e-4)
+
+
+def test_mindir_round_trip_and_fbank_featurizer(tmp_path):
+    """A waveform MINDIR with the Kaldi front end inside reproduces the Embedder on a fresh input; its contract
+    records the Kaldi frame count; an fbank-input contract's featurizer computes the Kaldi features."""
+    settings = {"sample_rate": 16000, **SMALL, "n_mels": 80, **KALDI_KEYS}
+    net = small_network()
+    contract = export_model(net, str(tmp_path / "ecapa"), "MINDIR", "waveform", batch_size=1, seconds=0.5,
+                            settings=settings)
+    assert contract["verification"]["max_abs_diff"] <= 1e-4 and contract["frames_per_window"] == num_frames(8000)
+    assert contract["network"]["front_end"] == "kaldi"
+    loaded = nn.GraphCell(ms.load(str(tmp_path / "ecapa.mindir")))
+    wav = (0.1 * np.random.default_rng(9).standard_normal((1, 8000))).astype(np.float32)
+    expected = Embedder(net, front_end=build_front_end(settings))(ms.Tensor(wav)).asnumpy()
+    np.testing.assert_allclose(loaded(ms.Tensor(wav)).asnumpy(), expected, rtol=0, atol=1e-4)
+
+    featurize = window_featurizer(dict(contract, input={"kind": "fbank"}))
+    np.testing.assert_array_equal(featurize(wav), build_front_end(settings)(ms.Tensor(wav))[0].asnumpy())
+
+
+def test_checkpoint_settings_bring_the_front_end_along(tmp_path):
+    """A checkpoint trained with front_end kaldi carries it: a recipe without the keys gets them back (and with
+    them the front end of load_embedder), a contradicting command line is refused, and evaluation's shortest input
+    follows (1040 samples)."""
+    small = [a for k, v in SMALL.items() for a in (f"--{k}", str(v))]
+    kaldi_args = ["--front_end", "kaldi", "--kaldi_window", "hamming", "--kaldi_scale_16bit", "true"]
+    cfg = load_config(small + kaldi_args)
+    step, train_net = build_train_step(cfg, 3, "CPU")
+    assert isinstance(train_net.embedder.fbank, KaldiFbank) and train_net.embedder.fbank.window == "hamming"
+    checkpoint = save_checkpoint(step, str(tmp_path / "run"), 1, {"global_step": 1}, settings=embedder_settings(cfg))
+
+    plain = recipe_for_checkpoint(load_config(small), checkpoint)
+    assert (plain.front_end, plain.kaldi_window, plain.kaldi_scale_16bit) == ("kaldi", "hamming", True)
+    front_end = load_embedder(plain, checkpoint).fbank
+    assert isinstance(front_end, KaldiFbank)
+    assert (front_end.window, front_end.scale_16bit, front_end.mean_norm) == ("hamming", True, True)
+    assert Batching.from_recipe(plain).min_samples == 1040
+    with pytest.raises(ValueError, match="front_end: the command line gives 'speechbrain'"):
+        recipe_for_checkpoint(load_config(small + ["--front_end", "speechbrain"]), checkpoint)
