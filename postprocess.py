@@ -10,7 +10,6 @@ list and writes <infer_dir>/result.json (src/evaluate/metrics.py summarize() per
 format, e.g. eval.py's embeddings_cohort.npz) of training utterances <speaker>/<video>/<utt>.wav.
 """
 import json
-import logging
 import os
 
 import numpy as np

@@ -10,6 +10,15 @@ if ROOT not in sys.path:
 import src  # noqa: E402,F401  (before any test module imports MindSpore: its log goes to a file, src/__init__.py)
 
 
+@pytest.fixture
+def pynative():
+    """Run the test in PYNATIVE mode (no graph compile), then return to GRAPH mode."""
+    import mindspore as ms
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cpu_graph_mode():
     from src.device import setup_device

@@ -6,7 +6,6 @@ import subprocess
 
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import nn, ops
 
 from src.checkpoint import checkpoint_key, read_checkpoint, restore_checkpoint

@@ -17,14 +17,6 @@ from tests.speechbrain_ref import (copy_speechbrain_to_mindspore, make_speechbra
 TOLERANCE = 1e-5
 
 
-@pytest.fixture
-def pynative():
-    """Run the test in PYNATIVE mode (no graph compile), then return to GRAPH mode."""
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.GRAPH_MODE)
-
-
 def trainable_count(net):
     return sum(int(np.prod(p.shape)) for p in net.trainable_params())
 
@@ -63,29 +55,34 @@ def test_forward_features_shapes_and_embedding():
     assert tuple(embedding.shape) == (2, 24)
 
 
-@pytest.mark.parametrize("padding", ["reflect", "zeros"])
-def test_padded_utterance_gets_its_embedding_alone(padding):
-    """Each utterance of a padded batch (padding filled with large garbage) equals the utterance run alone.
-    The batch runs compiled (GRAPH), the utterances alone in PYNATIVE mode."""
-    net = randomize_our_batchnorm(ECAPA_TDNN(channels=32, mfa_channels=96, attention_channels=16, se_channels=8,
-                                             padding=padding))
+def assert_padded_equal_alone(net, lengths, seed):
+    """Each utterance of a padded batch (padding filled with large garbage), run compiled (GRAPH), equals the
+    utterance run alone (PYNATIVE) -> (feats, batched embeddings)."""
     net.set_train(False)
-    rng = np.random.default_rng(1)
-    lengths = np.array([50, 31, 9], np.int32)
-    feats = rng.normal(size=(3, 50, 80)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    frames = int(max(lengths))
+    feats = rng.normal(size=(len(lengths), frames, 80)).astype(np.float32)
     for i, n in enumerate(lengths):
-        feats[i, n:] = 100.0 * rng.normal(size=(50 - n, 80))
-    batched = net(ms.Tensor(feats), ms.Tensor(lengths)).asnumpy()
+        feats[i, n:] = 100.0 * rng.normal(size=(frames - n, 80))
+    batched = net(ms.Tensor(feats), ms.Tensor(np.array(lengths, np.int32))).asnumpy()
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:
         for i, n in enumerate(lengths):
             alone = net(ms.Tensor(feats[i:i + 1, :n])).asnumpy()[0]
-            assert np.abs(batched[i] - alone).max() <= TOLERANCE, f"utterance {i} ({n} of 50 frames)"
-        # the padding does change the embedding when no lengths are given (the masking is what removes it)
-        unmasked = net(ms.Tensor(feats)).asnumpy()
-        assert np.abs(unmasked[2] - batched[2]).max() > 1e-2
+            assert np.abs(batched[i] - alone).max() <= TOLERANCE, f"utterance {i} ({n} of {frames} frames)"
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
+    return feats, batched
+
+
+@pytest.mark.parametrize("padding", ["reflect", "zeros"])
+def test_padded_utterance_gets_its_embedding_alone(padding):
+    net = randomize_our_batchnorm(ECAPA_TDNN(channels=32, mfa_channels=96, attention_channels=16, se_channels=8,
+                                             padding=padding))
+    feats, batched = assert_padded_equal_alone(net, [50, 31, 9], seed=1)
+    # the padding does change the embedding when no lengths are given (the masking is what removes it)
+    unmasked = net(ms.Tensor(feats)).asnumpy()
+    assert np.abs(unmasked[2] - batched[2]).max() > 1e-2
 
 
 @pytest.mark.parametrize("channels, mfa_channels, global_context, padding, batch, frames", [
@@ -283,21 +280,7 @@ def test_wespeaker_statistics_match_numpy(pynative):
 
 def test_wespeaker_variant_padded_utterance_gets_its_embedding_alone():
     """Every variant key flipped: the padded batch runs compiled (GRAPH) and equals each utterance alone."""
-    net = randomize_our_batchnorm(ECAPA_TDNN(**SMALL, **WESPEAKER_VARIANTS))
-    net.set_train(False)
-    rng = np.random.default_rng(9)
-    lengths = np.array([40, 23, 9], np.int32)
-    feats = rng.normal(size=(3, 40, 80)).astype(np.float32)
-    for i, n in enumerate(lengths):
-        feats[i, n:] = 100.0 * rng.normal(size=(40 - n, 80))
-    batched = net(ms.Tensor(feats), ms.Tensor(lengths)).asnumpy()
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        for i, n in enumerate(lengths):
-            alone = net(ms.Tensor(feats[i:i + 1, :n])).asnumpy()[0]
-            assert np.abs(batched[i] - alone).max() <= TOLERANCE, f"utterance {i} ({n} of 40 frames)"
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
+    assert_padded_equal_alone(randomize_our_batchnorm(ECAPA_TDNN(**SMALL, **WESPEAKER_VARIANTS)), [40, 23, 9], seed=9)
 
 
 def test_bad_pooling_stats_is_refused():

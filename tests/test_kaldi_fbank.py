@@ -161,20 +161,6 @@ def test_onnx_export_with_fixed_shape(tmp_path):
     np.testing.assert_allclose(onnx_feats, feats.asnumpy(), rtol=0, atol=1e-4)
 
 
-def test_mindir_export_with_dynamic_length(tmp_path):
-    """One MINDIR with a dynamic number of samples reproduces the Cell for lengths on and off the 160-sample grid."""
-    cell = KaldiFbank(window="hamming", scale_16bit=True)
-    path = str(tmp_path / "kaldi_fbank")
-    ms.export(cell, ms.Tensor(shape=[1, None], dtype=ms.float32), file_name=path, file_format="MINDIR")
-    loaded = nn.GraphCell(ms.load(path + ".mindir"))
-    for num_samples in (4000, 2345):
-        wav = ms.Tensor(np.random.default_rng(num_samples).standard_normal((1, num_samples)).astype(np.float32))
-        feats, frame_lens = loaded(wav)
-        assert feats.shape == (1, num_frames(num_samples), 80)
-        np.testing.assert_allclose(feats.asnumpy(), cell(wav)[0].asnumpy(), rtol=0, atol=1e-5)
-        assert frame_lens.asnumpy().tolist() == [num_frames(num_samples)]
-
-
 def small_network(seed=0):
     np.random.seed(seed)
     ms.set_seed(seed)

@@ -47,7 +47,6 @@ Example::
     lengths = ms.Tensor(np.array([300, 180], np.int32))
     emb = net(feats, lengths)        # (2, 192)
 """
-import mindspore as ms
 from mindspore import nn, ops
 
 from src.model.layers import (PADDING_MODES, POOLING_STATS, STD_EPS, WESPEAKER_EPS, BatchNorm, Conv1d, dense,

@@ -36,6 +36,15 @@ def num_frames(num_samples):
     return 1 + int(num_samples) // HOP_LENGTH
 
 
+def frames_every_hop(samples, n_frames):
+    """(B, >= 160 (T + 2)) samples -> (B, T, 400) frames starting every 160 samples, without gather: rows t, t + 1
+    and the first 80 samples of row t + 2 of the 160-sample rows make frame t (400 = 160 + 160 + 80)."""
+    batch = samples.shape[0]
+    rows = samples[:, :HOP_LENGTH * (n_frames + 2)].reshape(batch, n_frames + 2, HOP_LENGTH)
+    tail = WIN_LENGTH - 2 * HOP_LENGTH
+    return ops.concat((rows[:, :n_frames], rows[:, 1:n_frames + 1], rows[:, 2:n_frames + 2, :tail]), 2)
+
+
 def _hz_to_mel(hz):
     return 2595.0 * np.log10(1.0 + hz / 700.0)
 
@@ -103,13 +112,10 @@ class Fbank(nn.Cell):
         """(B, S) -> (B, T, 400) centred frames: zero pad, split into 160-sample rows, join 3 shifted row views."""
         batch, num_samples = wav.shape
         n_frames = num_frames(num_samples)
-        # Rows t, t + 1 and the first 80 samples of row t + 2 make frame t (400 = 160 + 160 + 80).
         left = N_FFT // 2
         right = HOP_LENGTH * (n_frames + 2) - left - num_samples
         padded = ops.concat((ops.zeros((batch, left), wav.dtype), wav, ops.zeros((batch, right), wav.dtype)), 1)
-        rows = padded.reshape(batch, n_frames + 2, HOP_LENGTH)
-        tail = WIN_LENGTH - 2 * HOP_LENGTH
-        return ops.concat((rows[:, :n_frames], rows[:, 1:n_frames + 1], rows[:, 2:n_frames + 2, :tail]), 2)
+        return frames_every_hop(padded, n_frames)
 
     def construct(self, wav, wav_lens=None):
         if wav.ndim != 2:

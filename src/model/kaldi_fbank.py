@@ -31,7 +31,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.model.fbank import HOP_LENGTH, WIN_LENGTH
+from src.model.fbank import HOP_LENGTH, WIN_LENGTH, frames_every_hop
 
 PADDED_LENGTH = 512                        # FFT size: 400 rounded up to a power of two
 PREEMPHASIS = 0.97
@@ -114,9 +114,7 @@ class KaldiFbank(nn.Cell):
         unused second half of row T + 1."""
         batch = wav.shape[0]
         padded = ops.concat((wav, ops.zeros((batch, WIN_LENGTH - 2 * HOP_LENGTH), wav.dtype)), 1)
-        rows = padded[:, :HOP_LENGTH * (n_frames + 2)].reshape(batch, n_frames + 2, HOP_LENGTH)
-        tail = WIN_LENGTH - 2 * HOP_LENGTH
-        return ops.concat((rows[:, :n_frames], rows[:, 1:n_frames + 1], rows[:, 2:n_frames + 2, :tail]), 2)
+        return frames_every_hop(padded, n_frames)
 
     def construct(self, wav, wav_lens=None):
         if wav.ndim != 2:
