@@ -15,6 +15,7 @@ Values given on the command line are parsed like the YAML file (``RecipeLoader``
 code takes the values it needs as arguments, and a changed copy is made with ``cfg.with_values(key=value)``.
 """
 import argparse
+import difflib
 import os
 import re
 
@@ -175,7 +176,10 @@ def parse_recipe_args(parser, argv=None):
     if rest:
         unknown = next((a for a in rest if a.startswith("--")), rest[0])
         if unknown.startswith("--"):
-            raise UsageError(f"{unknown.split('=')[0]}: unknown config key; known keys: {', '.join(sorted(recipe))}")
+            name = unknown.split("=")[0]
+            close = difflib.get_close_matches(name[2:], recipe, n=3)
+            hint = f"did you mean {', '.join('--' + k for k in close)}? " if close else ""
+            raise UsageError(f"{name}: unknown config key; {hint}(--help lists every key)")
         raise UsageError(f"unexpected argument '{unknown}'")
     values, given = dict(recipe), []
     for dest in [d for d in vars(args) if d.startswith(RECIPE_DEST)]:
