@@ -267,41 +267,31 @@ def extract_embeddings(model, keys, root, batching, cache=None, resample=False, 
     if isinstance(model, nn.Cell):
         model.set_train(False)
     keys = list(dict.fromkeys(keys))
+    if cache is None:
+        result = _extract(model, keys, root, batching, resample, progress, {})
+        return {k: result[k] for k in keys}
     stamps = {k: file_stamp(audio_path(root, k)) for k in keys if os.path.isfile(audio_path(root, k))}
-    result, cached, known_stamps = {}, {}, {}
-    if cache is not None:
-        cached, known_stamps = cache.load()
-        result = {k: cached[k] for k in keys if k in cached and known_stamps.get(k) == stamps.get(k)}
-        logger.info("embedding cache %s: %d of %d utterances found", cache.path, len(result), len(keys))
+    cached, cached_stamps = cache.load()
+    result = {k: cached[k] for k in keys if k in cached and cached_stamps.get(k) == stamps.get(k)}
+    logger.info("embedding cache %s: %d of %d utterances found", cache.path, len(result), len(keys))
     todo = [k for k in keys if k not in result]
     if todo:
-        if cache is None:
-            _extract(model, todo, root, batching, resample, progress, result)
-        else:
-            _extract_into_cache(model, todo, root, batching, resample, progress, result, cache,
-                                (cached, known_stamps, stamps), save_every_seconds)
+        last_save = [time.monotonic()]
+
+        def save():          # every entry of the cache file, with the stamps of the files this run read
+            cache.save({**cached, **result}, {**cached_stamps, **{k: stamps[k] for k in result}})
+            last_save[0] = time.monotonic()
+
+        def after_batch():
+            if time.monotonic() - last_save[0] >= save_every_seconds:
+                save()
+        found = len(result)
+        try:
+            _extract(model, todo, root, batching, resample, progress, result, after_batch)
+        finally:             # also on errors and Ctrl-C: what was computed is kept
+            if len(result) > found:
+                save()
     return {k: result[k] for k in keys}
-
-
-def _extract_into_cache(model, todo, root, batching, resample, progress, result, cache, stamps, save_every):
-    """``_extract`` with the cache rewritten every ``save_every`` seconds and whenever extraction stops.
-    ``stamps``: (cached embeddings, their stamps, the current stamps of the files)."""
-    cached, cached_stamps, stamps = stamps
-    last_save = [time.monotonic()]
-
-    def save():
-        entries = {**cached, **result}
-        cache.save(entries, {**cached_stamps, **{k: stamps[k] for k in result}})
-        last_save[0] = time.monotonic()
-
-    def after_batch():
-        if time.monotonic() - last_save[0] >= save_every:
-            save()
-    try:
-        _extract(model, todo, root, batching, resample, progress, result, after_batch)
-    finally:
-        if result:
-            save()
 
 
 def _extract(model, keys, root, batching, resample, progress, result, after_batch=None):

@@ -11,6 +11,8 @@ import os
 import signal
 import socket
 
+from src.checkpoint import list_checkpoints
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ def check_output_dir(output_dir, checkpoint_dir, resuming):
         raise NotADirectoryError(f"output_dir: {output_dir} is a file, not a folder")
     if resuming:
         return
-    if os.path.isdir(checkpoint_dir) and any(name.endswith(".ckpt") for name in os.listdir(checkpoint_dir)):
+    if list_checkpoints(checkpoint_dir):
         # A fresh run would mix its checkpoints with the old ones (and keep-last-K would delete the new ones).
         raise ValueError(f"output_dir: {checkpoint_dir} already holds checkpoints of an earlier run; continue it "
                          f"with --resume (latest) or --resume PATH, or choose another --output_dir")
