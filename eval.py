@@ -1,15 +1,20 @@
 """Evaluate a checkpoint on VoxCeleb trial lists: embeddings, cosine / AS-norm scores, EER, minDCF, DET plot.
 
     python eval.py --checkpoint runs/voxceleb/checkpoints/ckpt_step00100000.ckpt --test_dir /data/voxceleb1/wav \
-        --trials "[veri_test2.txt, list_test_hard2.txt]" [--score_norm asnorm --cohort_source /data/vox2/dev/aac]
+        --trials "[veri_test2.txt, list_test_hard2.txt]" [--score_norm asnorm --cohort_source /data/vox2/dev/aac] \
+        [--calibration runs/voxceleb/calibration/calibration.json]
 
 Writes into eval_output_dir (default <output_dir>/eval):
     scores_<list>.txt     one trial a line: ``enroll test score label`` (the configured scoring)
+    llr_<list>.txt        the same with calibrated log-likelihood ratios (only with --calibration, a file written by
+                          python -m src.calibrate for this checkpoint and scoring); the summary adds Cllr, minCllr and
+                          actDCF under "calibrated"
     det_<list>.png        DET curves (plain cosine, and the configured scoring when it differs)
     eval_summary.json     metrics per list and scoring, the threshold ``python -m src.evaluate.verify`` uses, the config
     embeddings.npz/.json  embedding cache (reused when checkpoint, config and audio files match)
     embeddings_cohort.npz/.json   the same for the cohort utterances (only with cohort_source)
-    mean_embedding.npy    the subtracted mean embedding (only with subtract_mean)
+    mean_embedding.npy    the subtracted mean embedding (only with subtract_mean): of the cohort utterances, or without
+                          cohort_source the one an imported checkpoint carries (SpeechBrain's mean_var_norm_emb)
     eval.log              this run's log
 """
 import json
@@ -22,12 +27,14 @@ import numpy as np
 from src.checkpoint import file_sha256
 from src.cli import run_command, setup_logging
 from src.config import UsageError, load_config
-from src.data.lists import cohort_utterances
 from src.data.trials import check_inside_test_dir, read_trials, trial_list_paths, trial_utterances
-from src.evaluate.extract import Batching, EmbeddingCache, cache_fingerprint, extract_embeddings
+from src.evaluate.calibration import read_calibration, scoring_settings, trial_features, utterance_quality
+from src.evaluate.extract import (Batching, checkpoint_mean, embedded_seconds, extract_embeddings, recipe_cache,
+                                  scoring_references)
 from src.evaluate.metrics import plot_det, summarize
-from src.evaluate.scoring import mean_embedding, score_trials
-from src.model.embedder import embedder_settings, load_embedder, recipe_for_checkpoint
+from src.evaluate.scoring import score_trials, scoring_name
+from src.files import write_atomically
+from src.model.embedder import load_embedder, recipe_for_checkpoint
 
 logger = logging.getLogger("eval")
 
@@ -40,9 +47,11 @@ def check_config(cfg):
         raise UsageError("trials: no trial list given (--trials PATH or --trials '[a.txt, b.txt]')")
     if cfg.test_dir and not os.path.isdir(cfg.test_dir):
         raise ValueError(f"test_dir: {cfg.test_dir} is not a folder (the audio root of the trial-list paths)")
-    if (cfg.score_norm != "none" or cfg.subtract_mean) and not cfg.cohort_source:
-        raise ValueError("score_norm / subtract_mean need training data: set cohort_source to a training folder "
+    if cfg.score_norm != "none" and not cfg.cohort_source:
+        raise ValueError(f"score_norm {cfg.score_norm} needs training data: set cohort_source to a training folder "
                          "or train_list.txt")
+    if cfg.subtract_mean and not cfg.cohort_source:
+        checkpoint_mean(cfg.checkpoint)
 
 
 def list_names(paths):
@@ -58,9 +67,8 @@ def list_names(paths):
 
 
 def write_scores(path, trials, scores):
-    with open(path, "w", encoding="utf-8") as f:
-        for (label, enroll, test), score in zip(trials, scores):
-            f.write(f"{enroll} {test} {score:.6f} {label}\n")
+    write_atomically(path, "w", lambda f: f.writelines(f"{enroll} {test} {score:.6f} {label}\n"
+                                                       for (label, enroll, test), score in zip(trials, scores)))
 
 
 def embed_all(cfg, embedder, keys, out_dir, info):
@@ -68,30 +76,19 @@ def embed_all(cfg, embedder, keys, out_dir, info):
     mean or None); both are cached in out_dir (see src/evaluate/extract.py)."""
     batching = Batching.from_recipe(cfg)
     cache_path = os.path.join(out_dir, "embeddings.npz") if cfg.embedding_cache == "auto" else cfg.embedding_cache
-
-    def cache_for(path, root):
-        if not path:
-            return None
-        return EmbeddingCache(path, cache_fingerprint(embedder, embedder_settings(cfg), root, batching.max_seconds),
-                              info)
-
-    embeddings = extract_embeddings(embedder, keys, cfg.test_dir, batching, cache_for(cache_path, cfg.test_dir))
-    if not cfg.cohort_source:
-        return embeddings, None, None
-    root, cohort_keys = cohort_utterances(cfg.cohort_source, int(cfg.cohort_utts_per_speaker))
-    logger.info("cohort: %d utterances of training speakers from %s", len(cohort_keys), cfg.cohort_source)
+    embeddings = extract_embeddings(embedder, keys, cfg.test_dir, batching,
+                                    recipe_cache(cfg, embedder, batching, cache_path, cfg.test_dir, info))
     cohort_cache = cache_path and os.path.splitext(cache_path)[0] + "_cohort.npz"
-    cohort = extract_embeddings(embedder, cohort_keys, root, batching, cache_for(cohort_cache, root))
-    mean = None
-    if cfg.subtract_mean:
-        mean = mean_embedding(cohort)
+    cohort, mean = scoring_references(cfg, embedder, batching, cohort_cache, info)
+    if mean is not None:
         np.save(os.path.join(out_dir, "mean_embedding.npy"), mean)
     return embeddings, cohort, mean
 
 
-def score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_dir):
+def score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_dir, calibrate=None):
     """Score one trial list (plain cosine, and ``method`` when it differs), write its score file and DET plot
-    -> its summary entry."""
+    -> its summary entry. ``calibrate``: None, or (trials, scores) -> LLRs; the LLRs are written as
+    ``llr_<name>.txt`` and summarised as "calibrated"."""
     labels = np.array([label for label, _, _ in trials])
     cosine = score_trials(embeddings, trials)
     metrics, curves = {"cosine": summarize(cosine, labels)}, {"cosine": (cosine, labels)}
@@ -103,12 +100,30 @@ def score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_di
     score_file = os.path.join(out_dir, f"scores_{name}.txt")
     write_scores(score_file, trials, scores)
     det_file = plot_det(curves, os.path.join(out_dir, f"det_{name}.png"), title=f"DET: {name}")
+    entry = {"trials": os.path.abspath(path), "score_file": os.path.abspath(score_file),
+             "det_plot": os.path.abspath(det_file), "metrics": metrics}
+    if calibrate is not None:
+        llrs = calibrate(trials, scores)
+        metrics["calibrated"] = summarize(llrs, labels, llr=True)
+        entry["llr_file"] = os.path.abspath(os.path.join(out_dir, f"llr_{name}.txt"))
+        write_scores(entry["llr_file"], trials, llrs)
     for scoring, m in metrics.items():
         logger.info("%-16s %-12s EER %.3f%% (threshold %.4f)  minDCF@0.01 %.4f  minDCF@0.05 %.4f  "
                     "(%d target, %d nontarget)", name, scoring, m["eer_percent"], m["eer_threshold"],
                     m["min_dcf_p0.01"], m["min_dcf_p0.05"], m["num_target"], m["num_nontarget"])
-    return {"trials": os.path.abspath(path), "score_file": os.path.abspath(score_file),
-            "det_plot": os.path.abspath(det_file), "metrics": metrics}
+    if calibrate is not None:
+        m = metrics["calibrated"]
+        logger.info("%-16s calibrated   Cllr %.4f (minCllr %.4f)  actDCF@0.01 %.4f (min %.4f)  actDCF@0.05 %.4f "
+                    "(min %.4f)", name, m["cllr"], m["min_cllr"], m["act_dcf_p0.01"], m["min_dcf_p0.01"],
+                    m["act_dcf_p0.05"], m["min_dcf_p0.05"])
+    return entry
+
+
+def calibrator(cfg, calibration, embeddings, cohort, mean):
+    """(trials, scores) -> LLRs with ``calibration`` and the quality measures of the trial ``embeddings``."""
+    seconds = embedded_seconds(list(embeddings), cfg.test_dir, Batching.from_recipe(cfg))
+    values = utterance_quality(embeddings, seconds, calibration.quality, cohort, mean, int(cfg.asnorm_topk))
+    return lambda trials, scores: calibration.llrs(trial_features(trials, scores, calibration.quality, values))
 
 
 def evaluate(cfg):
@@ -127,13 +142,22 @@ def evaluate(cfg):
     cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
     embedder = load_embedder(cfg, cfg.checkpoint)
     info = {"checkpoint": os.path.abspath(cfg.checkpoint), "checkpoint_sha256": file_sha256(cfg.checkpoint)}
+    calibration = read_calibration(cfg.calibration) if cfg.calibration else None
+    if calibration is not None:
+        calibration.check_fits(cfg.calibration, info["checkpoint_sha256"], scoring_settings(cfg, calibration.quality))
     embeddings, cohort, mean = embed_all(cfg, embedder, keys, out_dir, info)
 
-    method = ("mean_" if cfg.subtract_mean else "") + ("cosine" if cfg.score_norm == "none" else cfg.score_norm)
+    method = scoring_name(cfg.score_norm, cfg.subtract_mean)
     summary = {"checkpoint": info["checkpoint"], "checkpoint_sha256": info["checkpoint_sha256"],
                "scoring": method, "num_utterances": len(keys), "trial_lists": {}}
+    calibrate = None
+    if calibration is not None:
+        calibrate = calibrator(cfg, calibration, embeddings, cohort, mean)
+        summary["calibration"] = {"file": os.path.abspath(cfg.calibration), "features": calibration.features,
+                                  "prior": calibration.prior}
     for name, (path, trials) in trial_lists.items():
-        summary["trial_lists"][name] = score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_dir)
+        summary["trial_lists"][name] = score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_dir,
+                                                  calibrate)
     first = next(iter(trial_lists))
     summary["verify_threshold"] = {
         "value": summary["trial_lists"][first]["metrics"]["cosine"]["eer_threshold"],
@@ -141,8 +165,7 @@ def evaluate(cfg):
     summary["seconds"] = round(time.time() - start, 1)
     summary["config"] = dict(cfg)
     summary_file = os.path.join(out_dir, "eval_summary.json")
-    with open(summary_file, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    write_atomically(summary_file, "w", lambda f: json.dump(summary, f, indent=2))
     logger.info("wrote %s", summary_file)
     return summary
 

@@ -17,7 +17,7 @@ from src.deploy.export import export_model
 from src.deploy.infer_files import export_base
 from src.model.ecapa_tdnn import build_ecapa
 from src.model.embedder import embedder_settings, recipe_for_checkpoint
-from src.checkpoint import load_network_weights
+from src.checkpoint import load_network_weights, read_embedding_mean
 
 
 def main(argv=None):
@@ -34,7 +34,8 @@ def main(argv=None):
     settings = dict(embedder_settings(cfg), checkpoint=cfg.checkpoint)
     contract = export_model(network, export_base(cfg), cfg.export_format, cfg.export_input,
                             int(cfg.export_batch_size), float(cfg.export_seconds), bool(cfg.export_dynamic),
-                            float(cfg.export_tolerance), int(cfg.sample_rate), settings, seed=int(cfg.seed))
+                            float(cfg.export_tolerance), int(cfg.sample_rate), settings, seed=int(cfg.seed),
+                            embedding_mean=read_embedding_mean(cfg.checkpoint) if cfg.checkpoint else None)
     folder = os.path.dirname(os.path.abspath(export_base(cfg)))
     print(json.dumps({"model": os.path.join(folder, contract["model_file"]),
                       "input": contract["input"]["shape"], "kind": contract["input"]["kind"],

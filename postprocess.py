@@ -23,14 +23,20 @@ from src.evaluate.scoring import mean_embedding, score_trials
 from src.data.trials import read_trials, trial_list_paths
 
 
-def cohort_and_mean(cfg):
-    """(cohort embeddings or None, mean embedding or None) from infer_cohort."""
-    if not cfg.infer_cohort:
-        if cfg.score_norm != "none" or cfg.subtract_mean:
-            raise ValueError(f"score_norm {cfg.score_norm} / subtract_mean need --infer_cohort (a cohort .npz)")
-        return None, None
-    cohort = load_embeddings(cfg.infer_cohort)
-    return cohort, mean_embedding(cohort) if cfg.subtract_mean else None
+def cohort_and_mean(cfg, contract):
+    """(cohort embeddings or None, mean embedding or None) from infer_cohort; without it, subtract_mean takes the
+    mean embedding the export contract records (an imported SpeechBrain model's mean_var_norm_emb)."""
+    cohort = load_embeddings(cfg.infer_cohort) if cfg.infer_cohort else None
+    if cohort is None and cfg.score_norm != "none":
+        raise ValueError(f"score_norm {cfg.score_norm} needs --infer_cohort (a cohort .npz)")
+    if not cfg.subtract_mean:
+        return cohort, None
+    if cohort is not None:
+        return cohort, mean_embedding(cohort)
+    if "embedding_mean" not in contract:
+        raise ValueError("subtract_mean needs --infer_cohort (a cohort .npz): the exported model's contract "
+                         "records no mean embedding")
+    return None, np.asarray(contract["embedding_mean"], dtype=np.float64)
 
 
 def main(argv=None):
@@ -42,7 +48,7 @@ def main(argv=None):
     embeddings = utterance_embeddings(input_dir, output_dir, manifest)
     save_embeddings(os.path.join(infer_dir, "embeddings.npz"), embeddings,
                     {"model_file": manifest["contract"]["model_file"], "max_windows": manifest["max_windows"]})
-    cohort, mean = cohort_and_mean(cfg)
+    cohort, mean = cohort_and_mean(cfg, manifest["contract"])
     trial_files = trial_list_paths(cfg.trials)
     if not trial_files:
         raise ValueError("trials: no trial list to score (--trials PATH or --trials '[a.txt, b.txt]')")

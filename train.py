@@ -3,6 +3,8 @@
     python train.py [--config configs/ecapa-tdnn_config.yaml] [--device_target Ascend|GPU|CPU] [--key value ...]
     python train.py --config configs/demo_config.yaml --resume          # continue from the newest checkpoint
     python train.py ... --resume runs/x/checkpoints/ckpt_step00002000.ckpt
+    python train.py ... --init_checkpoint PATH.ckpt     # fine-tune: a new run from another checkpoint's weights
+    python train.py --config configs/ecapa-tdnn_lm.yaml # large-margin fine-tuning of runs/voxceleb's newest checkpoint
 
 Writes into output_dir: config.yaml (the resolved recipe), train.log, train_log.jsonl (JSON lines: loss,
 accuracy, learning rate, samples/s) and checkpoints/ckpt_step<N>.ckpt (network, classifier, optimizer, data

@@ -38,6 +38,10 @@ NETWORK_PREFIX = "network."      # where a wrapper cell (the older zoo's trainin
 TRAIN_NETWORK_PATHS = ("embedder.network._backbone.", "embedder.network.")
 STATE_KEY = "train_state"
 SETTINGS_KEY = "model_settings"   # the embedder settings (src/model/embedder.py EMBEDDER_KEYS) the weights belong to
+# An imported model's mean embedding (D,), e.g. SpeechBrain's mean_var_norm_emb: what ``subtract_mean`` subtracts
+# when no cohort is given (eval.py, postprocess.py through the export contract).
+EMBEDDING_MEAN_KEY = "embedding_mean"
+CLASSIFIER_WEIGHT = "classifier.weight"   # the AAM-softmax class weights (num_classes, embedding_size)
 NAME_PATTERN = re.compile(r"^ckpt_step(\d{8,})\.ckpt$")
 
 
@@ -129,6 +133,18 @@ def read_settings(path):
     or one written before checkpoints carried them). Reads only that entry."""
     stored = _load(path, choice_func=lambda name: name == SETTINGS_KEY)
     return _json_value(stored[SETTINGS_KEY]) if SETTINGS_KEY in stored else None
+
+
+def read_array(path, name):
+    """Entry ``name`` of a checkpoint as a numpy array, or None when it has none. Reads only that entry."""
+    stored = _load(path, choice_func=lambda key: key == name)
+    return stored[name].asnumpy() if name in stored else None
+
+
+def read_embedding_mean(path):
+    """The mean embedding (D,) float64 numpy array an imported checkpoint carries (EMBEDDING_MEAN_KEY), or None."""
+    mean = read_array(path, EMBEDDING_MEAN_KEY)
+    return None if mean is None else mean.astype(np.float64)
 
 
 def checkpoint_key(param_name):

@@ -209,6 +209,7 @@ def resume_flag_to_value(argv):
 
 
 def save_config(cfg, path):
-    """Write the resolved configuration (after overrides) so a run can be reproduced."""
+    """Write the resolved configuration (after overrides) as a full recipe, so ``--config path`` reproduces the run
+    (the ``config`` entry, the file it was read from, is not a recipe key and stays out)."""
     with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(dict(cfg), f, sort_keys=False)
+        yaml.safe_dump({key: value for key, value in cfg.items() if key != "config"}, f, sort_keys=False)

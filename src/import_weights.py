@@ -30,42 +30,54 @@ Formats:
   sub-blocks in their order (WeSpeaker's ``convs.i`` is our ``blocks.i``). A permutation of weights is exact, so the
   graph needs no split-order switch.
 
-- ``3dspeaker``: a 3D-Speaker ECAPA_TDNN state_dict (``embedding_model.ckpt`` of speakerlab's
-  ``speakerlab.models.ecapa_tdnn.ECAPA_TDNN``), read like ``wespeaker``. 3D-Speaker's ECAPA-TDNN is SpeechBrain's
-  (names, reflect padding, batch norm after the MFA layer, attention with ReLU + batch norm, Res2Net split 0 passed
-  through), so it is our network at its defaults, sizes read off the tensors. Mapping (:func:`speakerlab_name`): the
-  wrappers' inner ``conv``/``norm`` module is dropped (``blocks.0.conv.conv.weight`` -> ``blocks.0.conv.weight``,
-  ``asp_bn.norm.running_var`` -> ``asp_bn.moving_variance``); ``num_batches_tracked`` dropped. Its classifier is
-  saved in another file and is not imported.
+- ``speechbrain``: SpeechBrain's ``embedding_model.ckpt`` (``speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN``'s
+  state_dict, e.g. of ``speechbrain/spkrec-ecapa-voxceleb``), read like ``wespeaker``. It is our network at its
+  defaults (reflect padding, batch norm after the MFA layer, attention with ReLU + batch norm, Res2Net split 0 passed
+  through), sizes read off the tensors, on our "speechbrain" front end (Fbank + sentence mean removal, as its
+  hyperparams.yaml). Mapping (:func:`speechbrain_name`): the wrappers' inner ``conv``/``norm`` module is dropped
+  (``blocks.0.conv.conv.weight`` -> ``blocks.0.conv.weight``, ``asp_bn.norm.running_var`` ->
+  ``asp_bn.moving_variance``); ``num_batches_tracked`` dropped. When ``mean_var_norm_emb.ckpt`` lies beside the
+  file, its ``glob_mean`` (SpeechBrain's ``InputNormalization(norm_type="global", std_norm=False)`` of embeddings)
+  is kept as the checkpoint's ``embedding_mean``, which ``subtract_mean: true`` subtracts when no cohort is given.
+  SpeechBrain's verification does not apply it, so the recipe file leaves ``subtract_mean`` off.
+- ``3dspeaker``: a 3D-Speaker ECAPA_TDNN state_dict (``embedding_model.ckpt`` or ModelScope's ``ecapa-tdnn.ckpt``
+  of speakerlab's ``speakerlab.models.ecapa_tdnn.ECAPA_TDNN``). 3D-Speaker's ECAPA-TDNN is a copy of SpeechBrain's
+  (same names and switches), imported as ``speechbrain`` but on the Kaldi front end of its ``FBank`` (povey window,
+  samples in [-1, 1], utterance mean removed). Its classifier is saved in another file and is not imported.
 
 Every format refuses a file that does not fit the network, listing all missing, unexpected and mis-shaped names at
 once (:func:`fit_network`).
 
-Command line::
+Command line (each writes the checkpoint and the recipe file ``configs/pretrained/<name>.yaml``, or ``--recipe``)::
 
     python -m src.import_weights --format mindspore_zoo ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt \\
-        zoo_ecapa.ckpt
-    python -m src.import_weights --format wespeaker avg_model.pt wespeaker_ecapa.ckpt
-    python -m src.import_weights --format 3dspeaker embedding_model.ckpt 3dspeaker_ecapa.ckpt
+        pretrained/zoo_ecapa.ckpt
+    python -m src.import_weights --format speechbrain spkrec-ecapa-voxceleb/embedding_model.ckpt pretrained/sb.ckpt
+    python -m src.import_weights --format wespeaker voxceleb_ECAPA512/avg_model.pt pretrained/wespeaker_ecapa512.ckpt
+    python -m src.import_weights --format 3dspeaker ecapa-tdnn.ckpt pretrained/3dspeaker_ecapa.ckpt
 
 The written checkpoint carries its model settings, so eval.py, ``python -m src.evaluate.verify`` and export.py need
-no model keys for it.
+no model keys for it; the recipe file names the checkpoint and repeats those settings for a reader
+(``python eval.py --config configs/pretrained/sb.yaml --test_dir ... --trials ...``).
 In Python::
 
     net = ECAPA_TDNN(**ZOO_MODEL_CONFIG)
     classifier_weight = load_zoo_checkpoint("zoo.ckpt", net)     # numpy (n_classes, 192) or None
 """
+import json
 import logging
 import os
 import re
 
 import numpy as np
 import mindspore as ms
+import yaml
 
-from src.checkpoint import (NETWORK_PREFIX, SETTINGS_KEY, CheckpointError, json_entry, read_checkpoint,
-                            read_settings, write_checkpoint_file)
+from src.checkpoint import (CLASSIFIER_WEIGHT, EMBEDDING_MEAN_KEY, NETWORK_PREFIX, SETTINGS_KEY, CheckpointError,
+                            json_entry, read_checkpoint, read_embedding_mean, write_checkpoint_file)
 from src.cli import run_command
 from src.config import ArgumentParser
+from src.files import write_atomically
 from src.model.ecapa_tdnn import ECAPA_TDNN, network_settings
 
 logger = logging.getLogger(__name__)
@@ -73,15 +85,14 @@ logger = logging.getLogger(__name__)
 # The zoo network's settings where they differ from ECAPA_TDNN's defaults (80 mels, embedding 192, attention 128,
 # SE 128, Res2Net scale 8).
 ZOO_MODEL_CONFIG = dict(channels=1024, mfa_channels=3072, global_context=False, padding="zeros")
-# Each source's feature extraction in our front-end keys (src/model/embedder.py FRONTEND_KEYS): the older zoo used
-# SpeechBrain's fbank; WeSpeaker computes Kaldi fbank with a hamming window on 16-bit-scaled samples and subtracts
+# Each source's feature extraction in our front-end keys (src/model/embedder.py FRONTEND_KEYS): SpeechBrain's models
+# and the older zoo use SpeechBrain's fbank with sentence mean removal (our "speechbrain" front end); WeSpeaker computes Kaldi fbank with a hamming window on 16-bit-scaled samples and subtracts
 # the utterance mean; 3D-Speaker's FBank is Kaldi fbank with its defaults (povey, [-1, 1] samples) and mean removal.
-ZOO_FRONT_END = {"front_end": "speechbrain"}
+ZOO_FRONT_END = SPEECHBRAIN_FRONT_END = {"front_end": "speechbrain"}
 WESPEAKER_FRONT_END = {"front_end": "kaldi", "kaldi_window": "hamming", "kaldi_scale_16bit": True,
                        "kaldi_mean_norm": True}
 SPEAKERLAB_FRONT_END = {"front_end": "kaldi", "kaldi_window": "povey", "kaldi_scale_16bit": False,
                         "kaldi_mean_norm": True}
-CLASSIFIER_NAME = "classifier.weight"
 # Entries of a training checkpoint that are not weights: Adam moments, step counters, learning rate, loss scale,
 # and the zoo's loss ``output`` buffer.
 OPTIMIZER_PREFIXES = ("moment1.", "moment2.")
@@ -157,7 +168,7 @@ def convert_zoo_params(zoo_params, net):
     unexpected and mis-shaped name at once.
     """
     weights = {name: value for name, value in zoo_params.items() if not is_optimizer_state(name)}
-    classifier = [weights.pop(name) for name in list(weights) if our_name(name) == CLASSIFIER_NAME]
+    classifier = [weights.pop(name) for name in list(weights) if our_name(name) == CLASSIFIER_WEIGHT]
     classifier_weight = np.asarray(classifier[0]).astype(np.float32) if classifier else None
     return fit_network(weights, net, our_name), classifier_weight
 
@@ -177,32 +188,42 @@ def load_zoo_checkpoint(path, net):
     return classifier_weight
 
 
-def write_imported(net, classifier_weight, out_path, front_end):
+def imported_settings(net, front_end):
+    """The embedder settings of an imported network: 16 kHz, the source's ``front_end`` dict, ``net``'s settings."""
+    return {"sample_rate": 16000, **front_end, **network_settings(net)}
+
+
+def write_imported(net, out_path, front_end, classifier_weight=None, embedding_mean=None):
     """Write ``net``'s parameters under our names (loadable with ``ms.load_param_into_net``), ``classifier.weight``
-    when not None, and the settings (src/checkpoint.py ``read_settings``: the ``front_end`` dict of the source's
-    feature options, 16 kHz, and the network's) to ``out_path``."""
+    and ``embedding_mean`` (src/checkpoint.py EMBEDDING_MEAN_KEY) when not None, and the settings (src/checkpoint.py
+    ``read_settings``: the ``front_end`` dict of the source's feature options, 16 kHz, and the network's) to
+    ``out_path`` -> the settings."""
+    settings = imported_settings(net, front_end)
     entries = [{"name": p.name, "data": p.value()} for p in net.get_parameters()]
     if classifier_weight is not None:
-        entries.append({"name": CLASSIFIER_NAME, "data": ms.Tensor(classifier_weight)})
-    entries.append(json_entry(SETTINGS_KEY, {"sample_rate": 16000, **front_end, **network_settings(net)}))
+        entries.append({"name": CLASSIFIER_WEIGHT, "data": ms.Tensor(classifier_weight)})
+    if embedding_mean is not None:
+        entries.append({"name": EMBEDDING_MEAN_KEY, "data": ms.Tensor(embedding_mean.astype(np.float32))})
+    entries.append(json_entry(SETTINGS_KEY, settings))
     write_checkpoint_file(entries, out_path)
     logger.info("wrote %s (%d tensors)", out_path, len(entries))
-    return out_path
+    return settings
 
 
 def import_zoo_checkpoint(zoo_path, out_path):
     """Write the zoo checkpoint at ``zoo_path`` in our layout (ECAPA_TDNN(**ZOO_MODEL_CONFIG)) to ``out_path``."""
     net = ECAPA_TDNN(**ZOO_MODEL_CONFIG)
-    return write_imported(net, load_zoo_checkpoint(zoo_path, net), out_path, ZOO_FRONT_END)
+    return write_imported(net, out_path, ZOO_FRONT_END, classifier_weight=load_zoo_checkpoint(zoo_path, net))
 
 
 # ---------------------------------------------------------------- PyTorch state_dicts (WeSpeaker, 3D-Speaker)
 TORCH_BATCHNORM = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 
 
-def read_torch_state_dict(path):
-    """A PyTorch state_dict file -> {name: numpy array}, read with ``torch.load(weights_only=True)`` (no code in
-    the file runs). Raises CheckpointError naming the file (or PyTorch, when it is not installed)."""
+def read_torch_file(path):
+    """The object in a PyTorch file, read with ``torch.load(weights_only=True)`` (no code in the file runs: only
+    tensors, numbers, strings and containers load). Raises CheckpointError naming the file (or PyTorch, when it is
+    not installed)."""
     try:
         import torch
     except ImportError:
@@ -210,9 +231,15 @@ def read_torch_state_dict(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:       # torch raises pickle, zip and RuntimeError errors alike for a bad file
-        raise CheckpointError(f"{path}: not a PyTorch state_dict readable with weights_only=True ({err})") from None
+        raise CheckpointError(f"{path}: not a PyTorch file readable with weights_only=True ({err})") from None
+
+
+def read_torch_state_dict(path):
+    """A PyTorch state_dict file -> {name: float32 numpy array} (:func:`read_torch_file`)."""
+    state = read_torch_file(path)
+    import torch
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors)")
     return {name: value.detach().cpu().float().numpy() for name, value in state.items()}
@@ -309,15 +336,17 @@ def convert_wespeaker_params(state, net):
     return ours, None if classifier is None else np.asarray(classifier, np.float32)
 
 
-# ---------------------------------------------------------------- 3D-Speaker
-# 3D-Speaker's ECAPA_TDNN (speakerlab/models/ecapa_tdnn/ECAPA_TDNN.py) is SpeechBrain's: our network at its defaults.
-SPEAKERLAB_SIZE_NAMES = dict(first="blocks.0.conv.conv.weight", se="blocks.1.se_block.conv1.conv.weight",
-                             mfa="mfa.conv.conv.weight", attention="asp.tdnn.conv.conv.weight", fc="fc.conv.weight",
-                             res2net_convs=r"blocks\.1\.res2net_block\.blocks\.\d+\.conv\.conv\.weight")
+# ---------------------------------------------------------------- SpeechBrain's layout (SpeechBrain, 3D-Speaker)
+# SpeechBrain's ECAPA_TDNN, and 3D-Speaker's copy of it (speakerlab/models/ecapa_tdnn/ECAPA_TDNN.py): our network at
+# its defaults, with the same module names.
+SPEECHBRAIN_SIZE_NAMES = dict(first="blocks.0.conv.conv.weight", se="blocks.1.se_block.conv1.conv.weight",
+                              mfa="mfa.conv.conv.weight", attention="asp.tdnn.conv.conv.weight", fc="fc.conv.weight",
+                              res2net_convs=r"blocks\.1\.res2net_block\.blocks\.\d+\.conv\.conv\.weight")
+SPEECHBRAIN_EMBEDDING_MEAN = "mean_var_norm_emb.ckpt"     # looked for beside embedding_model.ckpt
 
 
-def speakerlab_name(name):
-    """3D-Speaker (SpeechBrain layout) name -> ours, or None: the wrappers' inner ``conv``/``norm`` module goes,
+def speechbrain_name(name):
+    """SpeechBrain-layout name -> ours, or None: the wrappers' inner ``conv``/``norm`` module goes,
     'blocks.0.conv.conv.weight' -> 'blocks.0.conv.weight', 'asp_bn.norm.running_var' -> 'asp_bn.moving_variance'."""
     parts = name.rsplit(".", 2)
     if len(parts) != 3:
@@ -330,33 +359,49 @@ def speakerlab_name(name):
     return None
 
 
-def speakerlab_settings(state):
-    """The ECAPA_TDNN settings of a 3D-Speaker state_dict: our defaults with the sizes read off the tensors."""
-    return torch_network_settings(state, SPEAKERLAB_SIZE_NAMES)
+def speechbrain_settings(state):
+    """The ECAPA_TDNN settings of a SpeechBrain-layout state_dict: our defaults with the sizes read off the tensors."""
+    return torch_network_settings(state, SPEECHBRAIN_SIZE_NAMES)
 
 
-def convert_speakerlab_params(state, net):
-    """Map a 3D-Speaker ECAPA_TDNN state_dict ({name: array}) onto ``net`` -> ``(ours, None)`` (3D-Speaker saves its
-    classifier in another file); raises CheckpointError listing what does not fit."""
+def convert_speechbrain_params(state, net):
+    """Map a SpeechBrain-layout ECAPA_TDNN state_dict ({name: array}) onto ``net`` -> ``(ours, None)`` (both toolkits
+    save the classifier in another file); raises CheckpointError listing what does not fit."""
     weights = {name: value for name, value in state.items() if not is_torch_counter(name)}
-    return fit_network(weights, net, speakerlab_name), None
+    return fit_network(weights, net, speechbrain_name), None
+
+
+def read_speechbrain_embedding_mean(path, embedding_size):
+    """SpeechBrain's ``mean_var_norm_emb.ckpt`` (``InputNormalization(norm_type="global", std_norm=False)``'s
+    statistics: a dict with ``glob_mean`` (D,)) -> (D,) float64 array. Raises CheckpointError naming the file."""
+    stats = read_torch_file(path)
+    import torch
+    mean = stats.get("glob_mean") if isinstance(stats, dict) else None
+    if not torch.is_tensor(mean) or tuple(mean.shape) not in ((embedding_size,), (1, embedding_size)):
+        raise CheckpointError(f"{path}: expected SpeechBrain InputNormalization statistics with 'glob_mean' of "
+                              f"{embedding_size} values (the embedding size)")
+    return mean.detach().cpu().double().numpy().reshape(embedding_size)
 
 
 # ---------------------------------------------------------------- importing a PyTorch state_dict
-def import_torch_state_dict(source_path, out_path, settings_of, convert, front_end):
+def import_torch_state_dict(source_path, out_path, settings_of, convert, front_end, embedding_mean_path=None):
     """Write the PyTorch state_dict at ``source_path`` in our layout to ``out_path``: the network built with
-    ``settings_of(state)``, weights from ``convert(state, net)`` -> (ours, classifier weight or None), and the
-    source's ``front_end`` settings."""
+    ``settings_of(state)``, weights from ``convert(state, net)`` -> (ours, classifier weight or None), the
+    source's ``front_end`` settings and, from ``embedding_mean_path``, SpeechBrain's mean embedding -> the settings."""
     state = read_torch_state_dict(source_path)
     try:
         net = ECAPA_TDNN(**settings_of(state))
         ours, classifier_weight = convert(state, net)
     except ValueError as error:             # CheckpointError, or sizes ECAPA_TDNN refuses
         raise CheckpointError(f"{source_path}: {error}") from None
+    embedding_mean = None
+    if embedding_mean_path:
+        embedding_mean = read_speechbrain_embedding_mean(embedding_mean_path, net.embedding_size)
+        logger.info("mean embedding from %s (subtract_mean: true subtracts it)", embedding_mean_path)
     for p in net.get_parameters():
         p.set_data(ms.Tensor(ours[p.name]))
     logger.info("loaded %d parameters from %s", len(ours), source_path)
-    return write_imported(net, classifier_weight, out_path, front_end)
+    return write_imported(net, out_path, front_end, classifier_weight, embedding_mean)
 
 
 def import_wespeaker_checkpoint(source_path, out_path):
@@ -367,25 +412,88 @@ def import_wespeaker_checkpoint(source_path, out_path):
 
 def import_speakerlab_checkpoint(source_path, out_path):
     """3D-Speaker's ECAPA_TDNN state_dict (``embedding_model.ckpt``) -> our checkpoint at ``out_path``."""
-    return import_torch_state_dict(source_path, out_path, speakerlab_settings, convert_speakerlab_params,
+    return import_torch_state_dict(source_path, out_path, speechbrain_settings, convert_speechbrain_params,
                                    SPEAKERLAB_FRONT_END)
 
 
-FORMATS = {"mindspore_zoo": import_zoo_checkpoint, "wespeaker": import_wespeaker_checkpoint,
-           "3dspeaker": import_speakerlab_checkpoint}
+def import_speechbrain_checkpoint(source_path, out_path):
+    """SpeechBrain's ``embedding_model.ckpt`` (with ``mean_var_norm_emb.ckpt`` when it lies beside it) -> our
+    checkpoint at ``out_path``."""
+    mean_path = os.path.join(os.path.dirname(source_path), SPEECHBRAIN_EMBEDDING_MEAN)
+    return import_torch_state_dict(source_path, out_path, speechbrain_settings, convert_speechbrain_params,
+                                   SPEECHBRAIN_FRONT_END, mean_path if os.path.isfile(mean_path) else None)
+
+
+FORMATS = {"mindspore_zoo": import_zoo_checkpoint, "speechbrain": import_speechbrain_checkpoint,
+           "wespeaker": import_wespeaker_checkpoint, "3dspeaker": import_speakerlab_checkpoint}
+
+
+# ---------------------------------------------------------------- the recipe file
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE_DIR = os.path.join(PROJECT_ROOT, "configs", "pretrained")
+BASE_RECIPE = os.path.join(PROJECT_ROOT, "configs", "ecapa-tdnn_config.yaml")
+
+
+def default_recipe_path(out_path):
+    """configs/pretrained/<name>.yaml for the imported checkpoint <name>.ckpt."""
+    return os.path.join(RECIPE_DIR, os.path.splitext(os.path.basename(out_path))[0] + ".yaml")
+
+
+def project_path(path):
+    """``path`` as the recipe names it: relative to the project root (where the commands run) when inside it."""
+    path = os.path.abspath(path)
+    return os.path.relpath(path, PROJECT_ROOT) if path.startswith(PROJECT_ROOT + os.sep) else path
+
+
+def recipe_body(out_path, recipe_path, settings, has_mean):
+    """The YAML lines of an imported checkpoint's recipe: based on the full recipe, naming the checkpoint and every
+    embedder setting it carries (the scripts take them from the checkpoint anyway; here they are for reading, and
+    they must agree)."""
+    recipe_dir = os.path.dirname(os.path.abspath(recipe_path))
+    inside = (recipe_dir + os.sep).startswith(PROJECT_ROOT + os.sep)
+    lines = [f"base: {os.path.relpath(BASE_RECIPE, recipe_dir) if inside else BASE_RECIPE}",
+             f"checkpoint: {project_path(out_path)}"]
+    lines += [f"{key}: {json.dumps(value)}" for key, value in settings.items()]
+    if has_mean:
+        lines.append("subtract_mean: false  # true subtracts the imported mean embedding (SpeechBrain's "
+                     "mean_var_norm_emb; its verification scores without it)")
+    return lines
+
+
+def write_recipe(fmt, source_path, out_path, recipe_path, settings, has_mean):
+    """Write the recipe file of an imported checkpoint (:func:`recipe_body` under a header naming the source). A
+    recipe that already says the same (e.g. one shipped in configs/pretrained/) is left as it is."""
+    body = recipe_body(out_path, recipe_path, settings, has_mean)
+    if os.path.isfile(recipe_path):
+        with open(recipe_path, encoding="utf-8") as f:
+            if yaml.safe_load(f) == yaml.safe_load("\n".join(body)):
+                logger.info("%s already names this checkpoint and its settings; left as it is", recipe_path)
+                return recipe_path
+    header = [f"# {fmt} ECAPA-TDNN imported from {os.path.abspath(source_path)} by",
+              f"#   python -m src.import_weights --format {fmt} {source_path} {out_path}",
+              "# Use: python eval.py --config <this file> --test_dir ... --trials ...;  "
+              "python export.py --config <this file>"]
+    os.makedirs(os.path.dirname(os.path.abspath(recipe_path)), exist_ok=True)
+    write_atomically(recipe_path, "w", lambda f: f.write("\n".join(header + body) + "\n"))
+    return recipe_path
 
 
 def main(argv=None):
     parser = ArgumentParser(description="Import another ECAPA-TDNN's weights as a checkpoint of this "
-                                                 "project.")
+                                        "project, with a recipe file naming it.")
     parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="the source's format")
-    parser.add_argument("source", help="the checkpoint to import (e.g. the older zoo's "
-                                       "ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt, or "
-                                       "WeSpeaker's avg_model.pt)")
+    parser.add_argument("--recipe", default="", help="where to write the recipe file (default "
+                                                     "configs/pretrained/<output name>.yaml)")
+    parser.add_argument("source", help="the checkpoint to import (SpeechBrain's or 3D-Speaker's "
+                                       "embedding_model.ckpt, WeSpeaker's avg_model.pt, the older zoo's "
+                                       "ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt)")
     parser.add_argument("output", help="where to write the imported .ckpt")
     args = parser.parse_args(argv)
-    FORMATS[args.format](args.source, args.output)
-    print(f"wrote {args.output}; it carries its model settings: {read_settings(args.output)}")
+    recipe_path = args.recipe or default_recipe_path(args.output)
+    settings = FORMATS[args.format](args.source, args.output)
+    write_recipe(args.format, args.source, args.output, recipe_path, settings,
+                 read_embedding_mean(args.output) is not None)
+    print(f"wrote {args.output} and its recipe {recipe_path}; they carry the model settings {settings}")
     return 0
 
 

@@ -151,6 +151,7 @@ RULES = {
     "aam_margin": Number(low=0, high=1),
     "aam_scale": Number(low=0, above=True),
     "margin_warmup_steps": COUNT,
+    "margin_warmup_start": Number(low=0, high=1),
     # data
     "train_dir": Text(),
     "train_list_dir": Text(),
@@ -189,6 +190,8 @@ RULES = {
     "checkpoint_every_steps": POSITIVE_INT,
     "keep_checkpoints": COUNT,
     "resume": Text(),
+    "init_checkpoint": Text(),
+    "freeze_network_steps": COUNT,
     "log_every_steps": POSITIVE_INT,
     "distributed": Flag(),
     # evaluation
@@ -207,6 +210,14 @@ RULES = {
     "cohort_source": Text(),
     "cohort_utts_per_speaker": POSITIVE_INT,
     "subtract_mean": Flag(),
+    # score calibration (python -m src.calibrate, eval.py, verify)
+    "calibration": Text(),
+    "calibration_source": Text(),
+    "calibration_quality": Texts(),
+    "calibration_seconds": Numbers(Number(low=0.1), pair=True),
+    "calibration_utts_per_speaker": POSITIVE_INT,
+    "calibration_trials": Number(integer=True, low=2),
+    "calibration_prior": Number(low=0, high=0.999, above=True),
     # export and inference
     "export_file": Text(),
     "export_format": Choice(("MINDIR", "AIR", "ONNX")),

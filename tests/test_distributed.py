@@ -1,4 +1,5 @@
-"""Data parallel on CPU: two msrun ranks over loopback agree exactly and match one process on both shards."""
+"""Data parallel on CPU: two msrun ranks over loopback agree exactly and match one process on both shards; the run
+fine-tunes from an imported-format checkpoint (init_checkpoint, network frozen for the first update)."""
 import os
 import re
 import socket
@@ -12,6 +13,8 @@ from src.checkpoint import checkpoint_key, read_checkpoint, restore_checkpoint
 from src.config import load_config
 from src.data.dataset import create_train_dataset, train_list_from_config
 from src.data.synthetic import make_corpus
+from src.import_weights import SPEECHBRAIN_FRONT_END, write_imported
+from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.train.distributed import absolute_paths
 from src.train.step import build_train_step
 
@@ -42,14 +45,24 @@ def two_rank_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dp")
     corpus = make_corpus(str(root / "corpus"), num_train_speakers=4, num_test_speakers=0, utts_per_speaker=4,
                          seconds=(0.6, 1.0), seed=5, augment_folders=False, progress=False)
-    args = ["--channels", "32", "--mfa_channels", "96", "--embedding_size", "16", "--attention_channels", "16",
-            "--se_channels", "16", "--res2net_scale", "2", "--crop_seconds", "0.5", "--batch_size", "2",
-            "--num_workers", "1", "--train_dir", corpus["train_dir"], "--musan_dir", "", "--rir_dir", "",
+    # The ranks start from the weights of a checkpoint written as src/import_weights.py writes imported ones, with
+    # a classifier for the 4 speakers (kept), and train only the classifier in the first update.
+    init = root / "init.ckpt"
+    model = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
+                 res2net_scale=2)
+    write_imported(ECAPA_TDNN(**model), str(init), SPEECHBRAIN_FRONT_END,
+                   classifier_weight=np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32))
+    args = [a for key, value in model.items() for a in (f"--{key}", str(value))] + [
+            "--init_checkpoint", str(init), "--freeze_network_steps", "1",
+            "--crop_seconds", "0.5", "--batch_size", "2", "--num_workers", "1", "--train_dir", corpus["train_dir"],
+            "--musan_dir", "", "--rir_dir", "",
             "--aug_prob", "0.0", "--speed_perturb", "false", "--specaugment", "false",
             "--train_list_dir", str(root / "lists"), "--output_dir", str(root / "run"),
             "--checkpoint_every_steps", "1", "--keep_checkpoints", "0", "--lr_step_size", "2", "--max_lr", "0.001"]
     logs = {r: (root / "run" / "distribute" / f"worker_{r}.log") for r in (0, 1)}
-    # Two steps, then a resumed run (bare --resume: the latest checkpoint) for the third.
+    # Two steps, then a resumed run (bare --resume: the latest checkpoint) for the third. Each launch rewrites the
+    # worker logs.
+    launched = []
     for extra in (["--max_steps", "2"], ["--max_steps", "3", "--resume"]):
         env = dict(os.environ, MASTER_PORT=str(free_port()))
         env["PATH"] = os.path.join(ROOT, ".venv", "bin") + os.pathsep + env.get("PATH", "")
@@ -57,7 +70,10 @@ def two_rank_run(tmp_path_factory):
                               + extra, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         tails = "\n".join(p.read_text()[-3000:] for p in logs.values() if p.exists())
         assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}\n{tails}"
-    assert "resumed from" in logs[0].read_text() and "resumed from" in logs[1].read_text()
+        launched.append([p.read_text() for p in logs.values()])
+    first, resumed = launched
+    assert all("network weights loaded; classifier kept: 4 classes" in text for text in first)
+    assert all("resumed from" in text and f"init_checkpoint {init} is not used" in text for text in resumed)
     return root, args, logs
 
 
@@ -69,6 +85,19 @@ def test_ranks_end_with_identical_parameters(two_rank_run):
         assert found, f"no parameter digest in {path}"
         digests.append(found[-1])
     assert digests[0] == digests[1]
+
+
+def test_ranks_start_from_the_init_checkpoint_with_the_network_frozen(two_rank_run):
+    root, _, _ = two_rank_run
+    init, _ = read_checkpoint(str(root / "init.ckpt"))
+    first, state = read_checkpoint(str(root / "run" / "checkpoints" / "ckpt_step00000001.ckpt"))
+    assert state["global_step"] == 1
+    weights = [k for k in init if k != "classifier.weight" and k in first and "moving_" not in k]
+    assert len(weights) > 50
+    for name in weights:
+        np.testing.assert_array_equal(first[name].asnumpy(), init[name].asnumpy(), err_msg=name)
+    moved = first["classifier.weight"].asnumpy() - init["classifier.weight"].asnumpy()
+    assert 0 < np.abs(moved).max() < 0.01            # the kept classifier took one small step
 
 
 def test_data_parallel_steps_equal_one_process_on_both_shards(two_rank_run):

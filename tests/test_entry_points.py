@@ -25,6 +25,8 @@ def cases(tmp):
         (["-m", "src.evaluate.verify", "a.wav", "--checkpoint", missing + ".ckpt"], 2,
          "expected two audio files to compare, got 1"),
         (["-m", "src.data.check", "--seed", "abc"], 1, "--seed: expected a number, got 'abc'"),
+        (["-m", "src.calibrate", "--checkpoint", missing + ".ckpt", "--calibration_source", missing,
+          "--calibration", os.path.join(tmp, "cal.json")], 1, f"calibration_source: {missing} does not exist"),
         (["-m", "src.data.synthetic", "--out", tmp, "--train_speakers", "many"], 2,
          "argument --train_speakers: invalid int value: 'many'"),
         (["-m", "src.data.convert", "--src", missing, "--dst", os.path.join(tmp, "wav")], 1, missing),

@@ -85,8 +85,10 @@ def test_eval_rerun_uses_the_cache_and_bad_checkpoint_is_named(setup, tmp_path):
     ms.save_checkpoint([{"name": k, "data": v} for k, v in params.items() if k != "fc.weight"], partial)
     with pytest.raises(ValueError, match="partial.ckpt: does not fit the network: 1 network parameters missing"):
         eval_script.evaluate(load_config(argv + ["--checkpoint", partial]))
-    with pytest.raises(ValueError, match="score_norm / subtract_mean need training data"):
+    with pytest.raises(ValueError, match="score_norm asnorm needs training data"):
         eval_script.evaluate(load_config(argv + ["--cohort_source", ""]))
+    with pytest.raises(ValueError, match="subtract_mean needs a mean embedding: .*random.ckpt carries none"):
+        eval_script.evaluate(load_config(argv + ["--cohort_source", "", "--score_norm", "none"]))
 
 
 def test_verify_scores_a_pair_with_the_eval_threshold(setup, tmp_path, capsys, caplog):
@@ -105,6 +107,7 @@ def test_verify_scores_a_pair_with_the_eval_threshold(setup, tmp_path, capsys, c
     assert f"threshold {threshold:.4f}: EER threshold of plain cosine scores on trials, from {summary_file}" \
         in printed
     assert ("same speaker" if score >= threshold else "different speakers") in printed
+    assert "the threshold is not calibrated" in caplog.text
     # --embed writes embeddings keyed by the paths given; stereo 44.1 kHz input is mixed down and resampled.
     wav, _ = sf.read(paths[0], dtype="float32")
     stereo = str(tmp_path / "stereo44k.wav")

@@ -1,5 +1,5 @@
 """Importing 3D-Speaker's ECAPA_TDNN weights (``python -m src.import_weights --format 3dspeaker``), checked against
-3D-Speaker's own PyTorch model.
+3D-Speaker's own code.
 
 The reference is the PyPI copy of 3D-Speaker's code, ``speakerlab==0.0.6`` (installed with ``--no-deps`` by
 scripts/setup_env.sh). Its ``speakerlab/models/ecapa_tdnn/ECAPA_TDNN.py`` was compared with upstream
@@ -7,18 +7,30 @@ modelscope/3D-Speaker (same path, commit 158c5954a5c0, read through the code-sea
 files are identical (13218 characters each, read side by side). The module imports torch only, and speakerlab's
 package ``__init__`` files are empty.
 
-Both networks get the same fbank tensor and run in eval mode with random weights and batch-norm statistics.
-Measured max abs differences (50 / 123 frames): C=512 with global context 7.2e-7 / 7.2e-7, C=1024 MFA 3072 without
-7.5e-7 / 8.9e-7; the test allows 1e-4.
+The whole pipeline is compared, waveform in (:func:`test_imported_model_embeds_waveforms_as_3dspeaker`): the model
+with random weights and random batch-norm statistics is saved as ``embedding_model.ckpt`` by speakerlab's own
+Checkpointer, imported with the command line, and our Embedder built from the recipe file written must give
+3D-Speaker's embedding of the same synthetic speech (tests/torch_ref.py ``speech_waveforms``) within 1e-4 max abs,
+alone and in one padded batch. 3D-Speaker's side is its own code as ``speakerlab/bin/infer_sv.py`` runs it:
+``speakerlab.process.processor.FBank(80, sample_rate=16000, mean_nor=True)`` on the waveform in [-1, 1]
+(``torchaudio.compliance.kaldi.fbank`` with num_mel_bins, sample_frequency, dither 0 and torchaudio's defaults
+otherwise, i.e. the povey window; then the mean over frames is subtracted), then the model. torchaudio cannot be
+installed beside the pinned torch, so ``kaldi.fbank`` is a stand-in: kaldi-native-fbank configured with the options
+FBank passes and torchaudio's defaults for the rest (tests/torch_ref.py ``torchaudio_kaldi_standin``); both
+re-implement Kaldi's ``compute-fbank-feats`` in float32.
+
+Measured max abs differences of the embeddings (2.0 s / 3.37 s + 17 samples alone / both in a padded batch;
+embeddings reach 1.3 at C=512, 1.9 at C=1024): C=512 MFA 1536 with global context 1.4e-6 / 1.1e-6 / 1.3e-6,
+C=1024 MFA 3072 without 2.0e-6 / 1.9e-6 / 2.1e-6 (printed under ``-s``); the test allows 1e-4.
 """
 import pytest
-import mindspore as ms
 
 from src.checkpoint import CheckpointError, read_settings
-from src.import_weights import main, speakerlab_name
-from src.model.ecapa_tdnn import ECAPA_TDNN, model_settings
+from src.config import load_config
+from src.import_weights import main, speechbrain_name
+from src.model.embedder import load_embedder
 from tests.speechbrain_ref import randomize_batchnorm
-from tests.torch_ref import assert_same_embeddings
+from tests.torch_ref import assert_same_pipeline, format_diffs, speech_waveforms, torchaudio_kaldi_standin
 
 
 def make_speakerlab_ecapa(channels, mfa_channels, global_context, seed):
@@ -33,36 +45,61 @@ def make_speakerlab_ecapa(channels, mfa_channels, global_context, seed):
     return randomize_batchnorm(model, seed=seed).eval()
 
 
+def save_with_speakerlab(model, folder):
+    """Save ``model`` with speakerlab's own Checkpointer (speakerlab/utils/checkpoint.py) as the recoverable
+    ``embedding_model`` (the name its bin/extract.py loads) -> the ``embedding_model.ckpt`` it wrote."""
+    checkpoint = pytest.importorskip("speakerlab.utils.checkpoint", reason="3D-Speaker's code is not installed")
+    checkpoint.Checkpointer(folder, recoverables={"embedding_model": model}).save_checkpoint(epoch=1)
+    (path,) = folder.glob("*/embedding_model.ckpt")
+    return path
+
+
+def speakerlab_fbank():
+    """3D-Speaker's own front end as its bin/infer_sv.py builds it, ``FBank(80, sample_rate=16000, mean_nor=True)``
+    (speakerlab/process/processor.py), its ``torchaudio.compliance.kaldi`` the kaldi-native-fbank stand-in."""
+    torchaudio_kaldi_standin()
+    processor = pytest.importorskip("speakerlab.process.processor", reason="3D-Speaker's code is not installed")
+    return processor.FBank(80, sample_rate=16000, mean_nor=True)
+
+
 @pytest.mark.parametrize("channels, mfa_channels, global_context", [
     (512, 1536, True),
     (1024, 3072, False),
 ])
-def test_imported_weights_give_3dspeakers_embeddings(channels, mfa_channels, global_context, tmp_path, pynative):
+def test_imported_model_embeds_waveforms_as_3dspeaker(channels, mfa_channels, global_context, tmp_path, pynative):
+    """Waveform in: our Embedder of the imported embedding_model.ckpt equals infer_sv.py's compute_embedding
+    (FBank, then the model), for two lengths alone and in a padded batch."""
     import torch
     model = make_speakerlab_ecapa(channels, mfa_channels, global_context, seed=channels)
-    torch.save(model.state_dict(), tmp_path / "embedding_model.ckpt")
-    out = tmp_path / "ours.ckpt"
-    assert main(["--format", "3dspeaker", str(tmp_path / "embedding_model.ckpt"), str(out)]) == 0
+    source = save_with_speakerlab(model, tmp_path / "checkpoints")
+    out, recipe = tmp_path / "ours.ckpt", tmp_path / "recipe.yaml"
+    assert main(["--format", "3dspeaker", "--recipe", str(recipe), str(source), str(out)]) == 0
     settings = read_settings(str(out))
     assert settings == dict(sample_rate=16000, front_end="kaldi", kaldi_window="povey", kaldi_scale_16bit=False,
                             kaldi_mean_norm=True, n_mels=80, channels=channels, mfa_channels=mfa_channels,
                             embedding_size=192, attention_channels=128, se_channels=128, res2net_scale=8,
                             global_context=global_context, padding="reflect", mfa_norm=True, attention_norm=True,
                             pooling_stats="speechbrain", embedding_norm=False)
-    net = ECAPA_TDNN(**model_settings(settings))
-    not_loaded, _ = ms.load_param_into_net(net, ms.load_checkpoint(str(out)))
-    assert not not_loaded
-    net.set_train(False)
-    assert_same_embeddings(model, net, seed=channels)
+    cfg = load_config(["--config", str(recipe)])
+    assert cfg.checkpoint == str(out)
+    embedder = load_embedder(cfg, cfg.checkpoint)
+    fbank = speakerlab_fbank()
+
+    def peer_embed(wav):
+        with torch.no_grad():
+            return model(fbank(torch.from_numpy(wav)).unsqueeze(0)).squeeze(0).numpy()
+
+    diffs, _ = assert_same_pipeline(peer_embed, embedder, speech_waveforms(seed=channels))
+    print(f"\n3D-Speaker C={channels} MFA {mfa_channels}: max abs diff {format_diffs(diffs)}")
 
 
 def test_names_and_a_file_that_does_not_fit(tmp_path):
     import torch
-    assert speakerlab_name("blocks.0.conv.conv.weight") == "blocks.0.conv.weight"
-    assert speakerlab_name("blocks.3.res2net_block.blocks.6.norm.norm.running_var") == \
+    assert speechbrain_name("blocks.0.conv.conv.weight") == "blocks.0.conv.weight"
+    assert speechbrain_name("blocks.3.res2net_block.blocks.6.norm.norm.running_var") == \
         "blocks.3.res2net_block.blocks.6.norm.moving_variance"
-    assert speakerlab_name("asp_bn.norm.weight") == "asp_bn.gamma"
-    assert speakerlab_name("fc.conv.bias") == "fc.bias"
+    assert speechbrain_name("asp_bn.norm.weight") == "asp_bn.gamma"
+    assert speechbrain_name("fc.conv.bias") == "fc.bias"
     state = make_speakerlab_ecapa(64, 192, True, seed=1).state_dict()
     del state["asp.conv.conv.bias"]                                      # missing
     state["blocks.1.shortcut.conv.weight"] = torch.zeros(64, 64, 1)      # unexpected
@@ -70,7 +107,8 @@ def test_names_and_a_file_that_does_not_fit(tmp_path):
     path = tmp_path / "embedding_model.ckpt"
     torch.save(state, path)
     with pytest.raises(CheckpointError) as error:
-        main(["--format", "3dspeaker", str(path), str(tmp_path / "out.ckpt")])
+        main(["--format", "3dspeaker", "--recipe", str(tmp_path / "recipe.yaml"), str(path),
+              str(tmp_path / "out.ckpt")])
     message = str(error.value)
     assert "missing: asp.conv.bias" in message
     assert "unexpected: blocks.1.shortcut.conv.weight" in message

@@ -36,28 +36,13 @@ from src.model.fbank import Fbank
 from src.model.kaldi_fbank import KaldiFbank, num_frames
 from src.train.step import build_train_step
 from tests.test_features import reference_signals
+from tests.torch_ref import kaldi_native_fbank
 
 knf = pytest.importorskip("kaldi_native_fbank")
 
 LEVEL_TOL = 1e-4
 SMALL = dict(channels=16, mfa_channels=48, embedding_size=24, attention_channels=8, se_channels=8, res2net_scale=4)
 KALDI_KEYS = dict(front_end="kaldi", kaldi_window="hamming", kaldi_scale_16bit=True, kaldi_mean_norm=True)
-
-
-def kaldi_native_fbank(wav, window, scale_16bit):
-    """kaldi-native-fbank's OnlineFbank on a float32 (S,) waveform -> (T, 80) float32 (ln mel energies)."""
-    opts = knf.FbankOptions()
-    opts.frame_opts.samp_freq = 16000
-    opts.frame_opts.dither = 0.0
-    opts.frame_opts.snip_edges = True
-    opts.frame_opts.window_type = window
-    opts.mel_opts.num_bins = 80
-    opts.mel_opts.low_freq = 20.0
-    opts.mel_opts.high_freq = 0.0
-    fbank = knf.OnlineFbank(opts)
-    fbank.accept_waveform(16000, (wav * (32768.0 if scale_16bit else 1.0)).tolist())
-    fbank.input_finished()
-    return np.stack([fbank.get_frame(i) for i in range(fbank.num_frames_ready)])
 
 
 def kaldi_difference(ours, ref, mean_norm=False):

@@ -10,7 +10,8 @@ import soundfile as sf
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from src.data.audio import read_audio
-from src.data.synthetic import main, make_corpus
+from src.data.lists import speaker_of_path
+from src.data.synthetic import main, make_corpus, make_trials
 from src.evaluate.metrics import compute_eer
 from src.data.trials import read_trials
 
@@ -121,3 +122,18 @@ def test_speakers_are_learnable_from_training_speakers_but_not_trivial(corpus):
     learned_eer = _eer(lambda f: lda.transform(f[None])[0], trials, feats)
     assert raw_eer > 0.15                      # not trivially separable by the average spectrum
     assert learned_eer < 0.35 and learned_eer < raw_eer - 0.05
+
+
+def test_make_trials_per_utterance():
+    """More trials per utterance: balanced, labelled right, no pair twice, the first ones unchanged."""
+    utterances = {f"id{s:05d}": [f"id{s:05d}/{'ABC'[u % 3] * 11}/{u + 1:05d}.wav" for u in range(6)]
+                  for s in range(4)}
+    one = make_trials(utterances, seed=3)
+    assert len(one) == 48 and sum(label for label, _, _ in one) == 24
+    many = make_trials(utterances, seed=3, per_utterance=4)
+    assert len(set(many)) == len(many) and many[:2] == one[:2]
+    for trials in (one, many):
+        assert all((speaker_of_path(a) == speaker_of_path(b)) == bool(label) and a != b for label, a, b in trials)
+    assert all(a.split("/")[1] != b.split("/")[1] for label, a, b in many if label)   # another video preferred
+    targets = sum(label for label, _, _ in many)
+    assert 24 < targets <= 24 * 4 and len(many) - targets > 24

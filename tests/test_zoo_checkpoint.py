@@ -78,7 +78,7 @@ def test_load_zoo_checkpoint_puts_each_tensor_in_place(zoo_reference, zoo_net, t
             np.testing.assert_array_equal(ours[name], a)
 
     out = str(tmp_path / "ours.ckpt")      # the command-line conversion writes our names
-    assert main(["--format", "mindspore_zoo", path, out]) == 0
+    assert main(["--format", "mindspore_zoo", "--recipe", str(tmp_path / "recipe.yaml"), path, out]) == 0
     converted = ms.load_checkpoint(out)
     np.testing.assert_array_equal(converted["blocks.1.res2net_block.blocks.0.conv.weight"].asnumpy(),
                                   arrays["network.blocks.1.res2net_block.blocks.0.conv.weight"][:, :, 0, :])

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from src.data.audio import FFMPEG_EXTENSIONS, AUDIO_EXTENSIONS, AudioError, audio_info, ffmpeg_available
 from src.data.trials import read_trials
+from src.files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +167,7 @@ def write_train_list(train_list, list_dir, sample_rate, exclude_trials=()):
         f.writelines(f"{name} {label}\n" for label, name in enumerate(train_list.speakers))
     lines = _header(train_list.root, sample_rate, exclude_trials)
     lines += [f"{p} {lab} {n}" for p, lab, n in zip(train_list.paths, train_list.labels, train_list.num_samples)]
-    tmp = os.path.join(list_dir, TRAIN_LIST + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, os.path.join(list_dir, TRAIN_LIST))
+    write_atomically(os.path.join(list_dir, TRAIN_LIST), "w", lambda f: f.write("\n".join(lines) + "\n"))
 
 
 def _read_skipped(list_dir):

@@ -205,8 +205,9 @@ def write_speaker_set(out_dir, first_id, num_speakers, utts_per_speaker, seconds
     return written
 
 
-def make_trials(utterances, seed):
-    """Balanced trials: per utterance one target and one nontarget trial -> list of (label, enroll, test).
+def make_trials(utterances, seed, per_utterance=1):
+    """Balanced trials: per utterance ``per_utterance`` target and as many nontarget trials (a pair drawn twice is
+    kept once) -> list of (label, enroll, test).
 
     ``utterances`` is {speaker: [relative paths]}; a target pair prefers another video of the speaker.
     """
@@ -221,10 +222,11 @@ def make_trials(utterances, seed):
                      [u for u in utts if u != enroll]
             if not others:
                 continue
-            trials.append((1, enroll, others[rng.integers(len(others))]))
-            other = utterances[speakers[(s + 1 + rng.integers(len(speakers) - 1)) % len(speakers)]]
-            trials.append((0, enroll, other[rng.integers(len(other))]))
-    return trials
+            for _ in range(per_utterance):
+                trials.append((1, enroll, others[rng.integers(len(others))]))
+                other = utterances[speakers[(s + 1 + rng.integers(len(speakers) - 1)) % len(speakers)]]
+                trials.append((0, enroll, other[rng.integers(len(other))]))
+    return list(dict.fromkeys(trials))
 
 
 def _coloured_noise(n, exponent, rng):
@@ -305,12 +307,14 @@ def write_rirs(rir_dir, seed, sample_rate=16000, rooms_per_size=2, rirs_per_room
 
 
 def make_corpus(root, num_train_speakers=40, num_test_speakers=10, utts_per_speaker=20, seconds=(2.0, 4.0),
-                seed=0, videos_per_speaker=3, sample_rate=16000, augment_folders=True, progress=True):
+                seed=0, videos_per_speaker=3, sample_rate=16000, augment_folders=True, progress=True,
+                trials_per_utterance=1):
     """Write the whole synthetic corpus below ``root`` (see the module docstring for the layout).
 
     Args:
         seconds: (min, max) utterance length, drawn uniformly per utterance.
         augment_folders: also write the MUSAN-like and RIR-like folders.
+        trials_per_utterance: target (and nontarget) trials per test utterance in trials.txt.
 
     Returns:
         dict of paths: train_dir, test_dir, trials, musan_dir, rir_dir (the last two None when
@@ -324,7 +328,7 @@ def make_corpus(root, num_train_speakers=40, num_test_speakers=10, utts_per_spea
                       videos_per_speaker, sample_rate, progress)
     test = write_speaker_set(paths["test_dir"], 10001, num_test_speakers, utts_per_speaker, seconds, seed,
                              "test", videos_per_speaker, sample_rate, progress)
-    trials = make_trials(test, seed) if num_test_speakers >= 2 else []
+    trials = make_trials(test, seed, trials_per_utterance) if num_test_speakers >= 2 else []
     write_trials(trials, paths["trials"])
     paths["num_trials"] = len(trials)
     if augment_folders:
@@ -347,11 +351,13 @@ def main(argv=None):
     parser.add_argument("--max_seconds", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no_augment_folders", action="store_true", help="skip the MUSAN-like and RIR folders")
+    parser.add_argument("--trials_per_utt", type=int, default=1,
+                        help="target (and nontarget) trials per test utterance")
     args = parser.parse_args(argv)
     setup_logging()
     paths = make_corpus(args.out, args.train_speakers, args.test_speakers, args.utts,
                         (args.min_seconds, args.max_seconds), args.seed, args.videos,
-                        augment_folders=not args.no_augment_folders)
+                        augment_folders=not args.no_augment_folders, trials_per_utterance=args.trials_per_utt)
     print(json.dumps(paths, indent=2))
     return 0
 

@@ -181,10 +181,11 @@ def check_export_request(file_format, dynamic, batch_size):
 
 
 def export_model(network, file_base, file_format="MINDIR", input_kind="waveform", batch_size=1, seconds=3.0,
-                 dynamic=False, tolerance=1e-4, sample_rate=16000, settings=None, seed=0):
+                 dynamic=False, tolerance=1e-4, sample_rate=16000, settings=None, seed=0, embedding_mean=None):
     """Export ``network`` (an ECAPA_TDNN, in eval mode) to ``file_base`` + extension, verify it, write its contract
     (``settings``: what the contract records under "network", e.g. the embedder settings and the checkpoint; its
-    front-end keys choose the front end, SpeechBrain's fbank when it has none).
+    front-end keys choose the front end, SpeechBrain's fbank when it has none; ``embedding_mean``: an imported
+    model's (D,) mean embedding, recorded for postprocess.py's ``subtract_mean``).
 
     Returns the contract dict (also written to ``<file>.json``). Raises ``ExportError`` when the format is not
     possible here (AIR off Ascend, ONNX with a dynamic axis or an untranslatable operator) or the file does not
@@ -236,6 +237,8 @@ def export_model(network, file_base, file_format="MINDIR", input_kind="waveform"
         "network": dict(settings or {}), "verification": verification,
         "export_seconds": round(export_seconds, 2), "mindspore_version": ms.__version__,
     }
+    if embedding_mean is not None:
+        contract["embedding_mean"] = [float(v) for v in embedding_mean]
     write_contract(contract_path(path), contract)
     return contract
 

@@ -42,10 +42,13 @@ import mindspore as ms
 from mindspore import nn
 from tqdm import tqdm
 
-from src.checkpoint import parameters_sha256
+from src.checkpoint import parameters_sha256, read_embedding_mean
 from src.data.audio import AudioError, audio_info, quality_problems, read_audio
+from src.data.lists import cohort_utterances
 from src.device import CompileLogged
-from src.model.embedder import min_samples as shortest_input
+from src.evaluate.scoring import mean_embedding
+from src.files import write_atomically
+from src.model.embedder import embedder_settings, min_samples as shortest_input
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +143,14 @@ def expected_samples(path, sample_rate, resample, shortest=MIN_SAMPLES):
     return frames
 
 
+def embedded_seconds(keys, root, batching, resample=False):
+    """Seconds of audio each utterance's embedding saw -> dict key -> float: its length (from the file header),
+    at most ``batching.max_seconds`` (longer ones are cropped)."""
+    rate = batching.sample_rate
+    return {k: min(expected_samples(audio_path(root, k), rate, resample, batching.min_samples) / rate,
+                   batching.max_seconds) for k in keys}
+
+
 def save_embeddings(path, embeddings, meta=None, stamps=None):
     """Write dict key -> (D,) as ``path`` (.npz with ``keys``, ``embeddings`` and, when given, ``stamps`` (dict
     key -> str)) and ``meta`` as its JSON sidecar. Both go to temporary names first, so a crash never leaves half a
@@ -151,22 +162,11 @@ def save_embeddings(path, embeddings, meta=None, stamps=None):
     arrays = {"keys": np.array(keys, dtype=str), "embeddings": matrix}
     if stamps is not None:
         arrays["stamps"] = np.array([stamps[k] for k in keys], dtype=str)
-    _write_atomically(path, "wb", lambda f: np.savez(f, **arrays))
+    write_atomically(path, "wb", lambda f: np.savez(f, **arrays))
     if meta is not None:
-        _write_atomically(sidecar_path(path), "w",
+        write_atomically(sidecar_path(path), "w",
                           lambda f: json.dump(dict(meta, num_keys=len(keys)), f, indent=2))
     return path
-
-
-def _write_atomically(path, mode, write):
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_embeddings(path, with_stamps=False):
@@ -330,3 +330,46 @@ def _extract(model, keys, root, batching, resample, progress, result, after_batc
         logger.warning("%d utterance(s) are near-silent or very short, so their scores mean little: %s", len(flagged),
                        "; ".join(f"{k}: {', '.join(v)}" for k, v in list(flagged.items())[:5]))
     return result
+
+
+# ---------------------------------------------------------------- what a recipe's scoring needs
+def recipe_cache(cfg, embedder, batching, path, root, info):
+    """The EmbeddingCache at ``path`` for utterances under ``root`` embedded by ``embedder`` with the recipe's
+    settings, or None when ``path`` is ""."""
+    if not path:
+        return None
+    return EmbeddingCache(path, cache_fingerprint(embedder, embedder_settings(cfg), root, batching.max_seconds), info)
+
+
+def scoring_references(cfg, embedder, batching, cache_path="", info=None):
+    """The cohort and the mean embedding the recipe's scoring uses -> (cohort or None, mean or None).
+
+    cohort: dict key -> (D,) raw embeddings of ``cohort_utts_per_speaker`` utterances per speaker of
+    ``cohort_source`` (None without cohort_source), cached at ``cache_path`` ("": no cache); mean: with
+    ``subtract_mean``, the (D,) mean of the cohort embeddings, or without a cohort the one the checkpoint carries
+    (src/checkpoint.py read_embedding_mean).
+    """
+    cohort = mean = None
+    if cfg.cohort_source:
+        root, keys = cohort_utterances(cfg.cohort_source, int(cfg.cohort_utts_per_speaker))
+        logger.info("cohort: %d utterances of training speakers from %s", len(keys), cfg.cohort_source)
+        cohort = extract_embeddings(embedder, keys, root, batching,
+                                    recipe_cache(cfg, embedder, batching, cache_path, root, info or {}))
+    if cfg.subtract_mean:
+        if cohort is not None:
+            mean = mean_embedding(cohort)
+            logger.info("subtract_mean: the mean embedding of the %d cohort utterances", len(cohort))
+        else:
+            mean = checkpoint_mean(cfg.checkpoint)
+            logger.info("subtract_mean: the mean embedding %s carries", cfg.checkpoint)
+    return cohort, mean
+
+
+def checkpoint_mean(checkpoint):
+    """The mean embedding ``checkpoint`` carries (an imported SpeechBrain model's), for ``subtract_mean`` without a
+    cohort -> (D,) float64; raises ValueError naming the checkpoint when it carries none."""
+    mean = read_embedding_mean(checkpoint)
+    if mean is None:
+        raise ValueError(f"subtract_mean needs a mean embedding: set cohort_source to a training folder or "
+                         f"train_list.txt ({checkpoint} carries none)")
+    return mean

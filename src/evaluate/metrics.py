@@ -1,4 +1,4 @@
-"""Speaker-verification metrics: EER, normalised minDCF and the DET curve (NumPy only, no MindSpore).
+"""Speaker-verification metrics: EER, normalised minDCF, DET curve, Cllr, minCllr, actDCF (NumPy/SciPy, no MindSpore).
 
 Conventions used throughout:
 
@@ -11,8 +11,19 @@ Conventions used throughout:
 - minDCF for a target prior ``p_target`` is ``min_t (c_miss * p_target * FRR(t) + c_fa * (1 - p_target) * FAR(t))``
   divided by ``min(c_miss * p_target, c_fa * (1 - p_target))`` (the cost of the best trivial decision), as in the
   NIST SRE and VoxSRC evaluations.
+
+Calibration metrics read the scores as log-likelihood ratios ``llr = log p(score | target) / p(score | nontarget)``
+(natural log), as the BOSARIS toolkit defines them:
+
+- Cllr = mean over targets of ``log2(1 + e^-llr) / 2`` + mean over nontargets of ``log2(1 + e^llr) / 2``, in bits:
+  0 is perfect, 1 is what a system that always says llr = 0 costs.
+- minCllr: Cllr after the best monotone recalibration of the same scores (pool-adjacent-violators, PAV), so it
+  measures discrimination only; Cllr - minCllr is what miscalibration costs.
+- actDCF at ``p_target``: the normalised cost of the decisions ``llr >= -log(p_target / (1 - p_target))`` (the Bayes
+  threshold); actDCF - minDCF is what the threshold choice costs.
 """
 import numpy as np
+from scipy.optimize import isotonic_regression
 
 DCF_TARGET_PRIORS = (0.01, 0.05)
 
@@ -82,17 +93,70 @@ def compute_min_dcf(scores, labels, p_target, c_miss=1.0, c_fa=1.0):
     return float(cost[best] / min(c_miss * p_target, c_fa * (1.0 - p_target))), float(thresholds[best])
 
 
+def bayes_threshold(p_target, c_miss=1.0, c_fa=1.0):
+    """The LLR threshold of minimum expected cost at target prior ``p_target``: ``log(c_fa (1 - p) / (c_miss p))``."""
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+    return float(np.log(c_fa * (1.0 - p_target)) - np.log(c_miss * p_target))
+
+
+def compute_act_dcf(llrs, labels, p_target, c_miss=1.0, c_fa=1.0):
+    """Normalised detection cost of deciding at the Bayes threshold -> ``(act_dcf, threshold)``.
+
+    ``llrs`` (N,) natural-log likelihood ratios; accept ``llr >= bayes_threshold(p_target)``.
+    """
+    llrs, labels = _check(llrs, labels)
+    threshold = bayes_threshold(p_target, c_miss, c_fa)
+    frr = np.mean(llrs[labels] < threshold)
+    far = np.mean(llrs[~labels] >= threshold)
+    cost = c_miss * p_target * frr + c_fa * (1.0 - p_target) * far
+    return float(cost / min(c_miss * p_target, c_fa * (1.0 - p_target))), threshold
+
+
+def compute_cllr(llrs, labels):
+    """Log-likelihood-ratio cost in bits (see the module docstring): ``llrs`` (N,) natural-log LLRs, +-inf allowed."""
+    llrs = np.asarray(llrs, dtype=np.float64).reshape(-1)
+    _check(np.where(np.isinf(llrs), 0.0, llrs), labels)
+    labels = np.asarray(labels).reshape(-1).astype(bool)
+    miss = np.logaddexp(0.0, -llrs[labels]).mean()
+    false_alarm = np.logaddexp(0.0, llrs[~labels]).mean()
+    return float((miss + false_alarm) / (2.0 * np.log(2.0)))
+
+
+def pav_llrs(scores, labels):
+    """The best monotone (non-decreasing) map of ``scores`` to LLRs on these trials -> (N,) LLRs, +-inf where a pool
+    holds only one class.
+
+    Pool-adjacent-violators on the labels sorted by score (tied scores form one pool) gives the posterior
+    probability of a target; dividing out the trials' own target proportion turns it into an LLR.
+    """
+    scores, labels = _check(scores, labels)
+    distinct, index = np.unique(scores, return_inverse=True)
+    counts = np.bincount(index, minlength=distinct.size)
+    targets = np.bincount(index, weights=labels, minlength=distinct.size)
+    posterior = np.clip(isotonic_regression(targets / counts, weights=counts).x, 0.0, 1.0)[index]
+    prior_log_odds = np.log(labels.mean()) - np.log1p(-labels.mean())
+    with np.errstate(divide="ignore"):
+        return np.log(posterior) - np.log1p(-posterior) - prior_log_odds
+
+
+def compute_min_cllr(scores, labels):
+    """Cllr of ``pav_llrs``: the Cllr these scores reach with the best monotone calibration, in bits."""
+    return compute_cllr(pav_llrs(scores, labels), labels)
+
+
 def det_curve(scores, labels):
     """DET curve points -> ``(far, frr, thresholds)``, ordered by ascending threshold (FAR falling, FRR rising)."""
     thresholds, far, frr = error_rates(scores, labels)
     return far, frr, thresholds
 
 
-def summarize(scores, labels, p_targets=DCF_TARGET_PRIORS):
+def summarize(scores, labels, p_targets=DCF_TARGET_PRIORS, llr=False):
     """All metrics of one trial list as a JSON-ready dict.
 
     Keys: ``eer`` (fraction), ``eer_percent``, ``eer_threshold``, ``min_dcf_p{p}`` and ``min_dcf_p{p}_threshold``
-    for each prior (e.g. ``min_dcf_p0.01``), ``num_trials``, ``num_target``, ``num_nontarget``.
+    for each prior (e.g. ``min_dcf_p0.01``), ``num_trials``, ``num_target``, ``num_nontarget``. With ``llr`` (the
+    scores are log-likelihood ratios) also ``cllr``, ``min_cllr`` and ``act_dcf_p{p}`` for each prior.
     """
     scores, labels = _check(scores, labels)
     eer, eer_threshold = compute_eer(scores, labels)
@@ -101,6 +165,10 @@ def summarize(scores, labels, p_targets=DCF_TARGET_PRIORS):
         dcf, threshold = compute_min_dcf(scores, labels, p)
         summary[f"min_dcf_p{p:g}"] = dcf
         summary[f"min_dcf_p{p:g}_threshold"] = threshold
+    if llr:
+        summary.update(cllr=compute_cllr(scores, labels), min_cllr=compute_min_cllr(scores, labels))
+        for p in p_targets:
+            summary[f"act_dcf_p{p:g}"] = compute_act_dcf(scores, labels, p)[0]
     summary.update(num_trials=int(labels.size), num_target=int(labels.sum()),
                    num_nontarget=int(labels.size - labels.sum()))
     return summary

@@ -80,6 +80,12 @@ def cohort_statistics(embeddings, cohort, topk=None, chunk=4096):
     return np.concatenate(means), np.maximum(np.concatenate(stds), 1e-12)
 
 
+def scoring_name(score_norm, subtract_mean):
+    """The name of a scoring in summaries and calibration files: "cosine", "snorm" or "asnorm", prefixed "mean_"
+    with mean subtraction."""
+    return ("mean_" if subtract_mean else "") + ("cosine" if score_norm == "none" else score_norm)
+
+
 def score_trials(embeddings, trials, score_norm="none", cohort=None, mean=None, topk=300):
     """Score every trial -> (N,) float64 in trial order.
 

@@ -20,12 +20,12 @@ def l2_normalize(x, axis=-1):
     return x / ops.sqrt((x * x).sum(axis=axis, keepdims=True) + NORM_EPS)
 
 
-def margin_at_step(step, margin, warmup_steps):
-    """Margin for training step ``step`` (0-based): linear from 0 to ``margin`` over ``warmup_steps`` steps, then
-    ``margin``; ``warmup_steps`` 0 means a fixed margin from the start."""
+def margin_at_step(step, margin, warmup_steps, start=0.0):
+    """Margin for training step ``step`` (0-based): linear from ``start`` to ``margin`` over ``warmup_steps`` steps,
+    then ``margin``; ``warmup_steps`` 0 means a fixed margin from the start."""
     if warmup_steps <= 0:
         return float(margin)
-    return float(margin) * min(1.0, max(0, step) / float(warmup_steps))
+    return float(start) + (float(margin) - float(start)) * min(1.0, max(0, step) / float(warmup_steps))
 
 
 class AAMSoftmax(nn.Cell):

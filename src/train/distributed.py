@@ -7,7 +7,9 @@ MCCL over TCP on CPU) is initialised and every gradient is averaged over the ran
 ranks keep identical parameters. Each rank reads its own shard of every epoch (see ``src/data``).
 
 ``python -m src.train.distributed freeze_config OUT [--config PATH] [--key value ...]`` writes the resolved recipe with
-relative paths made absolute, so processes started in per-rank working folders all read the same files;
+relative paths made absolute, so processes started in per-rank working folders all read the same files, and with the
+model keys of the checkpoint the run starts from (resume or ``init_checkpoint``: a contradicting ``--key`` is refused
+here, before any rank starts);
 ``python -m src.train.distributed output_dir [--key value ...]`` prints the recipe's output folder as an absolute path.
 """
 import os
@@ -120,8 +122,10 @@ def main(argv=None):
         return 0
     if not args.out:
         raise UsageError("freeze_config needs the YAML file to write: freeze_config OUT.yaml [--key value ...]")
+    from src.train.loop import starting_point     # loop.py imports this module
+    cfg, _, _ = starting_point(cfg)
     cfg = absolute_paths(cfg, os.getcwd())
-    save_config({k: v for k, v in cfg.items() if k != "config"}, args.out)
+    save_config(cfg, args.out)
     print(cfg["output_dir"])
     return 0
 

@@ -10,6 +10,10 @@ Resume restores every parameter, the Adam moments, the loss scale, the step coun
 (float32). SpecAugment's masks come from MindSpore's in-graph random ops, whose state is not saved: with
 ``specaugment: true`` a resumed run gets other masks than an uninterrupted one.
 
+Fine-tuning (``init_checkpoint``) starts a new run (step 0, a fresh optimizer and schedule, the first batch) from
+another checkpoint's weights (src/train/step.py); once the run has a checkpoint of its own, resume continues it and
+``init_checkpoint`` is not used (``starting_point``).
+
 Reading order: ``train`` sets up the run and loops over epochs; ``run_epoch`` runs one epoch's batches; the pieces
 it calls (``LogWindow``, ``checkpoint_due``, ``TrainState.advance``, ``end_epoch``) are each one small function.
 """
@@ -23,18 +27,18 @@ import time
 import mindspore as ms
 from tqdm import tqdm
 
-from src.checkpoint import latest_checkpoint, parameters_sha256, restore_checkpoint, save_checkpoint
+from src.checkpoint import latest_checkpoint, list_checkpoints, parameters_sha256, restore_checkpoint, save_checkpoint
 from src.cli import log_to_file
 from src.config import save_config
 from src.data.augment import WaveAugment
 from src.data.dataset import (count_skipped, create_train_dataset, num_train_classes, train_list_from_config,
                               unreadable_log)
-from src.model.embedder import embedder_settings
+from src.model.embedder import embedder_settings, recipe_for_checkpoint
 from src.model.loss import margin_at_step
 from src.device import CompileLogged
 from src.train.distributed import any_rank, barrier
 from src.train.run_folder import RunLock, StopRequests, TrainingStopped, check_output_dir
-from src.train.step import build_train_step
+from src.train.step import build_train_step, classifier_lr
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +101,11 @@ class LogWindow:
         self.samples += samples
         self.steps += 1
 
-    def record(self, state, epoch, world_size, lr, loss_scale):
-        """The log record of this window (mean loss, accuracy, learning rate, speed)."""
+    def record(self, state, epoch, world_size, lr, margin, loss_scale):
+        """The log record of this window (mean loss, accuracy, learning rate, margin, speed)."""
         seconds = time.time() - self.start
         return {"global_step": state.global_step, "epoch": epoch, "loss": self.loss / self.steps,
-                "accuracy": self.correct * world_size / self.samples, "lr": lr,
+                "accuracy": self.correct * world_size / self.samples, "lr": lr, "margin": margin,
                 "samples_per_second": self.samples / max(seconds, 1e-9), "loss_scale": loss_scale,
                 "overflow_steps": state.overflow_steps}
 
@@ -113,11 +117,39 @@ def resolve_resume(resume, checkpoint_dir):
     if resume == "latest":
         path = latest_checkpoint(checkpoint_dir)
         if path is None:
-            logger.warning("resume latest: no checkpoint in %s yet; starting from scratch", checkpoint_dir)
+            logger.warning("resume latest: no checkpoint in %s yet; starting a new run", checkpoint_dir)
         return path
     if not os.path.isfile(resume):
         raise FileNotFoundError(f"resume: checkpoint not found: {resume}")
     return resume
+
+
+def resolve_init_checkpoint(path):
+    """``init_checkpoint`` setting -> checkpoint file or None: a file as it is; a run folder (or a folder of
+    checkpoints) -> its newest checkpoint."""
+    if not path:
+        return None
+    if os.path.isdir(path):
+        found = list_checkpoints(os.path.join(path, CHECKPOINT_DIR)) or list_checkpoints(path)
+        if not found:
+            raise FileNotFoundError(f"init_checkpoint: no checkpoint in {path} (nor in {path}/{CHECKPOINT_DIR})")
+        return found[-1][1]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"init_checkpoint: checkpoint not found: {path}")
+    return path
+
+
+def starting_point(cfg):
+    """-> (recipe, resume checkpoint or None, init checkpoint or None). Resuming this run's own checkpoint wins;
+    ``init_checkpoint`` only starts a new run. The recipe takes the model keys the starting checkpoint carries, as
+    eval.py does (src/model/embedder.py ``recipe_for_checkpoint``: a contradicting command-line key is refused)."""
+    resume_path = resolve_resume(cfg.resume, os.path.join(cfg.output_dir, CHECKPOINT_DIR))
+    if resume_path and cfg.init_checkpoint:
+        logger.info("resuming from %s: init_checkpoint %s is not used (it only starts a new run)", resume_path,
+                    cfg.init_checkpoint)
+    init_path = None if resume_path else resolve_init_checkpoint(cfg.init_checkpoint)
+    start = resume_path or init_path
+    return (recipe_for_checkpoint(cfg, start) if start else cfg), resume_path, init_path
 
 
 def data_position(saved, batch_size, world_size):
@@ -166,10 +198,12 @@ def stop_agreed(stop, rank):
     return any_rank(bool(stop.requested)) if rank.size > 1 else bool(stop.requested)
 
 
-def update_margin(classifier, global_step, margin, warmup_steps):
-    """AAM margin warm-up: during the first ``warmup_steps`` steps the margin grows linearly to ``margin``."""
+def update_margin(classifier, global_step, cfg):
+    """AAM margin warm-up: during the first ``margin_warmup_steps`` steps the margin grows linearly from
+    ``margin_warmup_start`` to ``aam_margin``."""
+    warmup_steps = int(cfg.margin_warmup_steps)
     if warmup_steps > 0 and global_step <= warmup_steps:
-        classifier.set_margin(margin_at_step(global_step, margin, warmup_steps))
+        classifier.set_margin(margin_at_step(global_step, cfg.aam_margin, warmup_steps, cfg.margin_warmup_start))
 
 
 def end_epoch(cfg, state, epoch, log):
@@ -195,7 +229,7 @@ def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, 
     window, stop_requested = LogWindow(), False
     for wav, labels in dataset.create_tuple_iterator(num_epochs=1):
         stop.watch()
-        update_margin(train_net.classifier, state.global_step, cfg.aam_margin, int(cfg.margin_warmup_steps))
+        update_margin(train_net.classifier, state.global_step, cfg)
         loss, correct, overflow, scale = step_cell(wav, labels)
         loss, overflow = float(loss.asnumpy()), bool(overflow.asnumpy())
         state.advance(overflow, steps_per_epoch)
@@ -204,8 +238,9 @@ def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, 
         bar.set_postfix(loss=f"{loss:.3f}")
         last_step = reached_max_steps(state, max_steps)
         if window.steps == int(cfg.log_every_steps) or state.at_epoch_start or last_step:
-            lr = float(step_cell.optimizer.get_lr().asnumpy())
-            record = window.record(state, epoch, rank.size, lr, float(scale.asnumpy()))
+            lr = classifier_lr(step_cell)
+            margin = float(train_net.classifier.margin.asnumpy())
+            record = window.record(state, epoch, rank.size, lr, margin, float(scale.asnumpy()))
             log.write(**record)
             if rank.is_main:
                 logger.info("epoch %d step %d: loss %.4f accuracy %.3f lr %.3e %.1f samples/s", epoch,
@@ -235,14 +270,14 @@ def train(cfg, rank, device_target="CPU"):
     checked; rank 0 holds the folder's lock while it trains. SIGINT / SIGTERM end the run at the next step boundary
     with a checkpoint (TrainingStopped)."""
     checkpoint_dir = os.path.join(cfg.output_dir, CHECKPOINT_DIR)
-    resume_path = resolve_resume(cfg.resume, checkpoint_dir)
+    cfg, resume_path, init_path = starting_point(cfg)
     if rank.is_main:
         check_output_dir(cfg.output_dir, checkpoint_dir, resuming=bool(resume_path))
     with RunLock(cfg.output_dir) if rank.is_main else contextlib.nullcontext():
-        return _train(cfg, rank, device_target, checkpoint_dir, resume_path)
+        return _train(cfg, rank, device_target, checkpoint_dir, resume_path, init_path)
 
 
-def _train(cfg, rank, device_target, checkpoint_dir, resume_path):
+def _train(cfg, rank, device_target, checkpoint_dir, resume_path, init_path):
     # MUSAN and RIR folders first: a missing or empty one fails at once, naming it (the training list of
     # VoxCeleb2 can take a while to build).
     augment = WaveAugment.from_config(cfg)
@@ -253,7 +288,7 @@ def _train(cfg, rank, device_target, checkpoint_dir, resume_path):
         train_list = train_list_from_config(cfg)
     num_classes = num_train_classes(cfg, train_list)
     ms.set_seed(int(cfg.seed))
-    step_cell, train_net = build_train_step(cfg, num_classes, device_target)
+    step_cell, train_net = build_train_step(cfg, num_classes, device_target, init_checkpoint=init_path)
     step_cell.set_train()
     state = start_state(cfg, rank, num_classes, step_cell, resume_path)
     # Everything checked: from here on the run writes its record.

@@ -63,6 +63,20 @@ class CyclicLR(nn.learning_rate_schedule.LearningRateSchedule):
         return lr
 
 
+class FrozenFor(nn.learning_rate_schedule.LearningRateSchedule):
+    """``schedule``'s rate from global step ``steps`` on, 0 before: the parameters it drives stay exactly as they are
+    for the first ``steps`` updates (Adam scales its whole update, L2 weight decay included, by the rate)."""
+
+    def __init__(self, schedule, steps):
+        super().__init__()
+        self.schedule = schedule
+        self.steps = float(steps)
+
+    def construct(self, global_step):
+        thawed = (global_step.astype(ms.float32) >= self.steps).astype(ms.float32)
+        return self.schedule(global_step) * thawed
+
+
 def schedule_from_config(cfg):
     """The CyclicLR of a recipe (keys base_lr, max_lr, lr_step_size, lr_mode, lr_warmup_steps)."""
     return CyclicLR(cfg.base_lr, cfg.max_lr, cfg.lr_step_size, cfg.lr_mode, cfg.lr_warmup_steps)

@@ -1,0 +1,75 @@
+"""The recipe files of the public checkpoints (configs/pretrained/*.yaml, listed in the README): each loads, names its
+checkpoint, and holds exactly the settings the importer derives from the peer's own full-size model; the importer
+leaves such a file as it is and rewrites one that disagrees."""
+import glob
+import os
+import re
+
+import pytest
+import yaml
+
+from src.config import load_config
+from src.import_weights import (SPEAKERLAB_FRONT_END, SPEECHBRAIN_FRONT_END, WESPEAKER_FRONT_END, ZOO_FRONT_END,
+                                ZOO_MODEL_CONFIG, imported_settings, recipe_body, speechbrain_settings,
+                                wespeaker_settings, write_recipe)
+from src.model.ecapa_tdnn import ECAPA_TDNN
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "pretrained", "*.yaml")))
+IMPORT_LINE = re.compile(r"^#\s+python -m src\.import_weights --format (\S+) (\S+) (\S+)$", re.M)
+
+
+def peer_settings(fmt, recipe):
+    """What the importer derives for the peer model a recipe describes, built with the peer's own code at the
+    recipe's sizes (skips when the peer's package is missing)."""
+    if fmt == "mindspore_zoo":
+        return imported_settings(ECAPA_TDNN(**ZOO_MODEL_CONFIG), ZOO_FRONT_END)
+    if fmt == "speechbrain":
+        from tests.speechbrain_ref import make_speechbrain_ecapa
+        state = make_speechbrain_ecapa(channels=recipe["channels"], mfa_channels=recipe["mfa_channels"]).state_dict()
+        settings_of, front_end = speechbrain_settings, SPEECHBRAIN_FRONT_END
+    elif fmt == "3dspeaker":
+        from tests.test_import_3dspeaker import make_speakerlab_ecapa
+        state = make_speakerlab_ecapa(recipe["channels"], recipe["mfa_channels"], recipe["global_context"], 0).state_dict()
+        settings_of, front_end = speechbrain_settings, SPEAKERLAB_FRONT_END
+    else:
+        assert fmt == "wespeaker"
+        from tests.test_import_wespeaker import make_wespeaker_ecapa
+        state = make_wespeaker_ecapa(recipe["channels"], recipe["global_context"], recipe["embedding_norm"],
+                                     0).state_dict()
+        settings_of, front_end = wespeaker_settings, WESPEAKER_FRONT_END
+    state = {name: value.numpy() for name, value in state.items()}
+    return imported_settings(ECAPA_TDNN(**settings_of(state)), front_end)
+
+
+def test_every_format_has_a_recipe():
+    formats = {IMPORT_LINE.search(open(path).read()).group(1) for path in RECIPES}
+    assert formats == {"mindspore_zoo", "speechbrain", "wespeaker", "3dspeaker"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
+def test_recipe_holds_what_the_importer_derives(path, tmp_path):
+    """A user who downloads the model and runs the import line of the recipe gets a checkpoint whose settings are
+    the recipe's, so eval.py / export.py --config <recipe> work on it."""
+    text = open(path).read()
+    fmt, _, checkpoint = IMPORT_LINE.search(text).groups()
+    recipe = yaml.safe_load(text)
+    name = os.path.splitext(os.path.basename(path))[0]
+    assert checkpoint == recipe["checkpoint"] == f"pretrained/{name}.ckpt"
+    cfg = load_config(["--config", path])
+    settings = peer_settings(fmt, recipe)
+    assert {key: cfg[key] for key in settings} == settings
+    assert {key: recipe[key] for key in settings} == settings
+    assert yaml.safe_load("\n".join(recipe_body(checkpoint, path, settings, fmt == "speechbrain"))) == recipe
+
+    copy = tmp_path / "pretrained" / os.path.basename(path)          # the importer keeps a recipe that agrees
+    copy.parent.mkdir()
+    copy.write_text(text.replace("base: ../ecapa-tdnn_config.yaml",
+                                 f"base: {os.path.join(ROOT, 'configs', 'ecapa-tdnn_config.yaml')}"))
+    kept = copy.read_text()
+    write_recipe(fmt, "downloaded.pt", os.path.join(ROOT, checkpoint), str(copy), settings, fmt == "speechbrain")
+    assert copy.read_text() == kept
+    changed = dict(settings, embedding_size=settings["embedding_size"] + 1)   # ... and rewrites one that does not
+    write_recipe(fmt, "downloaded.pt", os.path.join(ROOT, checkpoint), str(copy), changed, fmt == "speechbrain")
+    assert yaml.safe_load(copy.read_text())["embedding_size"] == settings["embedding_size"] + 1
+    assert "imported from" in copy.read_text()
