@@ -1,11 +1,16 @@
-"""Export ECAPA-TDNN for inference (MINDIR by default; AIR on Ascend; ONNX with a fixed length) and verify it.
+"""Export ECAPA-TDNN for inference (MINDIR by default; AIR on Ascend; ONNX) and verify it.
 
     python export.py --checkpoint runs/voxceleb/checkpoints/ckpt_step00100000.ckpt
     python export.py --checkpoint x.ckpt --export_format ONNX --export_input fbank --export_batch_size 8
     python export.py --checkpoint x.ckpt --export_dynamic true          # MINDIR with a dynamic time axis
+    python export.py --checkpoint x.ckpt --export_format ONNX --export_input fbank --export_dynamic true   # any batch, length
+    python export.py --checkpoint x.ckpt --export_format ONNX --export_int8 true    # also <file>.int8.onnx
+    python export.py --config kaldi_recipe.yaml --checkpoint x.ckpt --export_format ONNX --export_input fbank \
+        --export_sherpa true                                             # metadata for sherpa-onnx
 
 Writes ``<export_file>.<ext>`` and its contract ``<export_file>.<ext>.json``; exits with status 1 when the format is
 not possible here or the exported file differs from the network by more than ``export_tolerance``.
+``export_int8`` and ``export_sherpa`` are src/deploy/onnx_tools.py steps on the written ONNX file.
 """
 import json
 import logging
@@ -13,7 +18,8 @@ import os
 
 from src.cli import run_command, setup_logging
 from src.config import load_config
-from src.deploy.export import export_model
+from src.deploy.export import example_input, export_model
+from src.deploy.onnx_tools import OnnxToolError, add_sherpa_metadata, quantize_int8
 from src.deploy.infer_files import export_base
 from src.model.ecapa_tdnn import build_ecapa
 from src.model.embedder import embedder_settings, recipe_for_checkpoint
@@ -25,6 +31,8 @@ def main(argv=None):
     setup_logging()
     from src.device import setup_device
     setup_device(cfg.device_target, cfg.device_id)
+    if (cfg.export_int8 or cfg.export_sherpa) and str(cfg.export_format).upper() != "ONNX":
+        raise OnnxToolError(f"export_int8 / export_sherpa work on an ONNX file; export_format is {cfg.export_format}")
     if cfg.checkpoint:
         cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
         network = load_network_weights(build_ecapa(cfg), cfg.checkpoint)
@@ -37,7 +45,18 @@ def main(argv=None):
                             float(cfg.export_tolerance), int(cfg.sample_rate), settings, seed=int(cfg.seed),
                             embedding_mean=read_embedding_mean(cfg.checkpoint) if cfg.checkpoint else None)
     folder = os.path.dirname(os.path.abspath(export_base(cfg)))
-    print(json.dumps({"model": os.path.join(folder, contract["model_file"]),
+    path = os.path.join(folder, contract["model_file"])
+    int8_path = None
+    if cfg.export_sherpa:
+        add_sherpa_metadata(path, contract)
+    if cfg.export_int8:
+        check = example_input(contract["input"]["kind"], contract["batch_size"], contract["window_samples"],
+                              int(cfg.seed) + 1, contract["sample_rate"], contract["n_mels"], contract["network"])
+        int8 = quantize_int8(path, contract, check)
+        int8_path = os.path.join(folder, int8["model_file"])
+        if cfg.export_sherpa:
+            add_sherpa_metadata(int8_path, int8)
+    print(json.dumps({"model": path, "int8_model": int8_path,
                       "input": contract["input"]["shape"], "kind": contract["input"]["kind"],
                       "max_abs_diff": contract["verification"]["max_abs_diff"],
                       "network_ms": contract["verification"]["network_ms"],

@@ -226,6 +226,8 @@ RULES = {
     "export_seconds": SECONDS,
     "export_dynamic": Flag(),
     "export_tolerance": Number(low=0),
+    "export_int8": Flag(),
+    "export_sherpa": Flag(),
     "infer_model": Text(),
     "infer_dir": Text(),
     "infer_utt_list": Text(),

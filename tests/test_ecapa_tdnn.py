@@ -9,7 +9,7 @@ import mindspore as ms
 
 from src.config import load_config
 import src.model.layers
-from src.model.ecapa_tdnn import ECAPA_TDNN, build_ecapa, network_settings
+from src.model.ecapa_tdnn import ECAPA_TDNN, build_ecapa, inference_network, network_settings
 from src.model.layers import LARGE_MATMUL, Conv1d, MatMulNT, frame_mask, frame_mean_std
 from tests.speechbrain_ref import (copy_speechbrain_to_mindspore, make_speechbrain_ecapa, mindspore_name,
                                    randomize_batchnorm, speechbrain_embed)
@@ -288,3 +288,28 @@ def test_bad_pooling_stats_is_refused():
         ECAPA_TDNN(**SMALL, pooling_stats="kaldi")
     with pytest.raises(ValueError, match="pooling_stats: got 'kaldi'"):
         load_config(["--pooling_stats", "kaldi"])
+
+
+# ---------------------------------------------------------------- the folded inference network
+@pytest.mark.parametrize("variants", [{}, WESPEAKER_VARIANTS], ids=["reflect", "zeros-wespeaker"])
+def test_inference_network_equals_the_network(variants, pynative):
+    """inference_network folds asp_bn (and fc_bn) into fc and each Res2Net block's last sub-block batch norm into
+    tdnn2: the same embeddings within 1e-5, with and without lengths, and the source network keeps its batch norms.
+    Batch norms with realistic statistics, so that a wrong fold (a missing shift, a transposed scale) shows."""
+    net = randomize_our_batchnorm(ECAPA_TDNN(**SMALL, res2net_scale=4, **variants), seed=10)
+    net.set_train(False)
+    names = [p.name for p in net.get_parameters()]
+    folded = inference_network(net)
+    assert [p.name for p in net.get_parameters()] == names
+    removed = set(names) - {p.name for p in folded.get_parameters()}
+    expected = {"asp_bn"} | {f"blocks.{i}.res2net_block.blocks.2.norm" for i in (1, 2, 3)}
+    expected |= {"fc_bn"} if variants else set()
+    assert {name.rsplit(".", 1)[0] for name in removed} == expected
+    rng = np.random.default_rng(11)
+    feats = ms.Tensor(rng.normal(size=(3, 40, 80)).astype(np.float32))
+    lengths = ms.Tensor(np.array([40, 23, 9], np.int32))
+    for args, text in [((feats,), "no lengths"), ((feats, lengths), "lengths")]:
+        reference = net(*args).asnumpy()
+        diff = np.abs(folded(*args).asnumpy() - reference).max()
+        print(f"\nfolded vs network, {text}: max abs diff {diff:.3g} (outputs up to {np.abs(reference).max():.3g})")
+        assert np.abs(reference).max() > 0.1 and diff <= TOLERANCE

@@ -11,6 +11,7 @@ import export
 from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.deploy.export import ExportError, example_input, export_cell, export_model
 from src.deploy.infer_files import contract_path, read_contract
+from tests.test_ecapa_tdnn import WESPEAKER_VARIANTS, randomize_our_batchnorm
 
 SMALL = dict(channels=16, mfa_channels=48, embedding_size=24, attention_channels=8, se_channels=8, res2net_scale=4)
 SECONDS = 0.5                                  # 8000 samples, 51 frames: small graphs compile fast
@@ -39,7 +40,7 @@ def test_mindir_round_trip(tmp_path, input_kind, dynamic):
     assert contract["input"]["kind"] == input_kind and contract["input"]["dtype"] == "float32"
     assert contract["output"]["shape"] == [2, 24] and contract["embedding_size"] == 24
     assert (contract["window_samples"], contract["frames_per_window"], contract["sample_rate"]) == (8000, 51, 16000)
-    assert len(ver["checked_shapes"]) == (2 if dynamic else 1)
+    assert len(ver["checked_shapes"]) == (3 if dynamic else 1)
 
     # Independent check: a fresh input (another seed; the longer length when dynamic) through the reloaded file.
     samples = 8000 * 5 // 3 if dynamic else 8000
@@ -61,12 +62,35 @@ def test_onnx_round_trip_with_onnxruntime(tmp_path):
     assert contract["output"]["shape"] == [2, 24]
 
 
+@pytest.mark.parametrize("variants", [{}, WESPEAKER_VARIANTS], ids=["reflect", "zeros-wespeaker"])
+def test_onnx_with_dynamic_batch_and_time(tmp_path, variants, pynative):
+    """One ONNX file (src/deploy/onnx_graph.py) embeds any number of frames and utterances: export_model's check
+    runs it at three lengths, then a batch size and a length it never saw are compared with the unfolded network.
+    PYNATIVE: no MindSpore export is involved, so nothing needs compiling."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+    net = randomize_our_batchnorm(ECAPA_TDNN(**SMALL, **variants), seed=3)
+    net.set_train(False)
+    contract = export_model(net, str(tmp_path / "ecapa"), "ONNX", "fbank", batch_size=2, seconds=SECONDS,
+                            dynamic=True)
+    ver = contract["verification"]
+    print(f"\nONNX dynamic {variants or 'default'}: max abs diff {ver['max_abs_diff']:.3g} over {ver['checked_shapes']}")
+    assert ver["checked_shapes"] == [[2, 51, 80], [2, 84, 80], [2, 34, 80]] and ver["max_abs_diff"] <= 1e-4
+    assert contract["input"]["shape"] == [2, -1, 80] and contract["input"]["name"] == "feats"
+    session = ort.InferenceSession(str(tmp_path / "ecapa.onnx"), providers=["CPUExecutionProvider"])
+    feats = example_input("fbank", 3, 9876, seed=5)                                   # 62 frames, batch 3
+    got = session.run(None, {"feats": feats})[0]
+    expected = net(ms.Tensor(feats)).asnumpy()
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
 def test_formats_refused_with_a_reason(tmp_path):
     net = small_network()
     with pytest.raises(ExportError, match="AIR export needs MindSpore's Ascend backend"):
         export_model(net, str(tmp_path / "a"), "AIR", seconds=SECONDS)
-    with pytest.raises(ExportError, match="dynamic time axis is only possible for MINDIR"):
-        export_model(net, str(tmp_path / "a"), "ONNX", dynamic=True, seconds=SECONDS)
+    with pytest.raises(ExportError, match="dynamic time axis is only possible for MINDIR, and for ONNX with fbank"):
+        export_model(net, str(tmp_path / "a"), "ONNX", "waveform", dynamic=True, seconds=SECONDS)
     with pytest.raises(ExportError, match="export_format: expected one of"):
         export_model(net, str(tmp_path / "a"), "TFLITE", seconds=SECONDS)
     assert os.listdir(tmp_path) == []

@@ -7,13 +7,17 @@ What is exported:
   needs no feature code at all.
 - ``input_kind="fbank"``: ``feats (B, T, n_mels)`` log-mel frames -> ECAPA-TDNN -> ``(B, E)``.
 
-The time axis is fixed (``seconds``, default 3 s: S = 48000 samples, T = 301 frames; 298 with the Kaldi front end) or,
-for MINDIR only, dynamic.
+What is written is the folded ``inference_network`` (src/model/ecapa_tdnn.py: batch norms folded into the next
+linear layer); the file is verified against the unfolded network, so the check also covers the folding.
+
+The time axis is fixed (``seconds``, default 3 s: S = 48000 samples, T = 301 frames; 298 with the Kaldi front end) or
+dynamic: MINDIR (any input), or ONNX with fbank input, which src/deploy/onnx_graph.py writes itself (MindSpore 2.10's
+ONNX exporter cannot write a dynamic axis; that file's batch axis is dynamic too).
 Every frame/sample of the input is valid (no lengths input): fixed-length windows are repeat-padded by
 preprocess.py, never zero-padded.
 
 Verification: the written file is loaded back (``nn.GraphCell(ms.load(path))`` for MINDIR, onnxruntime for
-ONNX) and run on the same realistic input as the network (two lengths for a dynamic axis). A max abs
+ONNX) and run on the same realistic input as the network (three lengths for a dynamic axis). A max abs
 difference above ``tolerance`` renames the file to ``<file>.rejected`` and raises ``ExportError``. AIR cannot be
 loaded back by MindSpore: the same graph is also exported as MINDIR and that file is verified.
 
@@ -29,6 +33,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn
 
+from src.model.ecapa_tdnn import inference_network
 from src.model.embedder import Embedder, build_front_end, front_end_frames
 from src.deploy.infer_files import CONTRACT_VERSION, INPUT_KINDS, contract_path, write_contract
 
@@ -116,6 +121,19 @@ def _export_file(cell, spec, file_base, file_format):
     return file_base + EXTENSIONS[file_format]
 
 
+def _write_dynamic_onnx(network, file_base):
+    """Write ``network`` (fbank input) as an ONNX file with dynamic batch and time axes -> its path.
+    MindSpore's exporter cannot (see the module docstring): src/deploy/onnx_graph.py writes the graph itself."""
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("a dynamic ONNX file is written with the onnx package: pip install onnx") from None
+    from src.deploy.onnx_graph import ecapa_onnx
+    path = file_base + EXTENSIONS["ONNX"]
+    onnx.save(ecapa_onnx(network), path)
+    return path
+
+
 def _run_onnx(path, x):
     try:
         import onnxruntime as ort
@@ -133,7 +151,8 @@ def _reject(path, message):
 
 
 def verify_export(cell, path, file_format, inputs, tolerance):
-    """Run the written file and ``cell`` on every array of ``inputs`` -> dict of diffs, names and timings."""
+    """Run the written file and ``cell`` (the reference: the unfolded network) on every array of ``inputs`` -> dict
+    of diffs, names and timings."""
     result = {"tolerance": tolerance, "max_abs_diff": 0.0, "checked_shapes": [], "loaded_with": None}
     if file_format == "MINDIR":
         loaded = nn.GraphCell(ms.load(path))
@@ -164,7 +183,7 @@ def verify_export(cell, path, file_format, inputs, tolerance):
     return result
 
 
-def check_export_request(file_format, dynamic, batch_size):
+def check_export_request(file_format, dynamic, batch_size, input_kind="waveform"):
     """Refuse what cannot be exported here, before anything is written -> the format in upper case."""
     file_format = str(file_format).upper()
     if file_format not in EXPORT_FORMATS:
@@ -172,9 +191,10 @@ def check_export_request(file_format, dynamic, batch_size):
     if file_format == "AIR" and ms.get_context("device_target") != "Ascend":
         raise ExportError("AIR export needs MindSpore's Ascend backend (device_target Ascend on an Ascend machine); "
                           f"this run uses {ms.get_context('device_target')}: export MINDIR (the 310 program loads it)")
-    if dynamic and file_format != "MINDIR":
-        raise ExportError(f"a dynamic time axis is only possible for MINDIR; {file_format} needs a fixed length "
-                          f"(set export_dynamic false)")
+    if dynamic and not (file_format == "MINDIR" or (file_format == "ONNX" and input_kind == "fbank")):
+        raise ExportError(f"a dynamic time axis is only possible for MINDIR, and for ONNX with fbank input (written by "
+                          f"src/deploy/onnx_graph.py, which has no front end); {file_format} with {input_kind} input "
+                          f"needs a fixed length (set export_dynamic false)")
     if batch_size < 1:
         raise ExportError(f"export_batch_size must be >= 1, got {batch_size}")
     return file_format
@@ -182,24 +202,27 @@ def check_export_request(file_format, dynamic, batch_size):
 
 def export_model(network, file_base, file_format="MINDIR", input_kind="waveform", batch_size=1, seconds=3.0,
                  dynamic=False, tolerance=1e-4, sample_rate=16000, settings=None, seed=0, embedding_mean=None):
-    """Export ``network`` (an ECAPA_TDNN, in eval mode) to ``file_base`` + extension, verify it, write its contract
+    """Export ``network`` (an ECAPA_TDNN, in eval mode) folded (``inference_network``) to ``file_base`` + extension,
+    verify it against the unfolded network, write its contract
     (``settings``: what the contract records under "network", e.g. the embedder settings and the checkpoint; its
     front-end keys choose the front end, SpeechBrain's fbank when it has none; ``embedding_mean``: an imported
     model's (D,) mean embedding, recorded for postprocess.py's ``subtract_mean``).
 
     Returns the contract dict (also written to ``<file>.json``). Raises ``ExportError`` when the format is not
-    possible here (AIR off Ascend, ONNX with a dynamic axis or an untranslatable operator) or the file does not
-    reproduce the network within ``tolerance``.
+    possible here (AIR off Ascend, ONNX with waveform input and a dynamic axis, an untranslatable operator) or the
+    file does not reproduce the network within ``tolerance``.
     """
-    file_format = check_export_request(file_format, dynamic, batch_size)
+    file_format = check_export_request(file_format, dynamic, batch_size, input_kind)
     window_samples = int(round(seconds * sample_rate))
     n_mels, embedding_size = network.n_mels, network.embedding_size
     front_end = front_end_settings(settings, sample_rate, n_mels)
     frames = front_end_frames(front_end, window_samples)
     network.set_train(False)
-    cell = export_cell(network, input_kind, sample_rate, settings)
+    reference = export_cell(network, input_kind, sample_rate, settings)
+    cell = export_cell(inference_network(network), input_kind, sample_rate, settings)
 
-    lengths = [window_samples, window_samples * 5 // 3] if dynamic else [window_samples]
+    # A dynamic axis is checked at three lengths; the last (5410 samples for 0.5 s) is not a whole number of hops.
+    lengths = [window_samples, window_samples * 5 // 3, window_samples * 2 // 3 + 77] if dynamic else [window_samples]
     inputs = [example_input(input_kind, batch_size, s, seed, sample_rate, n_mels, settings) for s in lengths]
     row = [window_samples] if input_kind == "waveform" else [frames, n_mels]
     shape = [batch_size] + row
@@ -212,13 +235,16 @@ def export_model(network, file_base, file_format="MINDIR", input_kind="waveform"
     folder = os.path.dirname(os.path.abspath(file_base))
     os.makedirs(folder, exist_ok=True)
     start = time.perf_counter()
-    path = _export_file(cell, spec, file_base, file_format)
+    if dynamic and file_format == "ONNX":
+        path = _write_dynamic_onnx(network, file_base)
+    else:
+        path = _export_file(cell, spec, file_base, file_format)
     export_seconds = time.perf_counter() - start
     verified_path, verified_format = path, file_format
     if file_format == "AIR":
         verified_path = _export_file(cell, spec, file_base, "MINDIR")
         verified_format = "MINDIR"
-    verification = verify_export(cell, verified_path, verified_format, inputs, tolerance)
+    verification = verify_export(reference, verified_path, verified_format, inputs, tolerance)
     verification["verified_file"] = os.path.basename(verified_path)
     logger.info("%s verified: max abs diff %.3g over inputs %s", path, verification["max_abs_diff"],
                 verification["checked_shapes"])

@@ -37,6 +37,10 @@ left out of the SE means, the attention softmax and the pooled statistics, and e
 utterance at its own end (zeros or reflection), so an utterance gets the same embedding in a padded batch as
 alone. Utterances need at least 5 frames (the largest one-sided padding is 4 frames).
 
+Inference (evaluation, src.verify, every export) runs ``inference_network(network)``: a copy with the batch norms
+that only feed a linear layer folded into it (asp_bn and fc_bn into fc, each Res2Net block's last sub-block norm into
+tdnn2), equal within float32 rounding. Checkpoints and training keep the unfolded network.
+
 Example::
 
     import numpy as np, mindspore as ms
@@ -47,6 +51,8 @@ Example::
     lengths = ms.Tensor(np.array([300, 180], np.int32))
     emb = net(feats, lengths)        # (2, 192)
 """
+import numpy as np
+import mindspore as ms
 from mindspore import nn, ops
 
 from src.model.layers import (PADDING_MODES, POOLING_STATS, STD_EPS, WESPEAKER_EPS, BatchNorm, Conv1d, dense,
@@ -265,7 +271,8 @@ class ECAPA_TDNN(nn.Cell):
         h = self.mfa(ops.concat((x1, x2, x3), axis=-1))
         pooled = self.asp(h, mask)
         batch = pooled.shape[0]
-        embedding = self.fc(self.asp_bn(pooled).reshape(batch, 1, -1)).reshape(batch, -1)
+        normed = pooled if self.asp_bn is None else self.asp_bn(pooled)          # None: folded into fc
+        embedding = self.fc(normed.reshape(batch, 1, -1)).reshape(batch, -1)
         if self.fc_bn is not None:
             embedding = self.fc_bn(embedding)
         return (x0, x1, x2, x3), pooled, embedding
@@ -295,3 +302,61 @@ def network_settings(network):
 def build_ecapa(cfg):
     """ECAPA_TDNN built from the MODEL_KEYS of a recipe (any mapping holding them)."""
     return ECAPA_TDNN(**model_settings(cfg))
+
+
+def _affine(norm):
+    """An eval-mode BatchNorm as NumPy (scale, shift), each (C,)."""
+    scale, shift = norm.scale_shift()
+    return scale.asnumpy(), shift.asnumpy()
+
+
+def _set_conv(conv, weight, bias):
+    """Give a Conv1d the weight (out, in, k) and bias (out,) NumPy arrays."""
+    conv.weight.set_data(ms.Tensor(weight.astype(np.float32)))
+    conv.bias.set_data(ms.Tensor(bias.astype(np.float32)))
+
+
+def inference_network(network):
+    """An eval-mode copy of ``network`` (ECAPA_TDNN) with the batch norms that only feed a linear layer folded into
+    that layer's weights: the same embeddings (within float32 rounding), fewer operations. ``network`` is unchanged,
+    so checkpoints and training never see the folded form.
+
+    In eval mode a batch norm is the per-channel map x -> a * x + b, and a linear layer W x + c applied to it is
+    (W diag(a)) x + (W b + c): exact whenever the linear layer sees the batch norm's output at every input position
+    it reads. Folded here:
+
+    - ``asp_bn`` into ``fc``, and ``fc_bn`` (embedding_norm) into ``fc`` as diag(a) W x + (a c + b): fc acts on one
+      pooled vector per utterance, with no padding or frames to mix in.
+    - The batch norm of each Res2Net block's last sub-block into the next 1x1 ``tdnn2``: that output goes only into
+      the concat tdnn2 reads, and a 1x1 convolution reads no padded frame.
+
+    Not folded, because its output is used by more than a linear layer: blocks.0 and every ``tdnn2`` (residual sum,
+    SE scaling), ``tdnn1`` and the other Res2Net sub-blocks (added to the next split), ``mfa`` (pooled means and
+    floored standard deviations: sqrt(max(a^2 var, eps)) is not |a| sqrt(max(var, eps))) and ``asp.tdnn`` (tanh).
+    """
+    folded = ECAPA_TDNN(**network_settings(network))
+    source = dict(network.parameters_and_names())     # names relative to the network, even inside an Embedder
+    for name, p in folded.parameters_and_names():
+        p.set_data(source[name].value())
+    folded.set_train(False)
+    for i in range(1, len(folded.blocks)):          # not blocks[1:]: slicing a CellList renames its parameters
+        block = folded.blocks[i]
+        last = block.res2net_block.blocks[-1]
+        scale, shift = _affine(last.norm)
+        conv = block.tdnn2.conv
+        weight, bias = conv.weight.asnumpy().copy(), conv.bias.asnumpy()
+        columns = slice(weight.shape[1] - scale.shape[0], weight.shape[1])        # the last split's channels
+        bias = bias + weight[:, columns, 0] @ shift
+        weight[:, columns, :] *= scale.reshape(1, -1, 1)
+        _set_conv(conv, weight, bias)
+        last.norm = None
+    weight, bias = folded.fc.weight.asnumpy(), folded.fc.bias.asnumpy()            # (E, 2M, 1), (E,)
+    scale, shift = _affine(folded.asp_bn)
+    weight, bias = weight * scale.reshape(1, -1, 1), bias + weight[:, :, 0] @ shift
+    if folded.fc_bn is not None:
+        scale, shift = _affine(folded.fc_bn)
+        weight, bias = weight * scale.reshape(-1, 1, 1), bias * scale + shift
+    _set_conv(folded.fc, weight, bias)
+    folded.asp_bn = None
+    folded.fc_bn = None
+    return folded

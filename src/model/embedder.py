@@ -20,7 +20,7 @@ import logging
 from mindspore import nn, ops
 
 from src.checkpoint import load_network_weights, read_settings
-from src.model.ecapa_tdnn import MODEL_KEYS, build_ecapa
+from src.model.ecapa_tdnn import MODEL_KEYS, build_ecapa, inference_network
 from src.model.fbank import HOP_LENGTH, WIN_LENGTH, Fbank, num_frames
 from src.model.kaldi_fbank import KaldiFbank, num_frames as kaldi_num_frames
 from src.model.layers import frame_mask, frame_mean_std
@@ -146,8 +146,8 @@ def recipe_for_checkpoint(cfg, checkpoint):
 
 def load_embedder(cfg, checkpoint, outputs=("embedding",)):
     """Embedder of a recipe's EMBEDDER_KEYS with the network weights of ``checkpoint`` (any checkpoint
-    src.checkpoint.load_network_weights reads), in eval mode."""
-    network = load_network_weights(build_ecapa(cfg), checkpoint)
+    src.checkpoint.load_network_weights reads), in eval mode, on the folded ``inference_network``."""
+    network = inference_network(load_network_weights(build_ecapa(cfg), checkpoint))
     embedder = Embedder(network, outputs=outputs, front_end=build_front_end(cfg))
     embedder.set_train(False)
     return embedder

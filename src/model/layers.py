@@ -229,6 +229,11 @@ class BatchNorm(nn.Cell):
             y = ops.depend(y, ops.assign(self.moving_mean, m * self.moving_mean + (1 - m) * batch_mean))
             y = ops.depend(y, ops.assign(self.moving_variance, m * self.moving_variance + (1 - m) * batch_var))
         else:
-            scale = self.gamma / ops.sqrt(self.moving_variance + self.eps)   # not rsqrt: no ONNX translation
-            y = ops.bias_add(rows * scale, ops.cast(self.beta - self.moving_mean * scale, ms.float32))
+            scale, shift = self.scale_shift()
+            y = ops.bias_add(rows * scale, ops.cast(shift, ms.float32))
         return ops.cast(y.reshape(shape), x.dtype)
+
+    def scale_shift(self):
+        """The eval-mode map y = scale * x + shift -> scale, shift (C,) float32."""
+        scale = self.gamma / ops.sqrt(self.moving_variance + self.eps)   # not rsqrt: no ONNX translation
+        return scale, self.beta - self.moving_mean * scale
