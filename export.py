@@ -19,7 +19,7 @@ import os
 from src.cli import run_command, setup_logging
 from src.config import load_config
 from src.deploy.export import example_input, export_model
-from src.deploy.onnx_tools import OnnxToolError, add_sherpa_metadata, quantize_int8
+from src.deploy.onnx_tools import OnnxToolError, add_sherpa_metadata, quantize_int8, sherpa_metadata
 from src.deploy.infer_files import export_base
 from src.model.ecapa_tdnn import build_ecapa
 from src.model.embedder import embedder_settings, recipe_for_checkpoint
@@ -40,6 +40,10 @@ def main(argv=None):
         network = build_ecapa(cfg)
         logging.warning("no --checkpoint given: exporting a randomly initialised network (for checks only)")
     settings = dict(embedder_settings(cfg), checkpoint=cfg.checkpoint)
+    if cfg.export_sherpa:              # refuse before anything is written
+        sherpa_metadata({"format": str(cfg.export_format).upper(), "input": {"kind": cfg.export_input},
+                         "network": settings, "n_mels": network.n_mels, "sample_rate": int(cfg.sample_rate),
+                         "batch_size": int(cfg.export_batch_size), "embedding_size": network.embedding_size})
     contract = export_model(network, export_base(cfg), cfg.export_format, cfg.export_input,
                             int(cfg.export_batch_size), float(cfg.export_seconds), bool(cfg.export_dynamic),
                             float(cfg.export_tolerance), int(cfg.sample_rate), settings, seed=int(cfg.seed),

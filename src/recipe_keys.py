@@ -134,6 +134,8 @@ RULES = {
     "kaldi_window": Choice(("povey", "hamming")),
     "kaldi_scale_16bit": Flag(),
     "kaldi_mean_norm": Flag(),
+    "kaldi_snip_edges": Flag(),
+    "kaldi_high_freq": Number(low=-7980, high=8000, above=True),   # Hz; 0: Nyquist, < 0: Nyquist + value (_pairs)
     # model
     "channels": POSITIVE_INT,
     "mfa_channels": POSITIVE_INT,
@@ -244,6 +246,10 @@ def _pairs(values):
                                      f"({values['res2net_scale']})"))
     if values["base_lr"] > values["max_lr"]:
         problems.append(("base_lr", f"got {values['base_lr']}; expected at most max_lr ({values['max_lr']})"))
+    high, nyquist = values["kaldi_high_freq"], values["sample_rate"] / 2
+    if not 20 < (high if high > 0 else nyquist + high) <= nyquist:
+        problems.append(("kaldi_high_freq", f"got {high}; expected at most 0 (Nyquist + value: the top mel filter edge "
+                                            f"above 20 Hz) or a frequency above 20 Hz (the lowest filter edge)"))
     total = values["noise_prob"] + values["music_prob"] + values["babble_prob"]
     if total > 1 + 1e-9:
         problems.append(("noise_prob", f"noise_prob + music_prob + babble_prob is {total:g}; expected at most 1"))

@@ -9,8 +9,8 @@ import mindspore as ms
 
 from src.config import load_config
 import src.model.layers
-from src.model.ecapa_tdnn import ECAPA_TDNN, build_ecapa, inference_network, network_settings
-from src.model.layers import LARGE_MATMUL, Conv1d, MatMulNT, frame_mask, frame_mean_std
+from src.model.ecapa_tdnn import ECAPA_TDNN, TDNNBlock, build_ecapa, inference_network, network_settings
+from src.model.layers import LARGE_MATMUL, BatchNorm, Conv1d, MatMulNT, frame_mask, frame_mean_std
 from tests.speechbrain_ref import (copy_speechbrain_to_mindspore, make_speechbrain_ecapa, mindspore_name,
                                    randomize_batchnorm, speechbrain_embed)
 
@@ -294,17 +294,25 @@ def test_bad_pooling_stats_is_refused():
 @pytest.mark.parametrize("variants", [{}, WESPEAKER_VARIANTS], ids=["reflect", "zeros-wespeaker"])
 def test_inference_network_equals_the_network(variants, pynative):
     """inference_network folds asp_bn (and fc_bn) into fc and each Res2Net block's last sub-block batch norm into
-    tdnn2: the same embeddings within 1e-5, with and without lengths, and the source network keeps its batch norms.
-    Batch norms with realistic statistics, so that a wrong fold (a missing shift, a transposed scale) shows."""
+    tdnn2, turns every other batch norm with positive scales into a Shift (its scale folded into the convolution
+    before the ReLU) and keeps one with a negative scale: the same embeddings within 1e-5, with and without
+    lengths, and the source network keeps its batch norms. Batch norms with realistic statistics, so that a wrong
+    fold (a missing shift, a transposed scale) shows."""
     net = randomize_our_batchnorm(ECAPA_TDNN(**SMALL, res2net_scale=4, **variants), seed=10)
+    gamma = net.blocks[2].tdnn1.norm.gamma
+    gamma.set_data(ms.Tensor(gamma.asnumpy() * np.where(np.arange(gamma.shape[0]) == 3, -1, 1).astype(np.float32)))
     net.set_train(False)
     names = [p.name for p in net.get_parameters()]
     folded = inference_network(net)
     assert [p.name for p in net.get_parameters()] == names
-    removed = set(names) - {p.name for p in folded.get_parameters()}
-    expected = {"asp_bn"} | {f"blocks.{i}.res2net_block.blocks.2.norm" for i in (1, 2, 3)}
-    expected |= {"fc_bn"} if variants else set()
-    assert {name.rsplit(".", 1)[0] for name in removed} == expected
+    norms = {name: cell.norm for name, cell in folded.cells_and_names() if isinstance(cell, TDNNBlock)}
+    removed = {f"blocks.{i}.res2net_block.blocks.2" for i in (1, 2, 3)}
+    assert {name for name, norm in norms.items() if norm is None} == removed | (
+        {"mfa", "asp.tdnn"} if variants else set())
+    assert {name for name, norm in norms.items() if isinstance(norm, BatchNorm)} == {"blocks.2.tdnn1"}
+    assert folded.asp_bn is None and folded.fc_bn is None
+    parameters = list(folded.get_parameters())
+    assert len({p.name for p in parameters}) == len(parameters)          # unique names: exports key them by name
     rng = np.random.default_rng(11)
     feats = ms.Tensor(rng.normal(size=(3, 40, 80)).astype(np.float32))
     lengths = ms.Tensor(np.array([40, 23, 9], np.int32))

@@ -11,6 +11,7 @@ import export
 from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.deploy.export import ExportError, example_input, export_cell, export_model
 from src.deploy.infer_files import contract_path, read_contract
+from src.deploy.onnx_tools import FRONT_END_SCOPE, OnnxToolError, add_sherpa_metadata, quantize_int8
 from tests.test_ecapa_tdnn import WESPEAKER_VARIANTS, randomize_our_batchnorm
 
 SMALL = dict(channels=16, mfa_channels=48, embedding_size=24, attention_channels=8, se_channels=8, res2net_scale=4)
@@ -85,12 +86,50 @@ def test_onnx_with_dynamic_batch_and_time(tmp_path, variants, pynative):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
+KALDI = {"front_end": "kaldi", "kaldi_window": "hamming", "kaldi_scale_16bit": True, "kaldi_mean_norm": True}
+SHERPA_KALDI = {"front_end": "kaldi", "kaldi_window": "povey", "kaldi_scale_16bit": False, "kaldi_mean_norm": True,
+                "kaldi_snip_edges": False, "kaldi_high_freq": -400}
+
+
+@pytest.mark.parametrize("settings", [{}, KALDI, SHERPA_KALDI], ids=["speechbrain", "kaldi", "kaldi-mirrored-7600hz"])
+def test_onnx_with_waveform_input_and_dynamic_axes(tmp_path, settings, pynative):
+    """The front end inside the dynamic ONNX graph (src/deploy/onnx_graph.py): export_model's check runs onnxruntime
+    on 2 equal-length rows at 8000, 13333 and 5410 samples (the last two not whole hops) against the MindSpore
+    Embedder; then a batch size and a length it never saw. The int8 copy keeps that front end float32, and
+    sherpa-onnx metadata is refused (sherpa-onnx feeds features)."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    import onnxruntime as ort
+    net = randomize_our_batchnorm(ECAPA_TDNN(**dict(SMALL, channels=32, mfa_channels=96)), seed=4)
+    net.set_train(False)
+    contract = export_model(net, str(tmp_path / "ecapa"), "ONNX", "waveform", batch_size=2, seconds=SECONDS,
+                            dynamic=True, settings=settings)
+    ver = contract["verification"]
+    print(f"\nONNX waveform dynamic {settings or 'speechbrain'}: max abs diff {ver['max_abs_diff']:.3g} over "
+          f"{ver['checked_shapes']}; onnxruntime {ver['exported_ms']:.1f} ms for {ver['timed_shape']}")
+    assert ver["checked_shapes"] == [[2, 8000], [2, 13333], [2, 5410]] and ver["max_abs_diff"] <= 1e-4
+    assert contract["input"]["shape"] == [2, -1] and contract["input"]["name"] == "wav" and contract["dynamic_time"]
+    path = str(tmp_path / "ecapa.onnx")
+    wav = example_input("waveform", 3, 9871, seed=5)
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"wav": wav})[0]
+    expected = export_cell(net, "waveform", settings=settings)(ms.Tensor(wav)).asnumpy()
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+    int8 = quantize_int8(path, contract, wav[:1])
+    nodes = onnx.load(str(tmp_path / int8["model_file"])).graph.node
+    front_end = [node.op_type for node in nodes if FRONT_END_SCOPE in node.name]
+    assert "MatMul" in front_end and not any(op.endswith("Integer") for op in front_end), "front end must stay float32"
+    assert sum(node.op_type.endswith("Integer") for node in nodes) >= 20, "the network's weights were not quantised"
+    assert int8["quantization"]["min_cosine_vs_float"] >= 0.99
+    with pytest.raises(OnnxToolError, match="input.kind is 'waveform', sherpa-onnx needs 'fbank'"):
+        add_sherpa_metadata(path, contract)
+
+
 def test_formats_refused_with_a_reason(tmp_path):
     net = small_network()
     with pytest.raises(ExportError, match="AIR export needs MindSpore's Ascend backend"):
         export_model(net, str(tmp_path / "a"), "AIR", seconds=SECONDS)
-    with pytest.raises(ExportError, match="dynamic time axis is only possible for MINDIR, and for ONNX with fbank"):
-        export_model(net, str(tmp_path / "a"), "ONNX", "waveform", dynamic=True, seconds=SECONDS)
     with pytest.raises(ExportError, match="export_format: expected one of"):
         export_model(net, str(tmp_path / "a"), "TFLITE", seconds=SECONDS)
     assert os.listdir(tmp_path) == []

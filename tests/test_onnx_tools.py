@@ -1,5 +1,7 @@
 """ONNX post-processing (src/deploy/onnx_tools.py, export.py --export_int8 / --export_sherpa): the int8 copy stays
-close to the float32 file, and sherpa-onnx, a real client, runs our export from the metadata we write."""
+close to the float32 file, and sherpa-onnx, a real client, runs our export from the metadata we write: with
+eval.py's embeddings (cosine >= 0.9999) for a model of sherpa-onnx's front end (kaldi_snip_edges false,
+kaldi_high_freq -400, povey), close to them for the default Kaldi framing."""
 import json
 import shutil
 
@@ -11,7 +13,7 @@ import export
 from src.deploy.export import example_input, example_waveform, export_model
 from src.deploy.infer_files import contract_path, read_contract
 from src.deploy.onnx_tools import (OnnxToolError, SHERPA_FBANK, add_sherpa_metadata, cosine_rows, run_onnx,
-                                   sherpa_metadata)
+                                   sherpa_differences, sherpa_metadata)
 from src.model.embedder import Embedder, build_front_end
 from tests.test_export import SMALL, small_network
 
@@ -50,7 +52,8 @@ def sherpa_features(wav, scale_16bit, mean_norm):
 @pytest.fixture(scope="module")
 def fbank_export(tmp_path_factory):
     """One dynamic-length fbank-input ONNX export of a small network -> (network, ONNX path, contract). The graph
-    does not depend on the kaldi_* options (the front end is outside it), so every case below reuses it."""
+    does not depend on the kaldi_* options (the front end is outside it), so every case below reuses it with its
+    own "network" settings."""
     net = small_network()
     base = str(tmp_path_factory.mktemp("sherpa") / "ecapa")
     settings = {"front_end": "kaldi", "kaldi_window": "povey", "kaldi_scale_16bit": False, "kaldi_mean_norm": True}
@@ -58,15 +61,27 @@ def fbank_export(tmp_path_factory):
     return net, base + ".onnx", contract
 
 
-# 3D-Speaker's options, WeSpeaker's, and no mean normalisation (there the 16-bit scaling changes the features)
-@pytest.mark.parametrize("window,scale_16bit,mean_norm", [("povey", False, True), ("hamming", True, True),
-                                                          ("povey", True, False)])
-def test_sherpa_onnx_runs_our_export(tmp_path, fbank_export, window, scale_16bit, mean_norm):
+SHERPA_LENGTHS = (9123, 1234, 16000, 25037)     # samples: not a multiple of the shift, short, 1 s, 1.56 s
+SHERPA_KEYS = dict(kaldi_window="povey", kaldi_snip_edges=False, kaldi_high_freq=-400)
+
+
+# sherpa-onnx's own front end (3D-Speaker's scaling and CMN; 16-bit scaling, no CMN), then the default framing:
+# 3D-Speaker's options, WeSpeaker's, and no mean normalisation (there the 16-bit scaling changes the features).
+@pytest.mark.parametrize("keys,scale_16bit,mean_norm,min_cosine", [
+    (SHERPA_KEYS, False, True, 0.9999),
+    (SHERPA_KEYS, True, False, 0.9999),
+    (dict(kaldi_window="povey"), False, True, 0.95),
+    (dict(kaldi_window="hamming"), True, True, 0.95),
+    (dict(kaldi_window="povey"), True, False, 0.95),
+], ids=["sherpa-3dspeaker", "sherpa-16bit-nocmn", "povey-3dspeaker", "hamming-wespeaker", "povey-16bit-nocmn"])
+def test_sherpa_onnx_runs_our_export(tmp_path, fbank_export, keys, scale_16bit, mean_norm, min_cosine):
     """sherpa-onnx on our fbank-input export with our metadata gives the embedding of our ONNX file on its
-    features (cosine >= 0.9999), and close to our own front end's (the fbank options differ: SHERPA_FBANK)."""
+    features (cosine >= 0.9999), and eval.py's embedding (the Embedder with the recipe's front end, the utterances
+    in one padded batch) of a model trained with sherpa-onnx's front end (SHERPA_KEYS) within cosine 0.9999; with
+    the default framing (snip_edges true, filters up to 8000 Hz) only close to it."""
     net, exported, contract = fbank_export
-    settings = {"front_end": "kaldi", "kaldi_window": window, "kaldi_scale_16bit": scale_16bit,
-                "kaldi_mean_norm": mean_norm}
+    settings = dict(dict(front_end="kaldi", kaldi_scale_16bit=scale_16bit, kaldi_mean_norm=mean_norm,
+                         kaldi_snip_edges=True, kaldi_high_freq=0), **keys)
     path = str(tmp_path / "ecapa.onnx")
     shutil.copy(exported, path)
     metadata = add_sherpa_metadata(path, dict(contract, network=settings))
@@ -74,20 +89,27 @@ def test_sherpa_onnx_runs_our_export(tmp_path, fbank_export, window, scale_16bit
     recorded = read_contract(contract_path(path))["sherpa_onnx"]
     assert recorded["metadata"] == metadata
     assert recorded["audio_samples"] is None              # a dynamic time axis: audio of any length
-    wav = example_waveform(1, 9123, seed=5)[0]
-    got = sherpa_embedding(path, wav)
-    same_features = run_onnx(path, sherpa_features(wav, scale_16bit, mean_norm))[0]
+    assert (recorded["differences"] == []) == (keys == SHERPA_KEYS), recorded["differences"]
+    waveforms = [example_waveform(1, n, seed=5 + i)[0] for i, n in enumerate(SHERPA_LENGTHS)]
+    got = np.stack([sherpa_embedding(path, wav) for wav in waveforms])
+    same_features = np.concatenate([run_onnx(path, sherpa_features(wav, scale_16bit, mean_norm))
+                                    for wav in waveforms])
+    batch = np.zeros((len(waveforms), max(SHERPA_LENGTHS)), np.float32)
+    for i, wav in enumerate(waveforms):
+        batch[i, :len(wav)] = wav
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:
         front_end = build_front_end(dict(settings, sample_rate=16000, n_mels=80))
-        ours = Embedder(net, front_end=front_end)(ms.Tensor(wav[None])).asnumpy()[0]
+        ours = Embedder(net, front_end=front_end)(ms.Tensor(batch),
+                                                  ms.Tensor(np.array(SHERPA_LENGTHS, np.int32))).asnumpy()
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
-    exact, close = cosine_rows(got[None], same_features[None])[0], cosine_rows(got[None], ours[None])[0]
-    print(f"\nsherpa-onnx, {settings}: cosine {exact:.6f} with our ONNX on sherpa's features, "
-          f"{close:.5f} with our Kaldi front end")
-    assert exact >= 0.9999
-    assert close >= 0.95
+    exact, close = cosine_rows(got, same_features), cosine_rows(got, ours)
+    print(f"\nsherpa-onnx, {settings}, lengths {SHERPA_LENGTHS}: 1 - cosine with our ONNX on sherpa's features "
+          f"{' '.join(f'{1 - c:.1e}' for c in exact)}; with eval.py's embedding "
+          f"{' '.join(f'{1 - c:.1e}' for c in close)}")
+    assert exact.min() >= 0.9999
+    assert close.min() >= min_cosine
 
 
 def test_sherpa_refuses_speechbrain_fbank(tmp_path):
@@ -97,6 +119,17 @@ def test_sherpa_refuses_speechbrain_fbank(tmp_path):
         sherpa_metadata(contract)
     with pytest.raises(OnnxToolError, match="input.kind is 'waveform'"):
         sherpa_metadata(dict(contract, input={"kind": "waveform"}, network={"front_end": "kaldi"}))
+
+
+def test_sherpa_differences_follow_the_front_end():
+    """The contract lists only the fbank differences present: none for sherpa-onnx's framing (high_freq -400 or
+    7600, the same edge), snip_edges and the 8000 Hz edge for a contract made before those keys existed."""
+    assert sherpa_differences({"front_end": "kaldi", **SHERPA_KEYS}) == []
+    assert sherpa_differences({"front_end": "kaldi", **dict(SHERPA_KEYS, kaldi_high_freq=7600)}) == []
+    old = sherpa_differences({"front_end": "kaldi", "kaldi_window": "hamming"})
+    assert len(old) == 3 and "hamming" in old[0] and "snip_edges true" in old[1] and "8000 Hz" in old[2]
+    assert sherpa_differences({"front_end": "kaldi", **dict(SHERPA_KEYS, kaldi_high_freq=-500)}) == [
+        "sherpa-onnx mel filters end at 7600 Hz, this model's at 7500 Hz"]
 
 
 def test_int8_export_command(tmp_path, capsys):
@@ -122,3 +155,15 @@ def test_int8_export_command(tmp_path, capsys):
     print(f"\nint8 vs float32 ONNX: cosine {cosine.min():.5f}; recorded {contract['quantization']}")
     assert cosine.min() >= 0.99
     assert contract["quantization"]["min_cosine_vs_float"] >= 0.99
+
+
+def test_sherpa_export_refused_before_writing(tmp_path):
+    """export.py --export_sherpa true with waveform input (sherpa-onnx always feeds features) stops before the
+    export: no file in the output folder."""
+    args = ["--output_dir", str(tmp_path / "out"), "--export_format", "ONNX", "--export_seconds", "0.5",
+            "--export_sherpa", "true", "--front_end", "kaldi"]
+    for key, value in SMALL.items():
+        args += [f"--{key}", str(value)]
+    with pytest.raises(OnnxToolError, match="input.kind is 'waveform', sherpa-onnx needs 'fbank'"):
+        export.main(args)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

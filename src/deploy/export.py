@@ -10,9 +10,10 @@ What is exported:
 What is written is the folded ``inference_network`` (src/model/ecapa_tdnn.py: batch norms folded into the next
 linear layer); the file is verified against the unfolded network, so the check also covers the folding.
 
-The time axis is fixed (``seconds``, default 3 s: S = 48000 samples, T = 301 frames; 298 with the Kaldi front end) or
-dynamic: MINDIR (any input), or ONNX with fbank input, which src/deploy/onnx_graph.py writes itself (MindSpore 2.10's
-ONNX exporter cannot write a dynamic axis; that file's batch axis is dynamic too).
+The time axis is fixed (``seconds``, default 3 s: S = 48000 samples, T = 301 frames; with the Kaldi front end 298, or
+300 without snip_edges) or dynamic: MINDIR, or ONNX, which src/deploy/onnx_graph.py writes itself (MindSpore 2.10's
+ONNX exporter cannot write a dynamic axis), with waveform input its front end too; that file's batch axis is dynamic
+too.
 Every frame/sample of the input is valid (no lengths input): fixed-length windows are repeat-padded by
 preprocess.py, never zero-padded.
 
@@ -44,8 +45,8 @@ EXTENSIONS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 INPUT_NAMES = {"waveform": "wav", "fbank": "feats"}   # the construct argument, the graph's input name
 INPUT_TEXT = {"waveform": "16 kHz mono waveform in [-1, 1]; fbank is computed inside the graph",
               "fbank": "log-mel filterbank frames of src/model/fbank.py Fbank (10 ms hop)",
-              "kaldi fbank": "Kaldi log-mel filterbank frames of src/model/kaldi_fbank.py KaldiFbank (10 ms shift, "
-                             "snip_edges; options under 'network')"}
+              "kaldi fbank": "Kaldi log-mel filterbank frames of src/model/kaldi_fbank.py KaldiFbank (10 ms shift; "
+                             "framing and options under 'network')"}
 
 
 class ExportError(ValueError):
@@ -121,16 +122,22 @@ def _export_file(cell, spec, file_base, file_format):
     return file_base + EXTENSIONS[file_format]
 
 
-def _write_dynamic_onnx(network, file_base):
-    """Write ``network`` (fbank input) as an ONNX file with dynamic batch and time axes -> its path.
-    MindSpore's exporter cannot (see the module docstring): src/deploy/onnx_graph.py writes the graph itself."""
+def _write_dynamic_onnx(network, file_base, front_end=None):
+    """Write ``network`` as an ONNX file with dynamic batch and time axes -> its path: fbank input, or waveform input
+    with the feature Cell ``front_end`` in the graph. MindSpore's exporter cannot (see the module docstring):
+    src/deploy/onnx_graph.py writes the graph itself. A front end it cannot translate raises ExportError before
+    anything is written."""
     try:
         import onnx
     except ImportError:
         raise ExportError("a dynamic ONNX file is written with the onnx package: pip install onnx") from None
-    from src.deploy.onnx_graph import ecapa_onnx
+    from src.deploy.onnx_graph import OnnxGraphError, ecapa_onnx
+    try:
+        model = ecapa_onnx(network, front_end)
+    except OnnxGraphError as err:
+        raise ExportError(f"dynamic ONNX export: {err}") from err
     path = file_base + EXTENSIONS["ONNX"]
-    onnx.save(ecapa_onnx(network), path)
+    onnx.save(model, path)
     return path
 
 
@@ -191,10 +198,9 @@ def check_export_request(file_format, dynamic, batch_size, input_kind="waveform"
     if file_format == "AIR" and ms.get_context("device_target") != "Ascend":
         raise ExportError("AIR export needs MindSpore's Ascend backend (device_target Ascend on an Ascend machine); "
                           f"this run uses {ms.get_context('device_target')}: export MINDIR (the 310 program loads it)")
-    if dynamic and not (file_format == "MINDIR" or (file_format == "ONNX" and input_kind == "fbank")):
-        raise ExportError(f"a dynamic time axis is only possible for MINDIR, and for ONNX with fbank input (written by "
-                          f"src/deploy/onnx_graph.py, which has no front end); {file_format} with {input_kind} input "
-                          f"needs a fixed length (set export_dynamic false)")
+    if dynamic and file_format not in ("MINDIR", "ONNX"):
+        raise ExportError(f"a dynamic time axis is only possible for MINDIR and ONNX; {file_format} needs a fixed "
+                          f"length (set export_dynamic false)")
     if batch_size < 1:
         raise ExportError(f"export_batch_size must be >= 1, got {batch_size}")
     return file_format
@@ -209,7 +215,7 @@ def export_model(network, file_base, file_format="MINDIR", input_kind="waveform"
     model's (D,) mean embedding, recorded for postprocess.py's ``subtract_mean``).
 
     Returns the contract dict (also written to ``<file>.json``). Raises ``ExportError`` when the format is not
-    possible here (AIR off Ascend, ONNX with waveform input and a dynamic axis, an untranslatable operator) or the
+    possible here (AIR off Ascend or with a dynamic axis, an untranslatable operator or front-end setting) or the
     file does not reproduce the network within ``tolerance``.
     """
     file_format = check_export_request(file_format, dynamic, batch_size, input_kind)
@@ -221,7 +227,8 @@ def export_model(network, file_base, file_format="MINDIR", input_kind="waveform"
     reference = export_cell(network, input_kind, sample_rate, settings)
     cell = export_cell(inference_network(network), input_kind, sample_rate, settings)
 
-    # A dynamic axis is checked at three lengths; the last (5410 samples for 0.5 s) is not a whole number of hops.
+    # A dynamic axis is checked at three lengths; the other two (13333 and 5410 samples for 0.5 s) are not whole
+    # numbers of hops.
     lengths = [window_samples, window_samples * 5 // 3, window_samples * 2 // 3 + 77] if dynamic else [window_samples]
     inputs = [example_input(input_kind, batch_size, s, seed, sample_rate, n_mels, settings) for s in lengths]
     row = [window_samples] if input_kind == "waveform" else [frames, n_mels]
@@ -236,7 +243,7 @@ def export_model(network, file_base, file_format="MINDIR", input_kind="waveform"
     os.makedirs(folder, exist_ok=True)
     start = time.perf_counter()
     if dynamic and file_format == "ONNX":
-        path = _write_dynamic_onnx(network, file_base)
+        path = _write_dynamic_onnx(network, file_base, cell.fbank if input_kind == "waveform" else None)
     else:
         path = _export_file(cell, spec, file_base, file_format)
     export_seconds = time.perf_counter() - start

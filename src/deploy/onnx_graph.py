@@ -1,4 +1,5 @@
-"""ECAPA_TDNN with fbank input written directly as an ONNX graph whose batch and time axes are dynamic.
+"""ECAPA_TDNN, with fbank input or with its front end, written directly as an ONNX graph whose batch and time axes
+are dynamic.
 
 MindSpore 2.10's ONNX exporter cannot write a dynamic axis: it refuses inputs with a dynamic dimension
 (``mindspore/train/serialization.py`` ``_check_dynamic_input``), and with that check bypassed its C++ converter has
@@ -7,30 +8,53 @@ network (src/model/ecapa_tdnn.py ``inference_network``) op by op with the onnx p
 ONNX's Conv wants. Reflect padding is ONNX's own ``Pad(mode="reflect")``, which takes any length. Every frame is
 valid (no lengths input), as in every export; the written file is verified with onnxruntime against the network.
 
+With waveform input the front end comes first, also with a dynamic sample axis: SpeechBrain's fbank
+(src/model/fbank.py ``Fbank``) or Kaldi's (src/model/kaldi_fbank.py ``KaldiFbank``), the same computation as the Cell
+with the Cell's own DFT and mel matrices (its ``dft`` and ``mel_stacked``), so the two cannot drift. Framing is the
+Cells' ``frames_every_hop`` in ONNX operators (``hop_frames``: Pad, Shape, Mod, Slice, Reshape, Concat), exact for any
+number of samples; Kaldi's mirrored edges (``snip_edges`` false) add one Gather of computed indices. The front end's
+node names contain ``FRONT_END_SCOPE`` ("/fbank-", as MindSpore's exporter names the Embedder's ``fbank`` cell), so
+src/deploy/onnx_tools.py ``quantize_int8`` keeps it float32.
+
 Example::
 
     import onnx
     from src.model.ecapa_tdnn import ECAPA_TDNN
+    from src.model.kaldi_fbank import KaldiFbank
     from src.deploy.onnx_graph import ecapa_onnx
-    onnx.save(ecapa_onnx(ECAPA_TDNN(channels=64, mfa_channels=192)), "ecapa.onnx")   # feats (B, T, 80) -> (B, 192)
+    net = ECAPA_TDNN(channels=64, mfa_channels=192)
+    onnx.save(ecapa_onnx(net), "ecapa.onnx")                        # feats (B, T, 80) -> (B, 192)
+    onnx.save(ecapa_onnx(net, KaldiFbank()), "ecapa_wav.onnx")      # wav (B, S) -> (B, 192)
 """
+import math
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from src.deploy.onnx_tools import FRONT_END_SCOPE
 from src.model.ecapa_tdnn import inference_network
-from src.model.layers import STD_EPS, WESPEAKER_EPS
+from src.model.fbank import AMIN, HOP_LENGTH, N_FFT, TOP_DB, WIN_LENGTH, Fbank
+from src.model.kaldi_fbank import LOG_FLOOR, KaldiFbank
+from src.model.layers import STD_EPS, WESPEAKER_EPS, Shift
 
 OPSET = 17
 IR_VERSION = 8        # ONNX IR of opset 17; the onnx package's newer default (IR 14) is refused by the onnxruntime
                       # builds inside clients such as sherpa-onnx ("max supported IR version: 13")
+MIRROR_OFFSET = WIN_LENGTH // 2 - HOP_LENGTH // 2   # 120: without snip_edges Kaldi's frame t starts at 160 t - 120
+
+
+class OnnxGraphError(ValueError):
+    """The model cannot be written as a dynamic ONNX graph (e.g. a front-end setting with no translation here)."""
 
 
 class Graph:
-    """Nodes and constants of an ONNX graph under construction; each op returns its output name(s)."""
+    """Nodes and constants of an ONNX graph under construction; each op returns its output name(s). While ``scope``
+    is set (e.g. "/fbank-Fbank/"), nodes are named ``scope + kind-opN``; otherwise they are unnamed."""
 
     def __init__(self):
         self.nodes, self.constants, self.count = [], [], 0
+        self.scope = ""
 
     def name(self):
         """A new tensor name."""
@@ -46,7 +70,8 @@ class Graph:
     def op(self, kind, inputs, outputs=1, **attrs):
         """A node of operator ``kind`` -> its output name (a list of names when ``outputs`` > 1)."""
         names = [self.name() for _ in range(outputs)]
-        self.nodes.append(helper.make_node(kind, inputs, names, **attrs))
+        node_name = f"{self.scope}{kind}-op{self.count}" if self.scope else None
+        self.nodes.append(helper.make_node(kind, inputs, names, name=node_name, **attrs))
         return names[0] if outputs == 1 else names
 
 
@@ -70,7 +95,9 @@ def activate(g, block, y):
     """TDNNBlock after its conv: ReLU, then the eval-mode batch norm as scale and shift."""
     if block.relu:
         y = g.op("Relu", [y])
-    if block.norm is not None:
+    if isinstance(block.norm, Shift):
+        y = g.op("Add", [y, g.const(column(block.norm.shift.asnumpy()))])
+    elif block.norm is not None:
         scale, shift = block.norm.scale_shift()
         y = g.op("Add", [g.op("Mul", [y, g.const(column(scale.asnumpy()))]), g.const(column(shift.asnumpy()))])
     return y
@@ -140,11 +167,121 @@ def attentive_pooling(g, asp, h):
     return g.op("Concat", [mean, std], axis=1)
 
 
-def ecapa_onnx(network):
-    """ECAPA_TDNN -> onnx.ModelProto: feats (batch, frames, n_mels) -> embedding (batch, E), both axes dynamic."""
+def ints(*values):
+    """An int64 constant array (shapes, pads, axes, slice bounds)."""
+    return np.array(values, np.int64)
+
+
+def hop_frames(g, padded):
+    """(B, L) samples -> (B, L // 160 - 2, 400) frames starting every 160 samples, as src/model/fbank.py
+    ``frames_every_hop``: cut to whole 160-sample rows (B, L // 160, 160); rows t, t + 1 and the first 80 samples of
+    row t + 2 make frame t. Shape, Mod, Slice, Reshape and Concat: exact for any L."""
+    length = g.op("Shape", [padded], start=1, end=2)                              # (1,) int64: L
+    whole = g.op("Sub", [length, g.op("Mod", [length, g.const(ints(HOP_LENGTH))])])
+    rows = g.op("Reshape", [g.op("Slice", [padded, g.const(ints(0)), whole, g.const(ints(1))]),
+                            g.const(ints(0, -1, HOP_LENGTH))])                   # (B, T + 2, 160)
+    first = g.op("Slice", [rows, g.const(ints(0)), g.const(ints(-2)), g.const(ints(1))])
+    second = g.op("Slice", [rows, g.const(ints(1)), g.const(ints(-1)), g.const(ints(1))])
+    tail = WIN_LENGTH - 2 * HOP_LENGTH
+    third = g.op("Slice", [rows, g.const(ints(2, 0)), g.const(ints(np.iinfo(np.int64).max, tail)), g.const(ints(1, 2))])
+    return g.op("Concat", [first, second, third], axis=2)
+
+
+def zero_pad(g, wav, left, right):
+    """(B, S) -> (B, left + S + right) with zeros at both ends."""
+    return g.op("Pad", [wav, g.const(ints(0, left, 0, right))])
+
+
+def speechbrain_fbank(g, cell, wav):
+    """src/model/fbank.py Fbank, every sample valid: wav (B, S) -> feats (B, T, n_mels), T = 1 + S // 160.
+
+    Centred frames: 200 zeros before the waveform and 280 after give L = S + 480 samples, L // 160 = T + 2 rows
+    (the Cell pads exactly to 160 (T + 2); the extra zeros here are cut off by ``hop_frames``). Then the windowed
+    DFT (400, 402), the power ``re^2 + im^2`` times the mel matrix stacked twice (402, n_mels), 10 log10 of the power
+    floored at 1e-10, the floor 80 dB below the utterance's maximum, and the utterance mean subtracted."""
+    left = N_FFT // 2
+    frames = hop_frames(g, zero_pad(g, wav, left, 3 * HOP_LENGTH - left))           # (B, T, 400)
+    spec = g.op("MatMul", [frames, g.const(cell.dft.asnumpy())])                   # (B, T, 2 * bins): re | im
+    mel_power = g.op("MatMul", [g.op("Mul", [spec, spec]), g.const(cell.mel_stacked.asnumpy())])
+    db = g.op("Mul", [g.op("Log", [g.op("Max", [mel_power, g.const(np.float32(AMIN))])]),
+                      g.const(np.float32(10.0 / math.log(10.0)))])
+    utt_max = g.op("ReduceMax", [db], axes=[1, 2], keepdims=1)                     # (B, 1, 1)
+    db = g.op("Max", [db, g.op("Sub", [utt_max, g.const(np.float32(TOP_DB))])])
+    if cell.mean_norm:
+        db = g.op("Sub", [db, g.op("ReduceMean", [db], axes=[1], keepdims=1)])
+    return db
+
+
+def mirrored_samples(g, wav):
+    """(B, S) -> (B, 160 (T + 2)) samples from sample -120 on, T = (S + 80) // 160, every index s outside [0, S)
+    mirrored as Kaldi does without snip_edges (s < 0 -> -s - 1, s >= S -> 2 S - 1 - s, two rounds, then clipped), as
+    src/model/kaldi_fbank.py ``KaldiFbank.mirrored_frames`` with every sample valid: one Gather of computed indices."""
+    length = g.op("Shape", [wav], start=1, end=2)                                 # (1,) int64: S
+    rows = g.op("Add", [g.op("Div", [g.op("Add", [length, g.const(ints(HOP_LENGTH // 2))]), g.const(ints(HOP_LENGTH))]),
+                        g.const(ints(2))])                                         # T + 2
+    count = g.op("Squeeze", [g.op("Mul", [rows, g.const(ints(HOP_LENGTH))]), g.const(ints(0))])
+    source = g.op("Sub", [g.op("Range", [g.const(np.int64(0)), count, g.const(np.int64(1))]),
+                          g.const(ints(MIRROR_OFFSET))])
+    last = g.op("Sub", [g.op("Add", [length, length]), g.const(ints(1))])         # 2 S - 1
+    for _ in range(2):
+        source = g.op("Where", [g.op("Less", [source, g.const(ints(0))]),
+                                g.op("Sub", [g.const(ints(-1)), source]), source])
+        source = g.op("Where", [g.op("Less", [source, length]), source, g.op("Sub", [last, source])])
+    source = g.op("Min", [g.op("Max", [source, g.const(ints(0))]), g.op("Sub", [length, g.const(ints(1))])])
+    return g.op("Gather", [wav, source], axis=1)
+
+
+def kaldi_fbank(g, cell, wav):
+    """src/model/kaldi_fbank.py KaldiFbank, every sample valid: wav (B, S) -> feats (B, T, n_mels), T = 1 + (S - 400)
+    // 160 with ``snip_edges`` ((S + 80) // 160 without).
+
+    With snip_edges, 80 zeros after the waveform (as the Cell's ``frames``) give L // 160 = (S + 80) // 160 = T + 2
+    rows; they only reach the unused half of the last row. Without, ``mirrored_samples``. Then each frame's mean (DC
+    offset) subtracted, the folded pre-emphasis, window and DFT matrix (400, 512), the power times the mel matrix
+    stacked twice (512, n_mels; its top edge is the Cell's ``high_freq``), the log floored at float32 epsilon, and
+    the utterance mean subtracted (``mean_norm``)."""
+    if cell.snip_edges:
+        frames = hop_frames(g, zero_pad(g, wav, 0, WIN_LENGTH - 2 * HOP_LENGTH))      # (B, T, 400)
+    else:
+        frames = hop_frames(g, mirrored_samples(g, wav))
+    frames = g.op("Sub", [frames, g.op("ReduceMean", [frames], axes=[2], keepdims=1)])
+    spec = g.op("MatMul", [frames, g.const(cell.dft.asnumpy())])                   # (B, T, 512): re | im
+    mel_power = g.op("MatMul", [g.op("Mul", [spec, spec]), g.const(cell.mel_stacked.asnumpy())])
+    feats = g.op("Log", [g.op("Max", [mel_power, g.const(np.float32(LOG_FLOOR))])])
+    if cell.mean_norm:
+        feats = g.op("Sub", [feats, g.op("ReduceMean", [feats], axes=[1], keepdims=1)])
+    return feats
+
+
+def front_end(g, cell, wav):
+    """The in-graph front end ``cell`` (Fbank or KaldiFbank): wav (B, S) -> feats (B, T, n_mels), its nodes named
+    ``FRONT_END_SCOPE + cell class + "/"``."""
+    writers = {Fbank: speechbrain_fbank, KaldiFbank: kaldi_fbank}
+    if type(cell) not in writers:
+        raise OnnxGraphError(f"front end {type(cell).__name__}: no dynamic ONNX translation (known: "
+                             f"{', '.join(c.__name__ for c in writers)})")
+    g.scope = f"{FRONT_END_SCOPE}{type(cell).__name__}/"
+    try:
+        return writers[type(cell)](g, cell, wav)
+    finally:
+        g.scope = ""
+
+
+def ecapa_onnx(network, front_end_cell=None):
+    """ECAPA_TDNN -> onnx.ModelProto: feats (batch, frames, n_mels) -> embedding (batch, E), both axes dynamic; with
+    ``front_end_cell`` (src/model/embedder.py ``build_front_end``: Fbank or KaldiFbank) the graph is the Embedder's,
+    wav (batch, samples) float32 -> embedding (batch, E), both axes dynamic."""
     net = inference_network(network)
     g = Graph()
-    x = g.op("Transpose", ["feats"], perm=[0, 2, 1])
+    if front_end_cell is None:
+        graph_input = helper.make_tensor_value_info("feats", TensorProto.FLOAT, ["batch", "frames", net.n_mels])
+        feats = "feats"
+    else:
+        if front_end_cell.n_mels != net.n_mels:
+            raise OnnxGraphError(f"n_mels: the front end gives {front_end_cell.n_mels}, the network takes {net.n_mels}")
+        graph_input = helper.make_tensor_value_info("wav", TensorProto.FLOAT, ["batch", "samples"])
+        feats = front_end(g, front_end_cell, "wav")
+    x = g.op("Transpose", [feats], perm=[0, 2, 1])
     x0 = tdnn(g, net.blocks[0], x)
     x1 = se_res2net(g, net.blocks[1], x0)
     x2 = se_res2net(g, net.blocks[2], x1)
@@ -154,8 +291,7 @@ def ecapa_onnx(network):
     embedding = conv(g, net.fc, pooled)
     g.nodes.append(helper.make_node("Squeeze", [embedding, g.const(np.array([2], np.int64))], ["embedding"]))
     graph = helper.make_graph(
-        g.nodes, "ecapa_tdnn",
-        [helper.make_tensor_value_info("feats", TensorProto.FLOAT, ["batch", "frames", net.n_mels])],
+        g.nodes, "ecapa_tdnn", [graph_input],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", net.embedding_size])],
         g.constants)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)

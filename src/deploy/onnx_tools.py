@@ -12,11 +12,13 @@ What sherpa-onnx feeds the model (sherpa-onnx 2.0.1, ``SpeakerEmbeddingExtractor
 window, ``snip_edges`` false (T = (S + 80) // 160, edge frames reflected), mel filters up to 7600 Hz
 (``high_freq`` -400), samples x 32768 when ``normalize_samples`` is 0, and the utterance mean subtracted when
 ``feature_normalize_type`` is "global-mean". None of that is configurable from the metadata. Our Kaldi front end
-(src/model/kaldi_fbank.py, WeSpeaker's and 3D-Speaker's) uses ``snip_edges`` true and filters up to 8000 Hz, and
-WeSpeaker's window is Hamming, so sherpa-onnx's embeddings of a Kaldi-front-end model come close to ours but are
-not equal. SpeechBrain's fbank (src/model/fbank.py: centred frames, no pre-emphasis, a 400-point FFT, another mel scale,
-10 log10 with an 80 dB floor) is another feature altogether: those models are refused. sherpa-onnx also needs a time axis it can set (any T); an export of fixed length
-only runs on audio of 160 T samples.
+(src/model/kaldi_fbank.py) by default frames as WeSpeaker's and 3D-Speaker's training does, with ``snip_edges``
+true and filters up to 8000 Hz, and WeSpeaker's window is Hamming: sherpa-onnx's embeddings of such a model come
+close to ours but are not equal. A model trained with ``kaldi_window`` povey, ``kaldi_snip_edges`` false and
+``kaldi_high_freq`` -400 gets sherpa-onnx's features exactly (``sherpa_differences`` lists what differs, recorded in
+the contract). SpeechBrain's fbank (src/model/fbank.py: centred frames, no pre-emphasis, a 400-point FFT, another
+mel scale, 10 log10 with an 80 dB floor) is another feature altogether: those models are refused. sherpa-onnx also
+needs a time axis it can set (any T); an export of fixed length only runs on audio of 160 T samples.
 """
 import contextlib
 import logging
@@ -25,6 +27,8 @@ import os
 import numpy as np
 
 from src.deploy.infer_files import contract_path, write_contract
+from src.model.embedder import KALDI_DEFAULTS
+from src.model.kaldi_fbank import mel_high_freq
 
 SHERPA_FBANK = {"library": "kaldi-native-fbank", "window": "povey", "snip_edges": False, "high_freq_hz": 7600,
                 "n_mels": 80, "sample_rate": 16000}
@@ -128,6 +132,7 @@ def sherpa_metadata(contract):
                    if field == "network.front_end" else "")
             raise OnnxToolError(f"export for sherpa-onnx: contract field {field} is {value!r}, sherpa-onnx needs "
                                 f"{expected!r}{why}")
+    kaldi = dict(KALDI_DEFAULTS, **network)
     return {
         "framework": "3d-speaker",            # any of wespeaker/3d-speaker: both take the same (1, T, 80) path
         "sample_rate": str(contract["sample_rate"]),
@@ -135,8 +140,28 @@ def sherpa_metadata(contract):
         "normalize_samples": "0" if network.get("kaldi_scale_16bit") else "1",
         "feature_normalize_type": "global-mean" if network.get("kaldi_mean_norm", True) else "",
         "language": "any",
-        "comment": f"ECAPA-TDNN (MindSpore), kaldi window {network.get('kaldi_window', 'povey')}",
+        "comment": f"ECAPA-TDNN (MindSpore), kaldi window {kaldi.get('kaldi_window', 'povey')}, snip_edges "
+                   f"{str(kaldi['kaldi_snip_edges']).lower()}, high_freq {kaldi['kaldi_high_freq']}",
     }
+
+
+def sherpa_differences(network):
+    """How the fbank sherpa-onnx computes (SHERPA_FBANK) differs from the Kaldi front end of a contract's "network"
+    settings -> list of str, empty when sherpa-onnx feeds the model what it was trained on. The 16-bit scaling and
+    the mean normalisation are not differences: the metadata tells sherpa-onnx to match them."""
+    settings = dict(KALDI_DEFAULTS, **network)
+    window = settings.get("kaldi_window", "povey")
+    differences = []
+    if window != SHERPA_FBANK["window"]:
+        differences.append(f"sherpa-onnx uses a {SHERPA_FBANK['window']} window, this model a {window} window")
+    if bool(settings["kaldi_snip_edges"]) != SHERPA_FBANK["snip_edges"]:
+        differences.append("sherpa-onnx frames with snip_edges false (T = (S + 80) // 160, edges mirrored), this "
+                           "model with snip_edges true (T = 1 + (S - 400) // 160)")
+    edge = mel_high_freq(settings["kaldi_high_freq"], SHERPA_FBANK["sample_rate"])     # sherpa_metadata checked it
+    if edge != SHERPA_FBANK["high_freq_hz"]:
+        differences.append(f"sherpa-onnx mel filters end at {SHERPA_FBANK['high_freq_hz']} Hz, this model's at "
+                           f"{edge:g} Hz")
+    return differences
 
 
 def add_sherpa_metadata(path, contract):
@@ -152,13 +177,8 @@ def add_sherpa_metadata(path, contract):
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, path + ".partial")
     os.replace(path + ".partial", path)               # MindSpore writes the file read-only
-    window = contract.get("network", {}).get("kaldi_window", "povey")
     contract["sherpa_onnx"] = {
-        "metadata": metadata, "fbank": SHERPA_FBANK,
-        "differences": ["sherpa-onnx frames with snip_edges false (T = (S + 80) // 160), ours with snip_edges true",
-                        "sherpa-onnx mel filters end at 7600 Hz, ours at 8000 Hz"]
-                       + ([f"sherpa-onnx uses a povey window, this model a {window} window"]
-                          if window != "povey" else []),
+        "metadata": metadata, "fbank": SHERPA_FBANK, "differences": sherpa_differences(contract.get("network", {})),
         "audio_samples": None if contract.get("dynamic_time") else 160 * contract["frames_per_window"],
     }
     write_contract(contract_path(path), contract)

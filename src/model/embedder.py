@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 # Named outputs in network order; "blockN" is the mean and std over valid frames of block N's output.
 OUTPUT_NAMES = ("block0", "block1", "block2", "block3", "pooled", "embedding")
 FRONT_ENDS = ("speechbrain", "kaldi")
-FRONTEND_KEYS = ("sample_rate", "front_end", "kaldi_window", "kaldi_scale_16bit", "kaldi_mean_norm")
+FRONTEND_KEYS = ("sample_rate", "front_end", "kaldi_window", "kaldi_scale_16bit", "kaldi_mean_norm", "kaldi_snip_edges",
+                 "kaldi_high_freq")
+# What settings stored before a key existed (checkpoints, caches, contracts) mean: Kaldi's framing and filters.
+KALDI_DEFAULTS = {"kaldi_snip_edges": True, "kaldi_high_freq": 0}
 MIN_FRAMES = 5          # the network's shortest input, in frames
 # Every recipe key that changes what a waveform's embedding is: the front end's and the network's.
 EMBEDDER_KEYS = FRONTEND_KEYS + MODEL_KEYS
@@ -57,20 +60,37 @@ def build_front_end(settings):
     sample_rate, n_mels = int(settings["sample_rate"]), int(settings["n_mels"])
     if _is_kaldi(settings):
         return KaldiFbank(sample_rate, n_mels, window=settings["kaldi_window"],
-                          scale_16bit=bool(settings["kaldi_scale_16bit"]), mean_norm=bool(settings["kaldi_mean_norm"]))
+                          scale_16bit=bool(settings["kaldi_scale_16bit"]), mean_norm=bool(settings["kaldi_mean_norm"]),
+                          snip_edges=_snip_edges(settings),
+                          high_freq=float(_kaldi_setting(settings, "kaldi_high_freq")))
     return Fbank(sample_rate, n_mels)
+
+
+def _kaldi_setting(settings, key):
+    """A ``kaldi_*`` setting added later (KALDI_DEFAULTS): settings stored without it mean Kaldi's default."""
+    return settings.get(key, KALDI_DEFAULTS[key])
+
+
+def _snip_edges(settings):
+    return bool(_kaldi_setting(settings, "kaldi_snip_edges"))
 
 
 def front_end_frames(settings, num_samples):
     """Feature frames the front end of ``settings`` makes of ``num_samples`` samples (int)."""
-    return (kaldi_num_frames if _is_kaldi(settings) else num_frames)(num_samples)
+    if _is_kaldi(settings):
+        return kaldi_num_frames(num_samples, _snip_edges(settings))
+    return num_frames(num_samples)
 
 
 def min_samples(settings):
     """Fewest samples that give the network its MIN_FRAMES frames: 640 with SpeechBrain's centred frames (the first
-    frame needs no samples), 1040 with Kaldi's snip_edges (the first frame needs a whole 400-sample window)."""
-    first_frame = WIN_LENGTH if _is_kaldi(settings) else 0
-    return first_frame + (MIN_FRAMES - 1) * HOP_LENGTH
+    frame needs no samples), 1040 with Kaldi's snip_edges (the first frame needs a whole 400-sample window), 720
+    with Kaldi's frames without snip_edges ((S + 80) // 160 frames)."""
+    if not _is_kaldi(settings):
+        return (MIN_FRAMES - 1) * HOP_LENGTH
+    if _snip_edges(settings):
+        return WIN_LENGTH + (MIN_FRAMES - 1) * HOP_LENGTH
+    return MIN_FRAMES * HOP_LENGTH - HOP_LENGTH // 2
 
 
 class Embedder(nn.Cell):

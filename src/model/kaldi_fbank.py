@@ -3,15 +3,19 @@
 The numbers follow Kaldi's ``compute-fbank-feats`` as re-implemented by ``torchaudio.compliance.kaldi.fbank`` and
 k2-fsa's ``kaldi-native-fbank`` with 16 kHz audio, 25 ms frames, a 10 ms shift, dither 0, no energy term:
 
-1. Framing with ``snip_edges``: frame t holds samples [160 t, 160 t + 400), so S samples give
-   ``1 + (S - 400) // 160`` frames (0 below 400 samples); no frame reaches past the end of the waveform.
+1. Framing. ``snip_edges`` true (Kaldi's default, WeSpeaker's and 3D-Speaker's): frame t holds samples
+   [160 t, 160 t + 400), so S samples give ``1 + (S - 400) // 160`` frames (0 below 400 samples); no frame reaches
+   past the end. ``snip_edges`` false (sherpa-onnx's): frame t holds samples [160 t - 120, 160 t + 280), so S
+   samples give ``(S + 80) // 160`` frames; a sample index s outside [0, S) is mirrored as Kaldi's ``ExtractWindow``
+   does (s < 0 -> -s - 1, s >= S -> 2 S - 1 - s, repeated while outside).
 2. Per frame: subtract its mean (DC offset), pre-emphasis ``x[i] -= 0.97 x[i - 1]`` (``x[0] -= 0.97 x[0]``),
    multiply by the symmetric povey window ``(0.5 - 0.5 cos(2 pi n / 399)) ** 0.85`` or the symmetric Hamming window
    ``0.54 - 0.46 cos(2 pi n / 399)``.
 3. Zero padding to 512 samples (the next power of two), FFT, power spectrum ``re**2 + im**2``.
 4. Kaldi's triangular mel filters: centres equally spaced on the mel scale ``1127 ln(1 + f / 700)`` between
-   ``low_freq`` 20 Hz and the Nyquist frequency, each filter linear in mel between its neighbours' centres, on FFT
-   bins 0..255 (the Nyquist bin gets no weight, so the DFT leaves it out).
+   ``low_freq`` 20 Hz and ``high_freq`` (Kaldi's convention: 0 is the Nyquist frequency, a negative value is
+   Nyquist + value, e.g. -400 -> 7600 Hz as sherpa-onnx), each filter linear in mel between its neighbours'
+   centres, on FFT bins 0..255 (the Nyquist bin gets no weight, so the DFT leaves it out).
 5. ``log(max(energy, eps))`` with eps the float32 machine epsilon (1.19e-7).
 
 Options: ``scale_16bit`` multiplies the waveform by 32768 first (what Kaldi and WeSpeaker feed it: 16-bit sample
@@ -21,9 +25,10 @@ mean over its valid frames (WeSpeaker's and 3D-Speaker's CMN; not part of Kaldi'
 Pre-emphasis, window, DFT and the scaling are linear in the frame, so they are folded into one (400, 512) matrix. The
 DC offset is subtracted explicitly before it: folded into the matrix too, its float32 rounding scales with the offset
 and moved weak bands of a signal with a large offset (0.3 DC + 0.01 noise) by 2e-3 instead of 4e-4. The whole front
-end is slicing, concat, a mean, two matmuls and elementwise ops (no FFT, gather or PadV3), so it runs in GRAPH mode and
-exports to MINDIR (fixed or dynamic length) and fixed-shape ONNX like src/model/fbank.py. Keep it in float32 (see
-there).
+end is slicing, concat, a mean, two matmuls and elementwise ops, plus without ``snip_edges`` one gather of the
+samples at computed mirror indices (each utterance mirrored at its own length); no FFT or PadV3. So it runs in GRAPH
+mode and exports to MINDIR (fixed or dynamic length) and fixed-shape ONNX like src/model/fbank.py. Keep it in
+float32 (see there).
 """
 import math
 
@@ -39,11 +44,26 @@ LOW_FREQ = 20.0                            # Hz, lower edge of the first mel fil
 LOG_FLOOR = float(np.finfo(np.float32).eps)
 SCALE_16BIT = 32768.0
 WINDOWS = ("povey", "hamming")
+EDGE_OFFSET = WIN_LENGTH // 2 - HOP_LENGTH // 2     # 120: without snip_edges frame t starts at sample 160 t - 120
 
 
-def num_frames(num_samples):
-    """Feature frames of ``num_samples`` samples with snip_edges: ``1 + (S - 400) // 160``, 0 below 400 samples."""
-    return max(0, 1 + (int(num_samples) - WIN_LENGTH) // HOP_LENGTH)
+def num_frames(num_samples, snip_edges=True):
+    """Feature frames of ``num_samples`` samples: ``1 + (S - 400) // 160`` (0 below 400 samples) with snip_edges,
+    ``(S + 80) // 160`` without."""
+    if snip_edges:
+        return max(0, 1 + (int(num_samples) - WIN_LENGTH) // HOP_LENGTH)
+    return max(0, (int(num_samples) + HOP_LENGTH // 2) // HOP_LENGTH)
+
+
+def mel_high_freq(high_freq, sample_rate=16000):
+    """Kaldi's ``high_freq`` option -> the top mel filter edge in Hz: > 0 as it is, <= 0 Nyquist + value. Raises
+    ValueError unless LOW_FREQ < edge <= Nyquist."""
+    nyquist = sample_rate / 2.0
+    edge = float(high_freq) if high_freq > 0 else nyquist + float(high_freq)
+    if not LOW_FREQ < edge <= nyquist:
+        raise ValueError(f"high_freq: {high_freq:g} puts the top mel filter edge at {edge:g} Hz; expected above "
+                         f"{LOW_FREQ:g} Hz (low_freq) and at most {nyquist:g} Hz (0: Nyquist, < 0: Nyquist + value)")
+    return edge
 
 
 def window_function(window, length=WIN_LENGTH):
@@ -67,15 +87,16 @@ def frame_matrix(window, scale=1.0, length=WIN_LENGTH, n_fft=PADDED_LENGTH):
     return scale * (preemphasis * window_function(window, length)[None, :]) @ dft
 
 
-def kaldi_mel_banks(n_mels=80, sample_rate=16000, n_fft=PADDED_LENGTH, low_freq=LOW_FREQ):
-    """Kaldi's mel filters (high_freq = Nyquist, no VTLN) -> (n_fft // 2, n_mels) float64 on FFT bins 0..n_fft/2-1.
+def kaldi_mel_banks(n_mels=80, sample_rate=16000, n_fft=PADDED_LENGTH, low_freq=LOW_FREQ, high_freq=0.0):
+    """Kaldi's mel filters (no VTLN) -> (n_fft // 2, n_mels) float64 on FFT bins 0..n_fft/2-1.
 
     Filter i spans mel points i, i + 1 (peak 1) and i + 2 of ``n_mels + 2`` points equally spaced on
-    ``1127 ln(1 + f / 700)`` between ``low_freq`` and sample_rate / 2; a bin gets weight only strictly inside.
+    ``1127 ln(1 + f / 700)`` between ``low_freq`` and ``mel_high_freq(high_freq)``; a bin gets weight only strictly
+    inside.
     """
     def mel(hz):
         return 1127.0 * np.log(1.0 + hz / 700.0)
-    points = np.linspace(mel(low_freq), mel(sample_rate / 2.0), n_mels + 2)
+    points = np.linspace(mel(low_freq), mel(mel_high_freq(high_freq, sample_rate)), n_mels + 2)
     left, centre, right = points[:-2], points[1:-1], points[2:]
     bin_mel = mel(np.arange(n_fft // 2) * sample_rate / n_fft)[:, None]
     rising = (bin_mel - left) / (centre - left)
@@ -88,23 +109,26 @@ class KaldiFbank(nn.Cell):
     """Waveforms -> Kaldi log-mel filterbanks (natural log), with length masking. Same contract as
     src.model.fbank.Fbank.
 
-    ``construct(wav, wav_lens=None)``: wav (B, S) float32 at 16 kHz, S >= 400; wav_lens (B,) int32 valid samples
-    per utterance, or None when every sample is valid. Returns ``(feats, frame_lens)``: feats (B, T, n_mels) float32
-    with T = 1 + (S - 400) // 160; frame_lens (B,) int32 = 1 + (wav_lens - 400) // 160 (0 below 400 samples).
-    With snip_edges a valid frame never reaches a padded sample, so on its valid frames an utterance gets the same
-    features in a padded batch as alone; its padded frames are 0.
+    ``construct(wav, wav_lens=None)``: wav (B, S) float32 at 16 kHz, S >= 400 (>= 80 without ``snip_edges``);
+    wav_lens (B,) int32 valid samples per utterance, or None when every sample is valid. Returns
+    ``(feats, frame_lens)``: feats (B, T, n_mels) float32 with T = ``num_frames(S, snip_edges)``; frame_lens (B,)
+    int32 = ``num_frames(wav_lens, snip_edges)``. With snip_edges a valid frame never reaches a padded sample; without,
+    each utterance is mirrored at its own length; either way an utterance gets the same features on its valid frames
+    in a padded batch as alone. Padded frames are 0. ``high_freq``: the top mel filter edge (``mel_high_freq``).
     """
 
-    def __init__(self, sample_rate=16000, n_mels=80, window="povey", scale_16bit=False, mean_norm=True):
+    def __init__(self, sample_rate=16000, n_mels=80, window="povey", scale_16bit=False, mean_norm=True,
+                 snip_edges=True, high_freq=0.0):
         super().__init__()
         if sample_rate != 16000:
             raise ValueError(f"sample_rate: KaldiFbank uses 400-sample frames and a 160-sample shift, made for "
                              f"16000 Hz audio; got {sample_rate}")
         self.sample_rate, self.n_mels, self.window = sample_rate, n_mels, window
         self.scale_16bit, self.mean_norm = scale_16bit, mean_norm
+        self.snip_edges, self.high_freq = bool(snip_edges), float(high_freq)
         scale = SCALE_16BIT if scale_16bit else 1.0       # a power of two: exact in float32
         self.dft = ms.Tensor(frame_matrix(window, scale).astype(np.float32))             # (400, 512)
-        mel = kaldi_mel_banks(n_mels, sample_rate)
+        mel = kaldi_mel_banks(n_mels, sample_rate, high_freq=high_freq)
         self.mel_stacked = ms.Tensor(np.concatenate([mel, mel]).astype(np.float32))    # (512, n_mels)
 
     def frames(self, wav, n_frames):
@@ -116,20 +140,48 @@ class KaldiFbank(nn.Cell):
         padded = ops.concat((wav, ops.zeros((batch, WIN_LENGTH - 2 * HOP_LENGTH), wav.dtype)), 1)
         return frames_every_hop(padded, n_frames)
 
+    def mirrored_frames(self, wav, lens, n_frames):
+        """(B, S), lens (B, 1) int32 -> (B, T, 400) frames without snip_edges: sample j of the gathered row is
+        sample j - 120 mirrored into [0, lens) (two rounds: exact for lens >= 80, i.e. every utterance with a
+        frame), then ``frames_every_hop``. Samples only invalid frames read are clipped into the row."""
+        batch, num_samples = wav.shape
+        source = ops.arange(HOP_LENGTH * (n_frames + 2), dtype=ms.int32).reshape(1, -1) - EDGE_OFFSET
+        source = source + ops.zeros_like(lens)                                        # (B, 160 (T + 2))
+        for _ in range(2):
+            source = ops.select(source < 0, -source - 1, source)
+            source = ops.select(source >= lens, 2 * lens - 1 - source, source)
+        source = ops.clip_by_value(source, 0, num_samples - 1)
+        source = source + ops.arange(batch, dtype=ms.int32).reshape(-1, 1) * num_samples
+        rows = ops.gather(wav.reshape(-1), source.reshape(-1), 0).reshape(batch, -1)
+        return frames_every_hop(rows, n_frames)
+
     def construct(self, wav, wav_lens=None):
         if wav.ndim != 2:
             raise ValueError(f"KaldiFbank: wav must be (batch, samples), got shape {wav.shape}")
         batch, num_samples = wav.shape
-        n_frames = 1 + (num_samples - WIN_LENGTH) // HOP_LENGTH
+        if self.snip_edges:
+            n_frames = 1 + (num_samples - WIN_LENGTH) // HOP_LENGTH
+        else:
+            n_frames = (num_samples + HOP_LENGTH // 2) // HOP_LENGTH
         frame_index = ops.arange(n_frames, dtype=ms.int32).reshape(1, n_frames)
         if wav_lens is None:
             frame_lens = ops.fill(ms.int32, (batch,), n_frames)
-        else:
+        elif self.snip_edges:
             frame_lens = (wav_lens - WIN_LENGTH) // HOP_LENGTH + 1
+        else:
+            frame_lens = (wav_lens + HOP_LENGTH // 2) // HOP_LENGTH
+        if wav_lens is not None:
             frame_lens = ops.maximum(ops.minimum(frame_lens, n_frames), 0).astype(ms.int32)
         valid = (frame_index < frame_lens.reshape(batch, 1)).astype(wav.dtype).reshape(batch, n_frames, 1)
 
-        frames = self.frames(wav, n_frames)                                           # (B, T, 400)
+        if self.snip_edges:
+            frames = self.frames(wav, n_frames)                                       # (B, T, 400)
+        else:
+            if wav_lens is None:
+                lens = ops.fill(ms.int32, (batch, 1), num_samples)
+            else:
+                lens = ops.minimum(wav_lens.astype(ms.int32), num_samples).reshape(batch, 1)
+            frames = self.mirrored_frames(wav, lens, n_frames)
         frames = frames - frames.mean(axis=2, keep_dims=True)                         # DC offset
         spec = ops.matmul(frames, self.dft)                                           # (B, T, 512): re | im
         mel_power = ops.matmul(spec * spec, self.mel_stacked)                         # (B, T, n_mels)

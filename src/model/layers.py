@@ -7,6 +7,8 @@ On this project's CPUs MindSpore's own Conv1d with kernel > 1 runs a slow refere
   by one matmul; weights are stored (out, in, k) as in PyTorch/SpeechBrain, so those weights map over directly.
 - ``BatchNorm``: batch statistics as matmuls with a row of 1/N.
 - ``MatMulNT``: a matmul whose backward keeps MindSpore's fast transposed CPU layout (the largest layers).
+- ``BiasAdd``: a bias add whose backward sums over rows with a matmul (the CPU BiasAddGrad kernel is slow).
+- ``Shift``: the bias add an inference network keeps of a batch norm whose scale went into the convolution.
 - ``frame_mask`` and ``reflect_frame_index``: per-utterance masks and padding, so that an utterance gets the same
   output in a padded batch as alone.
 
@@ -19,6 +21,7 @@ Example::
 """
 import math
 
+import numpy as np
 import mindspore as ms
 from mindspore import nn, ops, Parameter
 from mindspore.common.initializer import initializer, Uniform
@@ -79,10 +82,30 @@ class MatMulNT(nn.Cell):
 LARGE_MATMUL = 1536       # Conv1d with k * in and out both at least this large uses MatMulNT
 
 
+class BiasAdd(nn.Cell):
+    """x (N, C) + bias (C,) (``ops.bias_add``), whose backward sums the gradient over rows as a matmul with a row of
+    ones: MindSpore's CPU BiasAddGrad took 2 ms a call, 14 % of a C=512 train step."""
+
+    def construct(self, x, bias):
+        return ops.bias_add(x, bias)
+
+    def bprop(self, x, bias, out, dout):
+        dbias = ops.matmul(ops.ones((1, dout.shape[0]), dout.dtype), dout).reshape(-1)
+        return dout, ops.cast(dbias, ms.float32)      # float32 as the parameters, also under mixed precision
+
+
 def frame_mask(lengths, num_frames, dtype=ms.float32):
     """(B,) int32 valid frame counts -> (B, T, 1) mask, 1 on valid frames, 0 on padding."""
     positions = ops.arange(num_frames, dtype=ms.int32).reshape(1, -1)
     return ops.cast(positions < lengths.reshape(-1, 1), dtype).expand_dims(-1)
+
+
+def frame_weights(mask):
+    """(B, T, 1) mask -> (B, 1, T) row of 1 / (valid frames) on the valid frames, 0 on padding: ``bmm(row, x)`` is
+    the mean over valid frames. A reshape, not a transpose (the same memory order): MindSpore's CPU Transpose took
+    1.5 ms on it."""
+    batch, num_frames, _ = mask.shape
+    return (mask / mask.sum(axis=1, keepdims=True)).reshape(batch, 1, num_frames)
 
 
 def frame_mean_std(x, mask=None, stats="speechbrain"):
@@ -97,7 +120,7 @@ def frame_mean_std(x, mask=None, stats="speechbrain"):
         row = ops.ones((x.shape[0], 1, x.shape[1]), x.dtype) / count
     else:
         count = mask.sum(axis=1, keepdims=True)                                # (B, 1, 1)
-        row = mask.transpose(0, 2, 1) / count
+        row = frame_weights(mask)
     mean = ops.bmm(row, x)                                                   # (B, 1, C)
     var = ops.bmm(row, ops.square(x - mean))
     if stats == "wespeaker":
@@ -151,9 +174,21 @@ class Conv1d(nn.Cell):
         self.bias = Parameter(initializer(Uniform(bound), (out_channels,), ms.float32))
         large = min(in_channels * kernel_size, out_channels) >= LARGE_MATMUL
         self.large_matmul = MatMulNT() if large else None
+        self.add_bias = BiasAdd()
+        self.packed_weight = None
+
+    def pack(self):
+        """Inference only: also keep the weight in matmul layout, so that no call rearranges it (a transpose of
+        blocks.0's weight took 1.5 ms of each 90 ms forward pass). Call it after the last change to ``weight``;
+        training and checkpoints use ``weight`` (out, in, k)."""
+        weight = self.weight.asnumpy().transpose(0, 2, 1).reshape(self.out_channels, -1)
+        self.packed_weight = Parameter(ms.Tensor(np.ascontiguousarray(weight)), name="packed_weight",
+                                       requires_grad=False)
 
     def matmul_weight(self, dtype):
         """(out, in, k) -> (out, k * in), tap-major to match the stacked shifted copies."""
+        if self.packed_weight is not None:
+            return ops.cast(self.packed_weight, dtype)
         weight = ops.cast(self.weight, dtype)
         if self.kernel_size == 1:
             return weight.reshape(self.out_channels, self.in_channels)
@@ -187,10 +222,8 @@ class Conv1d(nn.Cell):
         rows = x.reshape(batch * num_frames, -1)
         weight = self.matmul_weight(x.dtype)
         bias = ops.cast(self.bias, x.dtype)
-        if self.large_matmul is None:
-            y = dense(rows, weight, bias)
-        else:
-            y = ops.bias_add(self.large_matmul(rows, weight), bias)
+        y = _matmul_nt(rows, weight) if self.large_matmul is None else self.large_matmul(rows, weight)
+        y = self.add_bias(y, bias)
         return y.reshape(batch, num_frames, self.out_channels)
 
 
@@ -211,6 +244,7 @@ class BatchNorm(nn.Cell):
         self.beta = Parameter(initializer("zeros", (channels,), ms.float32))
         self.moving_mean = Parameter(initializer("zeros", (channels,), ms.float32), requires_grad=False)
         self.moving_variance = Parameter(initializer("ones", (channels,), ms.float32), requires_grad=False)
+        self.add_bias = BiasAdd()
 
     def construct(self, x):
         shape = x.shape
@@ -222,7 +256,7 @@ class BatchNorm(nn.Cell):
             centered = rows - mean
             var = ops.matmul(average, centered * centered).reshape(-1)
             scale = (self.gamma / ops.sqrt(var + self.eps)).reshape(1, -1)
-            y = ops.bias_add(centered * scale, ops.cast(self.beta, ms.float32))     # float32 under mixed precision
+            y = self.add_bias(centered * scale, ops.cast(self.beta, ms.float32))    # float32 under mixed precision
             m = self.momentum
             batch_mean = ops.stop_gradient(mean.reshape(-1))
             batch_var = ops.stop_gradient(var) * (n / max(n - 1, 1))
@@ -237,3 +271,16 @@ class BatchNorm(nn.Cell):
         """The eval-mode map y = scale * x + shift -> scale, shift (C,) float32."""
         scale = self.gamma / ops.sqrt(self.moving_variance + self.eps)   # not rsqrt: no ONNX translation
         return scale, self.beta - self.moving_mean * scale
+
+
+class Shift(nn.Cell):
+    """(..., C) -> (..., C) + shift (C,). Inference only: what is left of an eval-mode batch norm after a ReLU once
+    its positive scale is folded into the convolution before the ReLU (src/model/ecapa_tdnn.py inference_network)."""
+
+    def __init__(self, shift):
+        super().__init__()
+        self.shift = Parameter(ms.Tensor(np.asarray(shift, np.float32)), name="shift", requires_grad=False)
+
+    def construct(self, x):
+        shape = x.shape
+        return ops.bias_add(x.reshape(-1, shape[-1]), ops.cast(self.shift, x.dtype)).reshape(shape)
