@@ -32,7 +32,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.sides import Side, pin_threads, serve, spread, take_turns, timed_runs, worker_command  # noqa: E402
+from benchmarks.sides import (Side, int_list, pin_threads, serve, spread, take_turns, timed_runs,  # noqa: E402
+                             worker_command)
 
 SIDES = ("mindspore", "mindir", "onnxruntime", "onnxruntime-int8", "speechbrain")
 ANCHOR = "onnxruntime"
@@ -92,7 +93,8 @@ def use_threads(side, threads):
 
 
 def load_runner(side, files, channels, threads):
-    """-> (to_input(numpy feats) -> the side's input, run(input) -> numpy embeddings)."""
+    """-> (to_input(numpy feats) -> the side's input, run(input) -> numpy embeddings); ``threads`` sets an
+    onnxruntime session's (MindSpore's and PyTorch's are set per process, ``use_threads``)."""
     if side in ("mindspore", "mindir"):
         import mindspore as ms
         from mindspore import nn
@@ -189,8 +191,8 @@ def print_tables(times, sides, channels_list, threads):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--channels", type=lambda s: [int(c) for c in s.split(",")], default=[512, 1024])
-    parser.add_argument("--threads", type=lambda s: [int(c) for c in s.split(",")], default=[1, 2])
+    parser.add_argument("--channels", type=int_list, default=[512, 1024])
+    parser.add_argument("--threads", type=int_list, default=[1, 2])
     parser.add_argument("--sides", type=lambda s: s.split(","), default=list(SIDES))
     parser.add_argument("--rounds", type=int, default=4, help="rounds of alternating turns")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per case in each turn")

@@ -26,7 +26,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.sides import Side, pin_threads, serve, spread, take_turns, timed_runs, worker_command  # noqa: E402
+from benchmarks.sides import (Side, int_list, pin_threads, serve, spread, take_turns, timed_runs,  # noqa: E402
+                             worker_command)
 
 KERNELS = (5, 3, 3, 3)
 # MindSpore's CPU elementwise kernels (ParallelLaunchAutoSearch) time their first launches to choose how to split
@@ -148,7 +149,7 @@ def worker(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--channels", type=lambda s: [int(c) for c in s.split(",")], default=[512, 1024],
+    parser.add_argument("--channels", type=int_list, default=[512, 1024],
                         help="channel counts C, comma-separated (MFA channels 3 C)")
     parser.add_argument("--embedding_size", type=int, default=192)
     parser.add_argument("--no_global_context", dest="global_context", action="store_false")
@@ -168,7 +169,7 @@ def main(argv=None):
     print(f"batch {args.batch} x {args.frames} frames x 80, channels {args.channels} (MFA 3 C), global context "
           f"{args.global_context}, {args.classes} classes, {args.threads} threads, {args.rounds} rounds x "
           f"{args.repeats} runs per side", flush=True)
-    passed = [a for a in (argv if argv is not None else sys.argv[1:])]
+    passed = list(argv if argv is not None else sys.argv[1:])
     with contextlib.ExitStack() as stack:
         sides = []
         for name in ("ours", "reference"):

@@ -56,6 +56,11 @@ def worker_command(script, side, *args):
     return [sys.executable, os.path.abspath(script), "--worker", side, *map(str, args)]
 
 
+def int_list(text):
+    """'512,1024' -> [512, 1024] (a comma-separated command-line option)."""
+    return [int(c) for c in text.split(",")]
+
+
 def pin_threads(threads):
     """Keep this process on its first ``threads`` CPUs (call before a framework starts its thread pool)."""
     cpus = sorted(os.sched_getaffinity(0))
