@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mindspore as ms  # noqa: E402
 
+from benchmarks.report import add_json_option, write_report  # noqa: E402
 from src.data.audio import read_audio, write_wav  # noqa: E402
 from src.device import setup_device  # noqa: E402
 from src.model.ecapa_tdnn import ECAPA_TDNN  # noqa: E402
@@ -46,6 +47,7 @@ def main():
     parser.add_argument("--mfa_channels", type=int, default=768)
     parser.add_argument("--buckets", default="3,5,8")
     parser.add_argument("--batch", type=int, default=8)
+    add_json_option(parser, __file__)
     args = parser.parse_args()
     setup_device("CPU")
     rng = np.random.default_rng(0)
@@ -83,11 +85,16 @@ def main():
     t_alone = time.time() - start
 
     print(f"{'':34s}{'wall s':>9s}{'utt/s':>8s}{'x realtime':>12s}{'compiles':>10s}")
+    rows = []
     for name, t, n in (("buckets, first run (compiling)", t_bucketed, len(bucketed.shapes)),
                        ("buckets, second run (compiled)", t_bucketed_warm, 0),
                        ("one at a time (zoo)", t_alone, len(alone.shapes))):
         print(f"{name:34s}{t:9.1f}{args.utts / t:8.2f}{total_audio / t:12.1f}{n:10d}")
+        rows.append({"way": name, "wall_seconds": t, "utterances_per_second": args.utts / t,
+                     "x_real_time": total_audio / t, "compiles": n})
     print(f"largest |difference| between bucketed and one-at-a-time embeddings: {diff:.2e}")
+    write_report(args.json, __file__, vars(args), {"audio_seconds": total_audio, "rows": rows,
+                                                   "max_abs_diff": diff})
 
 
 if __name__ == "__main__":

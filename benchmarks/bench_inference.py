@@ -32,6 +32,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.report import add_json_option, write_report  # noqa: E402
 from benchmarks.sides import (Side, int_list, pin_threads, serve, spread, take_turns, timed_runs,  # noqa: E402
                              worker_command)
 
@@ -200,6 +201,7 @@ def main(argv=None):
                         help=f"untimed calls per case of the MindSpore sides before timing (others: {OTHER_WARMUP})")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
+    add_json_option(parser, __file__)
     args = parser.parse_args(argv)
     if args.worker:
         args.threads = args.threads[0]
@@ -208,6 +210,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"--sides: unknown {unknown}; choose from {', '.join(SIDES)}")
     common = ["--channels", ",".join(map(str, args.channels)), "--warmup", args.warmup]
+    results = []
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as folder:
         common += ["--folder", folder]
         print(f"writing the networks and exports (C = {args.channels}) in {folder}", flush=True)
@@ -229,6 +232,9 @@ def main(argv=None):
                     sides.append(side)
                 times = take_turns(sides, args.rounds, {"kind": "run", "repeats": args.repeats})
             print_tables(times, args.sides, args.channels, threads)
+            results += [{"threads": threads, "side": side, "case": key, "ms": [t * 1e3 for t in runs]}
+                        for (side, key), runs in times.items()]
+    write_report(args.json, __file__, vars(args), {"times": results}, argv=argv)
 
 
 if __name__ == "__main__":

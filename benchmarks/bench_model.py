@@ -26,6 +26,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.report import add_json_option, write_report  # noqa: E402
 from benchmarks.sides import (Side, int_list, pin_threads, serve, spread, take_turns, timed_runs,  # noqa: E402
                              worker_command)
 
@@ -162,6 +163,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=MINDSPORE_WARMUP,
                         help="untimed runs of our forward pass and train step before timing (the first compiles)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_json_option(parser, __file__)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -180,6 +182,7 @@ def main(argv=None):
             sides.append(side)
         times = take_turns(sides, args.rounds, {"kind": "run", "repeats": args.repeats})
 
+    results = []
     print(f"\n| C | measurement | ours (MindSpore GRAPH) ms | SpeechBrain (torch eager) ms | ours/ref (medians) "
           f"| our GFLOP/s |\n|---|---|---|---|---|---|")
     for channels in args.channels:
@@ -190,7 +193,12 @@ def main(argv=None):
             print(f"| {channels} | {kind} | {spread(ours)} | {spread(ref)} | "
                   f"{statistics.median(ours) / statistics.median(ref):.2f} | "
                   f"{count / statistics.median(ours) / 1e9:.1f} |")
+            results.append({"channels": channels, "measurement": kind, "ours_ms": [t * 1e3 for t in ours],
+                            "speechbrain_ms": [t * 1e3 for t in ref],
+                            "ours_over_speechbrain": statistics.median(ours) / statistics.median(ref),
+                            "our_gflops": count / statistics.median(ours) / 1e9})
     print("(median [min-max] over all runs; FLOPs counted analytically, train step ~3x the forward pass)")
+    write_report(args.json, __file__, vars(args), {"rows": results}, argv=passed)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from scipy.signal import get_window
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.report import add_json_option, write_report  # noqa: E402
 from src.config import load_config  # noqa: E402
 from src.data.augment import WaveAugment  # noqa: E402
 from src.data.dataset import TrainSource, train_list_from_config  # noqa: E402
@@ -68,6 +69,7 @@ def main():
     parser.add_argument("--corpus", help="synthetic corpus folder (made by src.data.synthetic); default: a temp one")
     parser.add_argument("--samples", type=int, default=320, help="crops per measurement")
     parser.add_argument("--batch_size", type=int, default=32)
+    add_json_option(parser, __file__)
     args = parser.parse_args()
     setup_device("CPU")
     tmp = None
@@ -109,14 +111,18 @@ def main():
     print(f"\n{args.samples} crops of {cfg.crop_seconds} s, one worker, CPU time via time.process_time "
           f"(target >= {TARGET}x real time per core)")
     print(f"{'chain':56s} {'audio s':>8s} {'CPU s':>7s} {'x real time':>12s}  target")
+    results = []
     for name, src, fbank in rows:
         measure(src, indices[:args.batch_size], args.batch_size, fbank)          # warm the file cache
         count, cpu = measure(src, indices, args.batch_size, fbank)
         audio = count * cfg.crop_seconds
         speed = audio / cpu
         print(f"{name:56s} {audio:8.1f} {cpu:7.2f} {speed:11.0f}x  {'met' if speed >= TARGET else 'MISSED'}")
+        results.append({"chain": name, "audio_seconds": audio, "cpu_seconds": cpu, "x_real_time": speed,
+                        "target_met": speed >= TARGET})
     print("Fbank: NumPy = scipy.fft rfft, as a CPU worker would compute it; MindSpore = src.model.fbank.Fbank in "
           "GRAPH mode on the CPU (in training it runs inside the train graph, on the device on Ascend/GPU).")
+    write_report(args.json, __file__, vars(args), {"target_x_real_time": TARGET, "rows": results})
     if tmp is not None:
         tmp.cleanup()
 

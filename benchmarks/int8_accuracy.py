@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.report import add_json_option, write_report                        # noqa: E402
 from src.data.audio import read_audio                                               # noqa: E402
 from src.data.trials import read_trials, trial_utterances                          # noqa: E402
 from src.deploy.infer_files import contract_path, cut_windows, read_contract, window_starts   # noqa: E402
@@ -42,21 +43,27 @@ def main():
     parser.add_argument("export_file", help="the export's path without extension (BASE of BASE.onnx, BASE.int8.onnx)")
     parser.add_argument("test_dir", help="audio root of the trial list")
     parser.add_argument("trials", help="trial list")
+    add_json_option(parser, __file__)
     args = parser.parse_args()
     trials = read_trials(args.trials)
     keys = trial_utterances(trials)
     labels = np.array([label for label, _, _ in trials])
-    embeddings = {}
+    embeddings, rows = {}, []
     for suffix in (".onnx", ".int8.onnx"):
         path = args.export_file + suffix
         embeddings[suffix] = utterance_embeddings(path, keys, args.test_dir)
         m = summarize(score_trials(embeddings[suffix], trials), labels)
         print(f"{os.path.basename(path):28s} {os.path.getsize(path) / 1e6:6.2f} MB  EER {m['eer_percent']:.2f} %  "
               f"minDCF 0.01 {m['min_dcf_p0.01']:.4f}  minDCF 0.05 {m['min_dcf_p0.05']:.4f}")
+        rows.append({"file": os.path.basename(path), "megabytes": os.path.getsize(path) / 1e6,
+                     **{k: float(m[k]) for k in ("eer_percent", "min_dcf_p0.01", "min_dcf_p0.05")}})
     cosine = cosine_rows(np.stack([embeddings[".onnx"][k] for k in keys]),
                          np.stack([embeddings[".int8.onnx"][k] for k in keys]))
     print(f"utterance embeddings float32 vs int8: cosine min {cosine.min():.5f}, mean {cosine.mean():.5f} "
           f"({len(keys)} utterances, {len(trials)} trials)")
+    write_report(args.json, __file__, vars(args), {
+        "files": rows, "utterances": len(keys), "trials": len(trials),
+        "cosine_float32_vs_int8": {"min": float(cosine.min()), "mean": float(cosine.mean())}})
 
 
 if __name__ == "__main__":

@@ -154,7 +154,9 @@ def test_large_margin_stage_after_a_normal_stage(corpus, tmp_path):
     steps = {s: checkpoint(lm, s) for s in (1, 2, 3)}
     np.testing.assert_allclose([float(steps[s][0]["classifier.margin"]) for s in (1, 2, 3)], [0.2, 0.35, 0.5],
                                rtol=1e-6)
-    # Learning rate: 2e-5 warmed up over 2 updates, logged after updates 1, 2, 3 (the rate of the next update).
+    # Learning rate: the log after update k records the rate of update k + 1 (schedule index k). A warm-up over 2
+    # updates scales index i by min(1, (i + 1) / 2), so only update 1 ran at half the rate (1e-5, never logged):
+    # the records after updates 1, 2, 3 all read the full 2e-5.
     np.testing.assert_allclose([r["lr"] for r in records], [2e-5, 2e-5, 2e-5], rtol=1e-5)
 
     # A new run: fresh step count, data position and optimizer.

@@ -1,7 +1,11 @@
-"""The recipe files of the public checkpoints (configs/pretrained/*.yaml, listed in the README): each loads, names its
-checkpoint, and holds exactly the settings the importer derives from the peer's own full-size model; the importer
-leaves such a file as it is and rewrites one that disagrees."""
+"""The recipe files of the public checkpoints (configs/pretrained/*.yaml, listed in docs/importing.md): each loads,
+names its checkpoint, and holds exactly the settings the importer derives from the peer's own model built with the
+peer's own code at the sizes its toolkit publishes (tests/data/published_ecapa_configs.json, copied from each
+toolkit's configuration file, named there), not at the recipe's own sizes; the importer leaves such a file as it is
+and rewrites one that disagrees."""
 import glob
+import importlib
+import json
 import os
 import re
 
@@ -17,29 +21,43 @@ from src.model.ecapa_tdnn import ECAPA_TDNN
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "pretrained", "*.yaml")))
 IMPORT_LINE = re.compile(r"^#\s+python -m src\.import_weights --format (\S+) (\S+) (\S+)$", re.M)
+with open(os.path.join(ROOT, "tests", "data", "published_ecapa_configs.json"), encoding="utf-8") as _f:
+    PUBLISHED = json.load(_f)
 
 
-def peer_settings(fmt, recipe):
-    """What the importer derives for the peer model a recipe describes, built with the peer's own code at the
-    recipe's sizes (skips when the peer's package is missing)."""
-    if fmt == "mindspore_zoo":
+def peer_settings(name):
+    """What the importer derives for the public model ``name`` (a recipe's file name), built with the peer's own
+    code from its toolkit's published configuration (skips when the peer's package is missing). The older zoo's
+    layout is checked against its published parameter shapes in tests/test_zoo_checkpoint.py."""
+    if name == "zoo_ecapa_voxceleb":
         return imported_settings(ECAPA_TDNN(**ZOO_MODEL_CONFIG), ZOO_FRONT_END)
-    if fmt == "speechbrain":
-        from tests.speechbrain_ref import make_speechbrain_ecapa
-        state = make_speechbrain_ecapa(channels=recipe["channels"], mfa_channels=recipe["mfa_channels"]).state_dict()
-        settings_of, front_end = speechbrain_settings, SPEECHBRAIN_FRONT_END
-    elif fmt == "3dspeaker":
-        from tests.test_import_3dspeaker import make_speakerlab_ecapa
-        state = make_speakerlab_ecapa(recipe["channels"], recipe["mfa_channels"], recipe["global_context"], 0).state_dict()
-        settings_of, front_end = speechbrain_settings, SPEAKERLAB_FRONT_END
-    else:
-        assert fmt == "wespeaker"
-        from tests.test_import_wespeaker import make_wespeaker_ecapa
-        state = make_wespeaker_ecapa(recipe["channels"], recipe["global_context"], recipe["embedding_norm"],
-                                     0).state_dict()
+    published = PUBLISHED[name]
+    fmt, args = published["format"], published["args"]
+    if fmt == "wespeaker":
+        from tests.test_import_wespeaker import wespeaker_models
+        model = getattr(wespeaker_models(), published["factory"])(**args)
         settings_of, front_end = wespeaker_settings, WESPEAKER_FRONT_END
-    state = {name: value.numpy() for name, value in state.items()}
+    else:
+        pytest.importorskip("torch", reason="the reference models need PyTorch")
+        module_name, class_name = published["class"].rsplit(".", 1)
+        if fmt == "speechbrain":
+            from tests.speechbrain_ref import speechbrain_module
+            module = speechbrain_module(module_name)
+            front_end = SPEECHBRAIN_FRONT_END
+        else:
+            module = pytest.importorskip(module_name, reason="3D-Speaker's model code is not installed")
+            front_end = SPEAKERLAB_FRONT_END
+        model = getattr(module, class_name)(**args)
+        settings_of = speechbrain_settings
+    state = {key: value.numpy() for key, value in model.state_dict().items()}
     return imported_settings(ECAPA_TDNN(**settings_of(state)), front_end)
+
+
+def test_every_recipe_has_a_published_configuration():
+    names = {os.path.splitext(os.path.basename(path))[0] for path in RECIPES}
+    assert names == set(PUBLISHED) - {"_about"} | {"zoo_ecapa_voxceleb"}
+    for name in names - {"zoo_ecapa_voxceleb"}:
+        assert PUBLISHED[name]["source"].startswith("https://"), name
 
 
 def test_every_format_has_a_recipe():
@@ -56,8 +74,9 @@ def test_recipe_holds_what_the_importer_derives(path, tmp_path):
     recipe = yaml.safe_load(text)
     name = os.path.splitext(os.path.basename(path))[0]
     assert checkpoint == recipe["checkpoint"] == f"pretrained/{name}.ckpt"
+    assert name == "zoo_ecapa_voxceleb" or PUBLISHED[name]["format"] == fmt
     cfg = load_config(["--config", path])
-    settings = peer_settings(fmt, recipe)
+    settings = peer_settings(name)
     assert {key: cfg[key] for key in settings} == settings
     assert {key: recipe[key] for key in settings} == settings
     assert yaml.safe_load("\n".join(recipe_body(checkpoint, path, settings, fmt == "speechbrain"))) == recipe
