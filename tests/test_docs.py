@@ -13,7 +13,7 @@ from src.recipe_keys import RULES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
-SHELL_FENCES = ("bash", "sh", "shell", "console")
+SHELL_FENCES = ("bash", "sh", "shell")
 # Paths a command may name that are inputs or outputs of the user, not files of the repository, need no check; a
 # path is checked when its first component is one of these folders of the repository (or a top-level .py file).
 REPO_FOLDERS = ("configs", "src", "scripts", "benchmarks", "tests", "ascend310_infer", "docs")
