@@ -6,6 +6,8 @@ Writes a synthetic set of utterances with distinct lengths, embeds it both ways 
 network in GRAPH mode, and prints wall time, distinct input shapes fed to the network (= graph compilations)
 and the largest difference between the two sets of embeddings. The one-at-a-time way is how the older zoo
 evaluated (a recompile per utterance length).
+
+Figures are also written as JSON (``--json PATH``, default runs/benchmarks/bench_embedding.json; benchmarks/report.py).
 """
 import argparse
 import os

@@ -13,6 +13,8 @@ reference's twice (see ``MINDSPORE_WARMUP``).
     .venv/bin/python benchmarks/bench_model.py                       # batch 16 x 200 frames, C=512 and 1024
     .venv/bin/python benchmarks/bench_model.py --batch 32 --frames 201 --classes 20 --channels 512
     .venv/bin/python benchmarks/bench_model.py --channels 64 --rounds 1 --repeats 1 --warmup 2     # smoke run
+
+Figures are also written as JSON (``--json PATH``, default runs/benchmarks/bench_model.json; benchmarks/report.py).
 """
 import argparse
 import contextlib

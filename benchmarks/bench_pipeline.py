@@ -13,6 +13,8 @@ and adds noise, music or babble to every crop.
 
     python benchmarks/bench_pipeline.py                       # makes a synthetic corpus in a temp folder
     python benchmarks/bench_pipeline.py --corpus data/synthetic --samples 400
+
+Figures are also written as JSON (``--json PATH``, default runs/benchmarks/bench_pipeline.json; benchmarks/report.py).
 """
 import argparse
 import os

@@ -7,6 +7,8 @@
 Each utterance is cut into the export's windows as the 310 flow cuts them (src/deploy/infer_files.py), each window
 embedded by onnxruntime, the window embeddings averaged; trials are scored by cosine. Prints one line per file and
 the cosine between the two files' utterance embeddings.
+
+Figures are also written as JSON (``--json PATH``, default runs/benchmarks/int8_accuracy.json; benchmarks/report.py).
 """
 import argparse
 import os
