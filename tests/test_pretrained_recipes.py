@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from src.config import load_config
-from src.import_weights import (SPEAKERLAB_FRONT_END, SPEECHBRAIN_FRONT_END, WESPEAKER_FRONT_END, ZOO_FRONT_END,
+from src.import_weights import (CALIBRATION_KEYS, SPEAKERLAB_FRONT_END, SPEECHBRAIN_FRONT_END, WESPEAKER_FRONT_END, ZOO_FRONT_END,
                                 ZOO_MODEL_CONFIG, imported_settings, recipe_body, speechbrain_settings,
                                 wespeaker_settings, write_recipe)
 from src.model.ecapa_tdnn import ECAPA_TDNN
@@ -60,7 +60,8 @@ def test_recipe_holds_what_the_importer_derives(path, tmp_path):
     settings = peer_settings(fmt, recipe)
     assert {key: cfg[key] for key in settings} == settings
     assert {key: recipe[key] for key in settings} == settings
-    assert yaml.safe_load("\n".join(recipe_body(checkpoint, path, settings, fmt == "speechbrain"))) == recipe
+    calibration = {key: recipe[key] for key in CALIBRATION_KEYS if key in recipe}
+    assert yaml.safe_load("\n".join(recipe_body(checkpoint, path, settings, fmt == "speechbrain", calibration))) == recipe
 
     copy = tmp_path / "pretrained" / os.path.basename(path)          # the importer keeps a recipe that agrees
     copy.parent.mkdir()
