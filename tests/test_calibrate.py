@@ -163,3 +163,19 @@ def test_imported_recipes_name_their_training_speakers(name, trained, unseen):
     assert all(pattern.fullmatch(s) for s in trained) and not any(pattern.fullmatch(s) for s in unseen)
     if "voxceleb" in name and not name.startswith(("speechbrain", "zoo")):
         assert cfg.calibration_source == "/data/voxceleb1/dev/wav"
+
+
+def test_cohort_and_calibration_speakers_must_differ_when_the_scores_use_the_cohort(tmp_path):
+    for speaker in ("id00001", "id00002", "id00003"):
+        (tmp_path / "cohort" / speaker / "v").mkdir(parents=True)
+        (tmp_path / "cohort" / speaker / "v" / "00001.wav").write_bytes(b"")     # only the names are read
+    cohort = str(tmp_path / "cohort")
+    asnorm = load_config(["--score_norm", "asnorm", "--cohort_source", cohort])
+    with pytest.raises(ValueError, match=f"calibration_source cal: 1 of its speakers are also in cohort_source "
+                                         f"{cohort} \\(e.g. \\['id00002'\\]\\)"):
+        calibrate_command.check_cohort_disjoint(asnorm, "cal", {"id00002", "id10001"}, [])
+    calibrate_command.check_cohort_disjoint(asnorm, "cal", {"id10001", "id10002"}, [])
+    mean_only = load_config(["--subtract_mean", "true", "--cohort_source", cohort])     # a mean is no cohort score
+    calibrate_command.check_cohort_disjoint(mean_only, "cal", {"id00002"}, ["duration"])
+    with pytest.raises(ValueError, match="also in cohort_source"):
+        calibrate_command.check_cohort_disjoint(mean_only, "cal", {"id00002"}, ["imposter_mean"])
