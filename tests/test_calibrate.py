@@ -179,3 +179,15 @@ def test_cohort_and_calibration_speakers_must_differ_when_the_scores_use_the_coh
     calibrate_command.check_cohort_disjoint(mean_only, "cal", {"id00002"}, ["duration"])
     with pytest.raises(ValueError, match="also in cohort_source"):
         calibrate_command.check_cohort_disjoint(mean_only, "cal", {"id00002"}, ["imposter_mean"])
+
+
+def test_a_recorded_checkpoint_is_checked_against_the_recipe_too(trained):
+    """A run fine-tuned from an imported model records only its own speakers; the recipe's training_speakers (kept
+    from the imported model's recipe) still counts."""
+    _, lists, checkpoint, _, _ = trained
+    heldout = set(read_train_list(os.path.join(lists, HELDOUT_DIR, TRAIN_LIST)).speakers)
+    assert calibrate_command.check_training_speakers("held", heldout, checkpoint, "", allow=False) == 0
+    one = sorted(heldout)[0]
+    with pytest.raises(ValueError, match=f"held: 1 of its 6 speakers trained the checkpoint \\(e.g. \\['{one}'\\], "
+                                         f"from the 10 speakers .* records and training_speakers '{one}'\\)"):
+        calibrate_command.check_training_speakers("held", heldout, checkpoint, one, allow=False)

@@ -76,27 +76,35 @@ def check_disjoint(source, speakers, trial_files):
                          f"{existing} (e.g. {shared[:3]}); calibrate on speakers the evaluation does not use")
 
 
-def known_training_speakers(checkpoint, training_speakers):
-    """What is known of the speakers ``checkpoint`` was trained on -> (is_training(name) -> bool, where that came
-    from), or None when nothing is. The checkpoint's own record wins; else the recipe's ``training_speakers``: a file
-    listing them (the first word of each line, as speakers.txt) or a regular expression their names match whole
-    (``id0[0-9]{4}``: VoxCeleb2's speakers)."""
-    recorded = read_training_speakers(checkpoint)
-    if recorded is not None:
-        names = set(recorded)
-        return names.__contains__, f"the {len(names)} speakers {checkpoint} records"
+def recipe_training_speakers(training_speakers):
+    """The recipe's ``training_speakers`` -> is_training(name) -> bool, or None when empty: a file listing them (the
+    first word of each line, as speakers.txt) or a regular expression their names match whole (``id0[0-9]{4}``:
+    VoxCeleb2's speakers)."""
     if not training_speakers:
         return None
     if os.path.isfile(training_speakers):
         with open(training_speakers, encoding="utf-8") as f:
-            names = {line.split()[0] for line in f if line.strip() and not line.startswith("#")}
-        return names.__contains__, f"the {len(names)} speakers listed in training_speakers {training_speakers}"
+            return {line.split()[0] for line in f if line.strip() and not line.startswith("#")}.__contains__
     try:
         pattern = re.compile(training_speakers)
     except re.error as err:
         raise ValueError(f"training_speakers: {training_speakers!r} is neither a file nor a regular expression "
                          f"({err})") from None
-    return (lambda name: pattern.fullmatch(name) is not None), f"training_speakers {training_speakers!r}"
+    return lambda name: pattern.fullmatch(name) is not None
+
+
+def known_training_speakers(checkpoint, training_speakers):
+    """What is known of the speakers ``checkpoint`` was trained on -> (is_training(name) -> bool, where that came
+    from), or None when nothing is: the names the checkpoint records and those the recipe's ``training_speakers``
+    names (both count: a run fine-tuned from an imported model records only its own speakers)."""
+    recorded = read_training_speakers(checkpoint)
+    named = recipe_training_speakers(training_speakers)
+    sources = ([f"the {len(recorded)} speakers {checkpoint} records"] if recorded is not None else []) + (
+        [f"training_speakers {training_speakers!r}"] if named else [])
+    if not sources:
+        return None
+    recorded = set(recorded or [])
+    return (lambda name: name in recorded or bool(named and named(name))), " and ".join(sources)
 
 
 def check_training_speakers(source, speakers, checkpoint, training_speakers, allow):
