@@ -8,7 +8,8 @@ Writes into eval_output_dir (default <output_dir>/eval):
     scores_<list>.txt     one trial a line: ``enroll test score label`` (the configured scoring)
     llr_<list>.txt        the same with calibrated log-likelihood ratios (only with --calibration, a file written by
                           python -m src.calibrate for this checkpoint and scoring); the summary adds Cllr, minCllr and
-                          actDCF under "calibrated"
+                          actDCF under "calibrated", and per list "operating_points": at each Bayes threshold the
+                          false-accept / false-reject rates the calibration promises beside those measured on the list
     det_<list>.png        DET curves (plain cosine, and the configured scoring when it differs)
     eval_summary.json     metrics per list and scoring, the threshold ``python -m src.evaluate.verify`` uses, the config
     embeddings.npz/.json  embedding cache (reused when checkpoint, config and audio files match)
@@ -28,7 +29,8 @@ from src.checkpoint import file_sha256
 from src.cli import run_command, setup_logging
 from src.config import UsageError, load_config
 from src.data.trials import check_inside_test_dir, read_trials, trial_list_paths, trial_utterances
-from src.evaluate.calibration import read_calibration, scoring_settings, trial_features, utterance_quality
+from src.evaluate.calibration import (compare_operating_points, read_calibration, scoring_settings, trial_features,
+                                      utterance_quality)
 from src.evaluate.extract import (Batching, checkpoint_mean, embedded_seconds, extract_embeddings, recipe_cache,
                                   scoring_references)
 from src.evaluate.metrics import plot_det, summarize
@@ -85,10 +87,11 @@ def embed_all(cfg, embedder, keys, out_dir, info):
     return embeddings, cohort, mean
 
 
-def score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_dir, calibrate=None):
+def score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_dir, calibrate=None, calibration=None):
     """Score one trial list (plain cosine, and ``method`` when it differs), write its score file and DET plot
     -> its summary entry. ``calibrate``: None, or (trials, scores) -> LLRs; the LLRs are written as
-    ``llr_<name>.txt`` and summarised as "calibrated"."""
+    ``llr_<name>.txt`` and summarised as "calibrated", and the error rates ``calibration`` promises are set beside
+    those measured on the list ("operating_points")."""
     labels = np.array([label for label, _, _ in trials])
     cosine = score_trials(embeddings, trials)
     metrics, curves = {"cosine": summarize(cosine, labels)}, {"cosine": (cosine, labels)}
@@ -107,6 +110,7 @@ def score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_di
         metrics["calibrated"] = summarize(llrs, labels, llr=True)
         entry["llr_file"] = os.path.abspath(os.path.join(out_dir, f"llr_{name}.txt"))
         write_scores(entry["llr_file"], trials, llrs)
+        entry["operating_points"] = compare_operating_points(calibration, llrs, labels)
     for scoring, m in metrics.items():
         logger.info("%-16s %-12s EER %.3f%% (threshold %.4f)  minDCF@0.01 %.4f  minDCF@0.05 %.4f  "
                     "(%d target, %d nontarget)", name, scoring, m["eer_percent"], m["eer_threshold"],
@@ -116,6 +120,12 @@ def score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_di
         logger.info("%-16s calibrated   Cllr %.4f (minCllr %.4f)  actDCF@0.01 %.4f (min %.4f)  actDCF@0.05 %.4f "
                     "(min %.4f)", name, m["cllr"], m["min_cllr"], m["act_dcf_p0.01"], m["min_dcf_p0.01"],
                     m["act_dcf_p0.05"], m["min_dcf_p0.05"])
+        for row in entry["operating_points"]:
+            if row["p_target"] in (0.01, 0.05):
+                logger.info("%-16s p_target %-5g (LLR >= %.3f)  false accepts: promised %.2f %%, measured %.2f %%  "
+                            "false rejects: promised %.2f %%, measured %.2f %%", name, row["p_target"],
+                            row["threshold"], 100 * row["promised_false_accept"], 100 * row["measured_false_accept"],
+                            100 * row["promised_false_reject"], 100 * row["measured_false_reject"])
     return entry
 
 
@@ -154,10 +164,12 @@ def evaluate(cfg):
     if calibration is not None:
         calibrate = calibrator(cfg, calibration, embeddings, cohort, mean)
         summary["calibration"] = {"file": os.path.abspath(cfg.calibration), "features": calibration.features,
-                                  "prior": calibration.prior}
+                                  "prior": calibration.prior, "promised_from": calibration.trial_speakers()}
+        logger.info("the rates %s promises come from its calibration trials of %s", cfg.calibration,
+                    calibration.trial_speakers())
     for name, (path, trials) in trial_lists.items():
         summary["trial_lists"][name] = score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_dir,
-                                                  calibrate)
+                                                  calibrate, calibration)
     first = next(iter(trial_lists))
     summary["verify_threshold"] = {
         "value": summary["trial_lists"][first]["metrics"]["cosine"]["eer_threshold"],

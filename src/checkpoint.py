@@ -9,6 +9,9 @@ A training checkpoint is one MindSpore ``.ckpt`` file holding
   ``beta1_power``, ``beta2_power``, ``global_step``) and, with mixed precision, the loss scale;
 - ``train_state``: a JSON document (stored as uint8 bytes) with the step, epoch, batch position inside the epoch and
   whatever else the trainer needs to continue at exactly the next batch.
+- ``training_speakers``: a JSON list of the names of the speakers the network was trained on (a fine-tuned run adds
+  those its starting checkpoint records), so calibration can refuse trials of those speakers
+  (``read_training_speakers``; None for an imported checkpoint, which records none).
 
 Files are named ``ckpt_step<step:08d>.ckpt`` in one folder. Saving writes ``.partial_<name>`` in the same folder,
 flushes it to disk and renames it into place, so a crash while saving never leaves a broken file under a
@@ -38,6 +41,7 @@ NETWORK_PREFIX = "network."      # where a wrapper cell (the older zoo's trainin
 TRAIN_NETWORK_PATHS = ("embedder.network._backbone.", "embedder.network.")
 STATE_KEY = "train_state"
 SETTINGS_KEY = "model_settings"   # the embedder settings (src/model/embedder.py EMBEDDER_KEYS) the weights belong to
+SPEAKERS_KEY = "training_speakers"  # JSON list of the speaker names the weights were trained on
 # An imported model's mean embedding (D,), e.g. SpeechBrain's mean_var_norm_emb: what ``subtract_mean`` subtracts
 # when no cohort is given (eval.py, postprocess.py through the export contract).
 EMBEDDING_MEAN_KEY = "embedding_mean"
@@ -124,6 +128,7 @@ def read_checkpoint(path):
     out (``read_settings``). Errors name the file."""
     params = _load(path)
     params.pop(SETTINGS_KEY, None)
+    params.pop(SPEAKERS_KEY, None)
     state = _json_value(params.pop(STATE_KEY)) if STATE_KEY in params else None
     return params, state
 
@@ -133,6 +138,13 @@ def read_settings(path):
     or one written before checkpoints carried them). Reads only that entry."""
     stored = _load(path, choice_func=lambda name: name == SETTINGS_KEY)
     return _json_value(stored[SETTINGS_KEY]) if SETTINGS_KEY in stored else None
+
+
+def read_training_speakers(path):
+    """The names of the speakers a checkpoint was trained on (sorted list of str), or None when it records none.
+    Reads only that entry."""
+    stored = _load(path, choice_func=lambda name: name == SPEAKERS_KEY)
+    return _json_value(stored[SPEAKERS_KEY]) if SPEAKERS_KEY in stored else None
 
 
 def read_array(path, name):
@@ -247,9 +259,9 @@ def write_checkpoint_file(entries, path):
     return path
 
 
-def save_checkpoint(train_cell, folder, step, state, keep=5, settings=None):
-    """Write all parameters of ``train_cell`` plus the JSON-able ``state`` dict (and the model ``settings`` dict,
-    when given) as the checkpoint of ``step``.
+def save_checkpoint(train_cell, folder, step, state, keep=5, settings=None, speakers=None):
+    """Write all parameters of ``train_cell`` plus the JSON-able ``state`` dict (and the model ``settings`` dict and
+    the names of the training ``speakers``, when given) as the checkpoint of ``step``.
 
     Atomic (``write_checkpoint_file``); afterwards only the newest ``keep`` checkpoints are kept (``keep`` <= 0
     keeps all). Returns the path written.
@@ -266,6 +278,8 @@ def save_checkpoint(train_cell, folder, step, state, keep=5, settings=None):
     entries.append(json_entry(STATE_KEY, state))
     if settings is not None:
         entries.append(json_entry(SETTINGS_KEY, settings))
+    if speakers is not None:
+        entries.append(json_entry(SPEAKERS_KEY, sorted(speakers)))
     final = write_checkpoint_file(entries, os.path.join(folder, checkpoint_name(step)))
     if keep > 0:
         for _, old in list_checkpoints(folder)[:-keep]:

@@ -48,7 +48,9 @@ Formats:
 Every format refuses a file that does not fit the network, listing all missing, unexpected and mis-shaped names at
 once (:func:`fit_network`).
 
-Command line (each writes the checkpoint and the recipe file ``configs/pretrained/<name>.yaml``, or ``--recipe``)::
+Command line (each writes the checkpoint and the recipe file ``configs/pretrained/<name>.yaml``, or ``--recipe``;
+``--training_speakers`` and ``--calibration_source`` add what the recipe says about the model's training data, for
+``python -m src.calibrate``)::
 
     python -m src.import_weights --format mindspore_zoo ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt \\
         pretrained/zoo_ecapa.ckpt
@@ -445,10 +447,18 @@ def project_path(path):
     return os.path.relpath(path, PROJECT_ROOT) if path.startswith(PROJECT_ROOT + os.sep) else path
 
 
-def recipe_body(out_path, recipe_path, settings, has_mean):
+# What an imported model's recipe says about its training data, for python -m src.calibrate (docs/calibration.md):
+# an imported checkpoint records no training speakers, so the recipe names them and the set to calibrate on.
+CALIBRATION_KEYS = {
+    "training_speakers": "the speakers this model trained on (a regular expression of their names)",
+    "calibration_source": "speakers this model never trained on, to calibrate on",
+}
+
+
+def recipe_body(out_path, recipe_path, settings, has_mean, calibration=None):
     """The YAML lines of an imported checkpoint's recipe: based on the full recipe, naming the checkpoint and every
     embedder setting it carries (the scripts take them from the checkpoint anyway; here they are for reading, and
-    they must agree)."""
+    they must agree), and the ``calibration`` keys given (CALIBRATION_KEYS -> value)."""
     recipe_dir = os.path.dirname(os.path.abspath(recipe_path))
     inside = (recipe_dir + os.sep).startswith(PROJECT_ROOT + os.sep)
     lines = [f"base: {os.path.relpath(BASE_RECIPE, recipe_dir) if inside else BASE_RECIPE}",
@@ -457,14 +467,21 @@ def recipe_body(out_path, recipe_path, settings, has_mean):
     if has_mean:
         lines.append("subtract_mean: false  # true subtracts the imported mean embedding (SpeechBrain's "
                      "mean_var_norm_emb; its verification scores without it)")
+    lines += [f"{key}: {json.dumps(value)}  # {CALIBRATION_KEYS[key]}" for key, value in (calibration or {}).items()]
     return lines
 
 
-def write_recipe(fmt, source_path, out_path, recipe_path, settings, has_mean):
+def write_recipe(fmt, source_path, out_path, recipe_path, settings, has_mean, calibration=None):
     """Write the recipe file of an imported checkpoint (:func:`recipe_body` under a header naming the source). A
-    recipe that already says the same (e.g. one shipped in configs/pretrained/) is left as it is."""
-    body = recipe_body(out_path, recipe_path, settings, has_mean)
+    recipe that already says the same (e.g. one shipped in configs/pretrained/) is left as it is. ``calibration``
+    (CALIBRATION_KEYS -> value): what it says about the training data; keys not given keep an existing recipe's."""
+    existing = {}
     if os.path.isfile(recipe_path):
+        with open(recipe_path, encoding="utf-8") as f:
+            existing = yaml.safe_load(f) or {}
+    calibration = {**{k: existing[k] for k in CALIBRATION_KEYS if k in existing}, **(calibration or {})}
+    body = recipe_body(out_path, recipe_path, settings, has_mean, calibration)
+    if existing:
         with open(recipe_path, encoding="utf-8") as f:
             if yaml.safe_load(f) == yaml.safe_load("\n".join(body)):
                 logger.info("%s already names this checkpoint and its settings; left as it is", recipe_path)
@@ -484,6 +501,10 @@ def main(argv=None):
     parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="the source's format")
     parser.add_argument("--recipe", default="", help="where to write the recipe file (default "
                                                      "configs/pretrained/<output name>.yaml)")
+    parser.add_argument("--training_speakers", help="a regular expression of the names of the speakers the model "
+                                                    "trained on (e.g. 'id0[0-9]{4}': VoxCeleb2), for the recipe")
+    parser.add_argument("--calibration_source", help="a folder or list of speakers the model never trained on, "
+                                                     "for the recipe (e.g. VoxCeleb1 dev)")
     parser.add_argument("source", help="the checkpoint to import (SpeechBrain's or 3D-Speaker's "
                                        "embedding_model.ckpt, WeSpeaker's avg_model.pt, the older zoo's "
                                        "ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt)")
@@ -491,8 +512,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     recipe_path = args.recipe or default_recipe_path(args.output)
     settings = FORMATS[args.format](args.source, args.output)
+    calibration = {key: getattr(args, key) for key in CALIBRATION_KEYS if getattr(args, key) is not None}
     write_recipe(args.format, args.source, args.output, recipe_path, settings,
-                 read_embedding_mean(args.output) is not None)
+                 read_embedding_mean(args.output) is not None, calibration)
     print(f"wrote {args.output} and its recipe {recipe_path}; they carry the model settings {settings}")
     return 0
 

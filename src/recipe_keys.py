@@ -220,6 +220,10 @@ RULES = {
     "calibration_utts_per_speaker": POSITIVE_INT,
     "calibration_trials": Number(integer=True, low=2),
     "calibration_prior": Number(low=0, high=0.999, above=True),
+    # held-out speakers: set aside by training, calibrated on by default (src/data/lists.py, src/evaluate/calibrate.py)
+    "holdout_speakers": Number(low=0),
+    "training_speakers": Text(),
+    "allow_training_speakers": Flag(),
     # export and inference
     "export_file": Text(),
     "export_format": Choice(("MINDIR", "AIR", "ONNX")),

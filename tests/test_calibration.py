@@ -11,7 +11,8 @@ import soundfile as sf
 from sklearn.linear_model import LogisticRegression
 
 import eval as eval_script
-from src import calibrate as calibrate_command
+from src.evaluate import calibrate as calibrate_command
+from src.checkpoint import SPEAKERS_KEY, json_entry, write_checkpoint_file
 from src.config import load_config
 from src.data.lists import speaker_of_path
 from src.data.synthetic import make_corpus
@@ -130,8 +131,9 @@ def calibrated(tmp_path_factory):
     corpus = make_corpus(str(tmp / "corpus"), num_train_speakers=4, num_test_speakers=3, utts_per_speaker=3,
                          seconds=(0.6, 1.4), seed=5, augment_folders=False, progress=False)
     ms.set_seed(0)
-    checkpoint = str(tmp / "random.ckpt")
-    ms.save_checkpoint(ECAPA_TDNN(**SMALL), checkpoint)
+    checkpoint = str(tmp / "random.ckpt")        # an untrained network: it records no training speaker
+    write_checkpoint_file([{"name": p.name, "data": p} for p in ECAPA_TDNN(**SMALL).get_parameters()]
+                          + [json_entry(SPEAKERS_KEY, [])], checkpoint)
     cal_file = str(tmp / "cal" / "calibration.json")
     common = OVERRIDES + ["--checkpoint", checkpoint, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"]]
     calibration = calibrate_command.calibrate(load_config(common + [

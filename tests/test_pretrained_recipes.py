@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from src.config import load_config
-from src.import_weights import (SPEAKERLAB_FRONT_END, SPEECHBRAIN_FRONT_END, WESPEAKER_FRONT_END, ZOO_FRONT_END,
-                                ZOO_MODEL_CONFIG, imported_settings, recipe_body, speechbrain_settings,
+from src.import_weights import (CALIBRATION_KEYS, SPEAKERLAB_FRONT_END, SPEECHBRAIN_FRONT_END, WESPEAKER_FRONT_END,
+                                ZOO_FRONT_END, ZOO_MODEL_CONFIG, imported_settings, recipe_body, speechbrain_settings,
                                 wespeaker_settings, write_recipe)
 from src.model.ecapa_tdnn import ECAPA_TDNN
 
@@ -79,7 +79,9 @@ def test_recipe_holds_what_the_importer_derives(path, tmp_path):
     settings = peer_settings(name)
     assert {key: cfg[key] for key in settings} == settings
     assert {key: recipe[key] for key in settings} == settings
-    assert yaml.safe_load("\n".join(recipe_body(checkpoint, path, settings, fmt == "speechbrain"))) == recipe
+    calibration = {key: recipe[key] for key in CALIBRATION_KEYS if key in recipe}
+    body = recipe_body(checkpoint, path, settings, fmt == "speechbrain", calibration)
+    assert yaml.safe_load("\n".join(body)) == recipe
 
     copy = tmp_path / "pretrained" / os.path.basename(path)          # the importer keeps a recipe that agrees
     copy.parent.mkdir()
@@ -91,4 +93,6 @@ def test_recipe_holds_what_the_importer_derives(path, tmp_path):
     changed = dict(settings, embedding_size=settings["embedding_size"] + 1)   # ... and rewrites one that does not
     write_recipe(fmt, "downloaded.pt", os.path.join(ROOT, checkpoint), str(copy), changed, fmt == "speechbrain")
     assert yaml.safe_load(copy.read_text())["embedding_size"] == settings["embedding_size"] + 1
+    assert {key: yaml.safe_load(copy.read_text()).get(key) for key in CALIBRATION_KEYS} == \
+        {key: recipe.get(key) for key in CALIBRATION_KEYS}                   # what it says of the training data stays
     assert "imported from" in copy.read_text()

@@ -46,10 +46,11 @@ MAX_REPLACEMENTS = 20  # give up when this many replacement files in a row are u
 
 
 def train_list_from_config(cfg, rebuild=False):
-    """The training list of the recipe (keys train_dir, train_list_dir, exclude_trials, sample_rate; num_workers
-    processes read the audio headers when the list is made)."""
+    """The training list of the recipe (keys train_dir, train_list_dir, exclude_trials, sample_rate, holdout_speakers,
+    seed; num_workers processes read the audio headers when the list is made)."""
     return build_train_list(cfg.train_dir, cfg.train_list_dir, cfg.exclude_trials or [], cfg.sample_rate,
-                            rebuild=rebuild, num_workers=max(1, int(cfg.num_workers)))
+                            rebuild=rebuild, num_workers=max(1, int(cfg.num_workers)),
+                            holdout=cfg.holdout_speakers, seed=int(cfg.seed))
 
 
 def num_train_classes(cfg, train_list):

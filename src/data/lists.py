@@ -6,13 +6,20 @@ From a VoxCeleb-style folder (``<train_dir>/<speaker>/<video>/<utt>.{wav,flac,m4
 - ``train_list.txt``: one utterance a line, ``speaker/video/utt.wav label num_samples`` (path relative to
   train_dir, integer label, length in samples at the recipe's sample rate), preceded by ``#`` header lines
   recording the folder, the sample rate and the excluded trial lists;
-- ``speakers.txt``: ``speaker label``, one speaker a line, labels 0..N-1 in sorted speaker order.
+- ``speakers.txt``: ``speaker label``, one speaker a line, labels 0..N-1 in sorted speaker order;
+- with ``holdout`` (recipe key ``holdout_speakers``): ``heldout/train_list.txt`` and ``heldout/speakers.txt``, the
+  same two files for the speakers set aside (never trained on), for calibration and score-normalisation cohorts
+  (``calibration_source`` / ``cohort_source`` take the list as they take a training list).
 
 Reuse rule: on the next run both files are read back instead of reading every audio header again when
-(1) both exist, (2) the header's train_dir, sample_rate and exclude_trials equal this run's, and (3) the set
-of audio files found under train_dir (a directory walk, no file is opened) minus the excluded speakers equals
-the set of paths in the list plus the files that were left out as unreadable last time (listed in
-``skipped.txt``). Otherwise the lists are rebuilt. ``rebuild=True`` forces a rebuild.
+(1) both exist, (2) the header's train_dir, sample_rate, exclude_trials (and hold-out) equal this run's, and (3)
+the set of audio files found under train_dir (a directory walk, no file is opened) minus the excluded and
+held-out speakers equals the set of paths in the list plus the files that were left out as unreadable last time
+(listed in ``skipped.txt``). Otherwise the lists are rebuilt. ``rebuild=True`` forces a rebuild.
+
+Held-out speakers (``heldout_speakers``) are drawn at random with the recipe's seed among the speakers left after
+the excluded ones: ``holdout`` < 1 is a share of them (rounded), an integer >= 1 a count; at least two speakers
+are held out and two left to train on.
 
 Files that cannot be used (unreadable, empty, wrong sample rate) are left out with a warning and written
 to ``skipped.txt`` (``path<TAB>reason``); ``python -m src.data.check`` reports them all.
@@ -23,6 +30,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from multiprocessing import Pool
 
+import numpy as np
 from tqdm import tqdm
 
 from src.data.audio import FFMPEG_EXTENSIONS, AUDIO_EXTENSIONS, AudioError, audio_info, ffmpeg_available
@@ -34,6 +42,7 @@ logger = logging.getLogger(__name__)
 TRAIN_LIST = "train_list.txt"
 SPEAKERS = "speakers.txt"
 SKIPPED = "skipped.txt"
+HELDOUT_DIR = "heldout"           # below list_dir: the held-out speakers' train_list.txt and speakers.txt
 
 
 def speaker_of_path(path):
@@ -95,11 +104,12 @@ def trial_speakers(trial_files):
     return speakers
 
 
-def _header(train_dir, sample_rate, exclude_trials):
+def _header(train_dir, sample_rate, exclude_trials, holdout=None):
+    """Header lines of train_list.txt; ``holdout``: None, or the text saying which speakers were held out."""
     return [f"# train_dir: {os.path.abspath(train_dir)}",
             f"# sample_rate: {int(sample_rate)}",
-            f"# exclude_trials: {' '.join(os.path.abspath(p) for p in exclude_trials) or '-'}",
-            "# columns: path label num_samples"]
+            f"# exclude_trials: {' '.join(os.path.abspath(p) for p in exclude_trials) or '-'}"] + (
+            [f"# holdout_speakers: {holdout}"] if holdout else []) + ["# columns: path label num_samples"]
 
 
 def _read_lines(path):
@@ -160,12 +170,12 @@ def read_train_list(path, root=None, speakers_path=None):
     return TrainList(root, paths, labels, lengths, speakers)
 
 
-def write_train_list(train_list, list_dir, sample_rate, exclude_trials=()):
+def write_train_list(train_list, list_dir, sample_rate, exclude_trials=(), holdout=None):
     """Write ``train_list.txt`` and ``speakers.txt`` into ``list_dir``."""
     os.makedirs(list_dir, exist_ok=True)
     with open(os.path.join(list_dir, SPEAKERS), "w", encoding="utf-8") as f:
         f.writelines(f"{name} {label}\n" for label, name in enumerate(train_list.speakers))
-    lines = _header(train_list.root, sample_rate, exclude_trials)
+    lines = _header(train_list.root, sample_rate, exclude_trials, holdout)
     lines += [f"{p} {lab} {n}" for p, lab, n in zip(train_list.paths, train_list.labels, train_list.num_samples)]
     write_atomically(os.path.join(list_dir, TRAIN_LIST), "w", lambda f: f.write("\n".join(lines) + "\n"))
 
@@ -178,8 +188,9 @@ def _read_skipped(list_dir):
         return {line.split("\t", 1)[0] for line in f if line.strip()}
 
 
-def _reusable(list_dir, train_dir, sample_rate, exclude_trials, files):
-    """True when the lists in ``list_dir`` describe exactly ``files`` under the same settings."""
+def _reusable(list_dir, train_dir, sample_rate, exclude_trials, files, holdout=None):
+    """The TrainList in ``list_dir`` when the lists there describe exactly ``files`` (held-out speakers' included)
+    under the same settings, else None."""
     list_path = os.path.join(list_dir, TRAIN_LIST)
     if not (os.path.isfile(list_path) and os.path.isfile(os.path.join(list_dir, SPEAKERS))):
         return None
@@ -189,10 +200,16 @@ def _reusable(list_dir, train_dir, sample_rate, exclude_trials, files):
         logger.warning("rebuilding the training list: %s", err)
         return None
     _, header = _read_lines(list_path)
-    if header != _header(train_dir, sample_rate, exclude_trials):
+    if header != _header(train_dir, sample_rate, exclude_trials, holdout):
         logger.info("rebuilding the training list: %s was made with other settings", list_path)
         return None
-    if set(old.paths) | _read_skipped(list_dir) != set(files):
+    listed = set(old.paths) | _read_skipped(list_dir)
+    if holdout:
+        heldout_path = os.path.join(list_dir, HELDOUT_DIR, TRAIN_LIST)
+        if not os.path.isfile(heldout_path):
+            return None
+        listed |= set(read_train_list(heldout_path).paths)
+    if listed != set(files):
         logger.info("rebuilding the training list: the files under %s changed", train_dir)
         return None
     return old
@@ -212,8 +229,28 @@ def _header_facts(job):
     return num, None
 
 
+def choose_holdout(speakers, holdout, seed):
+    """The speakers set aside from training -> sorted list: ``holdout`` (0: none; < 1: that share of ``speakers``,
+    rounded; an integer >= 1: that many) drawn at random with ``seed``. At least two speakers must be on each side.
+
+    >>> choose_holdout(["a", "b", "c", "d", "e"], 2, seed=0) == choose_holdout(["e", "d", "c", "b", "a"], 0.4, 0)
+    True
+    """
+    speakers = sorted(speakers)
+    if not holdout:
+        return []
+    if holdout >= 1 and holdout != int(holdout):
+        raise ValueError(f"holdout_speakers: got {holdout}; expected a share below 1 or a whole number of speakers")
+    count = int(holdout) if holdout >= 1 else round(holdout * len(speakers))
+    if count < 2 or len(speakers) - count < 2:
+        raise ValueError(f"holdout_speakers: {holdout} sets aside {count} of the {len(speakers)} speakers; at least 2 "
+                         f"must be held out and at least 2 left to train on")
+    rng = np.random.default_rng([int(seed), count])
+    return sorted(str(s) for s in rng.choice(speakers, size=count, replace=False))
+
+
 def build_train_list(train_dir, list_dir, exclude_trials=(), sample_rate=16000, rebuild=False, progress=True,
-                     num_workers=1):
+                     num_workers=1, holdout=0, seed=0):
     """Make (or reuse, see the module docstring) the training list of a VoxCeleb-style folder -> TrainList.
 
     Args:
@@ -223,6 +260,7 @@ def build_train_list(train_dir, list_dir, exclude_trials=(), sample_rate=16000, 
         sample_rate: the recipe's rate; files at another rate are left out (with a warning).
         num_workers: processes reading the audio headers (M4A files are decoded whole by ffmpeg, one process
             per file, so a large M4A corpus wants several; converting it to WAV first is faster still).
+        holdout, seed: speakers set aside from training (``choose_holdout``), listed in ``list_dir/heldout/``.
     """
     exclude_trials = list(exclude_trials or [])
     excluded = trial_speakers(exclude_trials)
@@ -230,8 +268,10 @@ def build_train_list(train_dir, list_dir, exclude_trials=(), sample_rate=16000, 
     if not files:
         raise FileNotFoundError(f"{train_dir}: no audio files (.wav/.flac/.m4a) found at <speaker>/<video>/<utt> "
                                 f"depth" + (f" after excluding {len(excluded)} trial speakers" if excluded else ""))
+    heldout = set(choose_holdout({speaker_of_path(p) for p in files}, holdout, seed))
+    holdout_text = holdout and f"{holdout} of {len({speaker_of_path(p) for p in files})} speakers, seed {int(seed)}"
     if not rebuild:
-        old = _reusable(list_dir, train_dir, sample_rate, exclude_trials, files)
+        old = _reusable(list_dir, train_dir, sample_rate, exclude_trials, files, holdout_text)
         if old is not None:
             logger.info("reusing %s (%d utterances, %d speakers)", os.path.join(list_dir, TRAIN_LIST), len(old),
                         old.num_speakers)
@@ -258,16 +298,29 @@ def build_train_list(train_dir, list_dir, exclude_trials=(), sample_rate=16000, 
     if not kept:
         raise AudioError(f"{train_dir}: none of the {len(files)} audio files is usable (see "
                          f"{os.path.join(list_dir, SKIPPED)})")
-    speakers = sorted({speaker_of_path(p) for p in kept})
-    label_of = {name: i for i, name in enumerate(speakers)}
-    train_list = TrainList(os.path.abspath(train_dir), kept, [label_of[speaker_of_path(p)] for p in kept], lengths,
-                           speakers)
-    write_train_list(train_list, list_dir, sample_rate, exclude_trials)
+    held = [i for i, p in enumerate(kept) if speaker_of_path(p) in heldout]
+    if heldout:
+        heldout_list = _train_list(train_dir, [kept[i] for i in held], [lengths[i] for i in held])
+        write_train_list(heldout_list, os.path.join(list_dir, HELDOUT_DIR), sample_rate, exclude_trials,
+                         holdout_text)
+        logger.info("held out %d speakers (%d utterances) from training: %s", heldout_list.num_speakers,
+                    len(heldout_list), os.path.join(list_dir, HELDOUT_DIR, TRAIN_LIST))
+    train = [i for i, p in enumerate(kept) if speaker_of_path(p) not in heldout]
+    train_list = _train_list(train_dir, [kept[i] for i in train], [lengths[i] for i in train])
+    write_train_list(train_list, list_dir, sample_rate, exclude_trials, holdout_text)
     with open(os.path.join(list_dir, SKIPPED), "w", encoding="utf-8") as f:
         f.writelines(f"{rel}\t{reason}\n" for rel, reason in skipped)
     logger.info("wrote %s: %d utterances, %d speakers, %d files left out%s", os.path.join(list_dir, TRAIN_LIST),
-                len(kept), len(speakers), len(skipped), f" (see {SKIPPED})" if skipped else "")
+                len(train_list), train_list.num_speakers, len(skipped), f" (see {SKIPPED})" if skipped else "")
     return train_list
+
+
+def _train_list(train_dir, paths, lengths):
+    """A TrainList of ``paths`` below ``train_dir``, labels 0..N-1 in sorted speaker order."""
+    speakers = sorted({speaker_of_path(p) for p in paths})
+    label_of = {name: i for i, name in enumerate(speakers)}
+    return TrainList(os.path.abspath(train_dir), list(paths), [label_of[speaker_of_path(p)] for p in paths],
+                     list(lengths), speakers)
 
 
 def cohort_utterances(source, per_speaker):

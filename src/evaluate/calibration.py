@@ -27,8 +27,10 @@ with SciPy's L-BFGS on standardised features (a tiny ridge keeps the weights fin
 happen to be separable); the weights are mapped back to the raw features.
 
 The calibration file (JSON, ``write_calibration`` / ``read_calibration``) holds the feature names and weights, the
-scoring and checkpoint (sha256) it was fitted on, the calibration trials' counts and metrics, and the false-accept /
-false-reject rates measured on those trials at the Bayes threshold of several priors (what verify prints).
+scoring and checkpoint (sha256) it was fitted on, the calibration trials' counts and metrics (and how many of their
+speakers the checkpoint trained on: 0 for held-out speakers), and the false-accept / false-reject rates measured on
+those trials at the Bayes threshold of several priors: the rates it promises (what verify prints, and what eval.py
+sets beside the rates measured on a trial list, ``compare_operating_points``).
 """
 import dataclasses
 import itertools
@@ -231,6 +233,16 @@ class Calibration:
         """The stored operating point of ``p_target`` -> dict, or None when the file has none for it."""
         return next((op for op in self.operating_points if math.isclose(op["p_target"], p_target)), None)
 
+    def trial_speakers(self):
+        """Whose trials the stated error rates come from -> a short phrase (``trials["training_speakers"]``: how
+        many calibration speakers the checkpoint trained on; absent or None: not checked)."""
+        seen = self.trials.get("training_speakers")
+        if seen == 0:
+            return "speakers the checkpoint never trained on"
+        if seen:
+            return f"{seen} speakers the checkpoint trained on: OPTIMISTIC for new speakers"
+        return "speakers not checked against the checkpoint's training speakers"
+
     def check_fits(self, path, checkpoint_sha256, scoring):
         """Refuse to apply this calibration (read from ``path``) to another checkpoint or another scoring."""
         if checkpoint_sha256 != self.checkpoint_sha256:
@@ -258,6 +270,19 @@ def fit_calibration(trials, scores, values, quality, prior, scoring, checkpoint,
                                              "false_reject": frr})
     calibration.fit_metrics = summarize(llrs, labels, llr=True)
     return calibration
+
+
+def compare_operating_points(calibration, llrs, labels):
+    """The error rates ``calibration`` promises at each stored Bayes threshold beside those measured on the trials
+    of ``llrs`` (N,) with ``labels`` (N,) 1 target / 0 nontarget -> list of dicts ``p_target``, ``threshold``,
+    ``promised_false_accept``, ``promised_false_reject``, ``measured_false_accept``, ``measured_false_reject``."""
+    rows = []
+    for point in calibration.operating_points:
+        far, frr = error_rates_at(llrs, labels, point["threshold"])
+        rows.append({"p_target": point["p_target"], "threshold": point["threshold"],
+                     "promised_false_accept": point["false_accept"], "promised_false_reject": point["false_reject"],
+                     "measured_false_accept": far, "measured_false_reject": frr})
+    return rows
 
 
 def write_calibration(path, calibration):

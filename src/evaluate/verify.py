@@ -10,7 +10,8 @@ else the EER threshold in an evaluation summary written by eval.py, else DEFAULT
 such a threshold is not calibrated. The second (a calibration file written by ``python -m src.calibrate`` for this
 checkpoint) scores with the recipe's scoring the file was fitted on, turns the score into a log-likelihood ratio and
 decides at the Bayes threshold ``log((1 - p_target) / p_target)``, printing the false-accept and false-reject rates
-measured at that threshold on the calibration trials. The third writes an .npz with ``keys`` (the paths as given)
+measured at that threshold on the calibration trials, and whose they are (speakers the checkpoint never trained on,
+unless the file says otherwise). The third writes an .npz with ``keys`` (the paths as given)
 and ``embeddings`` (N, D).
 
 From Python, ``score_pair(cfg, embedder, wavs, calibration)`` returns the score and, with a calibration, the LLR.
@@ -115,8 +116,9 @@ def calibrated_decision(result, calibration, p_target):
         stored = ", ".join(f"{op['p_target']:g}" for op in calibration.operating_points)
         return line + f"; expected error rates are stored for p_target {stored} only)"
     return line + (f"; expected at this threshold, from {calibration.trials.get('num_target', '?')} target and "
-                   f"{calibration.trials.get('num_nontarget', '?')} nontarget calibration trials: false accepts "
-                   f"{100 * point['false_accept']:.2f} %, false rejects {100 * point['false_reject']:.2f} %)")
+                   f"{calibration.trials.get('num_nontarget', '?')} nontarget calibration trials of "
+                   f"{calibration.trial_speakers()}: false accepts {100 * point['false_accept']:.2f} %, false "
+                   f"rejects {100 * point['false_reject']:.2f} %)")
 
 
 def parse_args(argv):

@@ -27,7 +27,8 @@ import time
 import mindspore as ms
 from tqdm import tqdm
 
-from src.checkpoint import latest_checkpoint, list_checkpoints, parameters_sha256, restore_checkpoint, save_checkpoint
+from src.checkpoint import (latest_checkpoint, list_checkpoints, parameters_sha256, read_training_speakers,
+                            restore_checkpoint, save_checkpoint)
 from src.cli import log_to_file
 from src.config import save_config
 from src.data.augment import WaveAugment
@@ -297,11 +298,15 @@ def _train(cfg, rank, device_target, checkpoint_dir, resume_path, init_path):
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     log = JsonLog(os.path.join(cfg.output_dir, TRAIN_LOG), rank.is_main)
     saved = []
+    # Every checkpoint names the speakers its network has seen: this run's, plus those its starting point records.
+    start = resume_path or init_path
+    speakers = set(train_list.speakers) | set((read_training_speakers(start) if start else None) or [])
 
     def save():
         if rank.is_main:
             saved.append(save_checkpoint(step_cell, checkpoint_dir, state.global_step, dataclasses.asdict(state),
-                                         keep=int(cfg.keep_checkpoints), settings=embedder_settings(cfg)))
+                                         keep=int(cfg.keep_checkpoints), settings=embedder_settings(cfg),
+                                         speakers=speakers))
             logger.info("saved %s", saved[-1])
 
     logger.info("training %d classes on %d utterances, %d rank(s) x batch %d, %s", num_classes, len(train_list),
