@@ -30,7 +30,7 @@ USUAL_KEYS = ("state_dict", "model", "model_state_dict", "ecapa_state_dict", "em
 PARALLEL_PREFIX = "module."          # DataParallel / DistributedDataParallel
 # Words in a stored setting's name that describe features (a front-end hint).
 FRONT_END_WORDS = ("mel", "hop", "win", "fft", "sample_rate", "sampling_rate", "feat", "fbank", "spectrogram",
-                   "frame", "shift", "norm")
+                   "frame", "shift")
 FIRST_CONV = "blocks.0.conv.weight"
 BLOCK_NAME = re.compile(r"^blocks\.(\d+)\.")
 
@@ -76,9 +76,13 @@ def candidates(obj, path=(), depth=3):
                 groups[head][rest] = value
         if len(groups) > 1:
             found += [(path + (head,), group, True) for head, group in groups.items()]
-    elif isinstance(obj, collections.abc.Mapping) and depth > 0:
+    elif isinstance(obj, collections.abc.Mapping):
+        tensors = {key: value for key, value in obj.items() if is_tensor(value)}
+        if tensors:                                    # tensors mixed with counters: the tensors alone
+            found += candidates(tensors, path, depth)
         for key, value in obj.items():
-            found += candidates(value, path + (str(key),), depth - 1)
+            if depth > 0 and not is_tensor(value):
+                found += candidates(value, path + (str(key),), depth - 1)
     return found
 
 

@@ -286,3 +286,12 @@ def test_inspect_every_format(tmp_path, capsys):
     text = inspect(tmp_path / "ours" / "ours.ckpt", capsys)
     assert "format guess: this project's checkpoint" in text and "'kernel_sizes': [5, 3, 3, 3, 1]" in text
     assert "front end recorded in the file: speechbrain" in text
+
+
+def test_tensors_saved_beside_counters_in_one_dict_are_found(tmp_path):
+    """A dict mixing the network's tensors with counters and settings (no nested state dict) imports."""
+    model = speechbrain_ecapa([32, 32, 64], [5, 3, 3], [1, 2, 3], seed=6)
+    path = tmp_path / "mixed.pth"
+    torch.save({**model.state_dict(), "epoch": 4, "args": {"lr": 0.01}}, path)
+    out, _ = run_import(tmp_path, path)
+    assert read_settings(str(out))["kernel_sizes"] == [5, 3, 3]
