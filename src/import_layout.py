@@ -196,6 +196,18 @@ class Layout:
             settings["dilations"] = list(dilations) if dilations else assumed_dilations(self.kernel_sizes)
         return settings
 
+    def summary(self):
+        """What a person needs to build a network for this layout: its lines, then the model keys that fit it (as
+        command-line options) or why none can -> list of lines."""
+        problems = self.problems()
+        if problems:
+            return self.lines() + ["no model keys can fit it:"] + [f"  - {problem}" for problem in problems]
+        settings = self.model_settings()
+        keys = ("n_mels", "channels", "mfa_channels", "embedding_size", "kernel_sizes", "global_context", "mfa_norm",
+                "embedding_norm")
+        options = " ".join(f"--{key} {str(settings[key]).replace(' ', '').lower()}" for key in keys if key in settings)
+        return self.lines() + [f"model keys that fit its layout: {options} (dilations not recorded in weights)"]
+
     def problems(self):
         """Why this project's ECAPA_TDNN cannot have this layout -> list of sentences ([] when it can)."""
         if not self.found:

@@ -454,18 +454,11 @@ def mismatch_report(source_path, out_path, layout, error, obj):
     """The refusal of a file that does not fit (about 10 lines): what did not fit (``error``: a NetworkMismatch's
     counts, or the size ECAPA_TDNN refused), the file's layout, front-end hints, which model keys fit it or why none
     can, and where the full list of tensors went (``<output>.mismatch.txt``, for a NetworkMismatch)."""
-    lines = [f"{source_path}: {error}"] + layout.lines()
+    lines = [f"{source_path}: {error}"]
     hints = front_end_hints(obj)
     if hints:
         lines.append(f"front-end hints in the file: {', '.join(hints)}")
-    problems = layout.problems()
-    if problems:
-        lines += ["no model keys can fit it:"] + [f"  - {problem}" for problem in problems]
-    else:
-        settings = layout.model_settings()
-        lines.append("model keys that fit its layout: " + ", ".join(
-            f"{key} {settings[key]}" for key in ("channels", "mfa_channels", "kernel_sizes", "embedding_size")
-            if key in settings) + " (the importer builds these; the tensors above are what still differs)")
+    lines += layout.summary()
     if isinstance(error, NetworkMismatch):
         report_path = os.path.splitext(out_path)[0] + ".mismatch.txt"
         os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)

@@ -295,3 +295,22 @@ def test_tensors_saved_beside_counters_in_one_dict_are_found(tmp_path):
     torch.save({**model.state_dict(), "epoch": 4, "args": {"lr": 0.01}}, path)
     out, _ = run_import(tmp_path, path)
     assert read_settings(str(out))["kernel_sizes"] == [5, 3, 3]
+
+
+def test_a_checkpoint_without_settings_that_does_not_fit_names_the_keys_that_would(tmp_path):
+    """load_network_weights (eval.py, export.py, fine-tuning) on a checkpoint that carries no model settings, with
+    the recipe's defaults: the refusal gives the file's layout as model-key options, and those options load it."""
+    net = ECAPA_TDNN(channels=32, mfa_channels=64, embedding_size=48, kernel_sizes=[5, 3, 3], dilations=[1, 2, 3])
+    path = str(tmp_path / "plain.ckpt")
+    ms.save_checkpoint(net, path)
+    with pytest.raises(CheckpointError) as error:
+        load_network_weights(build_ecapa(load_config([])), path)
+    lines = str(error.value).splitlines()
+    assert "layout: 1 SE-Res2Block (kernels 3), channels 32, first TDNN 80 -> 32 kernel 5" in lines
+    options = lines[-1].split(": ", 1)[1].split(" (")[0]
+    assert options == ("--n_mels 80 --channels 32 --mfa_channels 64 --embedding_size 48 --kernel_sizes [5,3,3] "
+                       "--global_context true --mfa_norm true --embedding_norm false")
+    cfg = load_config(options.split() + ["--dilations", "[1,2,3]"])
+    loaded = load_network_weights(build_ecapa(cfg), path)
+    for mine, theirs in zip(loaded.get_parameters(), net.get_parameters()):
+        np.testing.assert_array_equal(mine.asnumpy(), theirs.asnumpy())
