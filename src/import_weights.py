@@ -159,7 +159,7 @@ def network_arrays(state, rename):
 
 
 def holds_network(rename):
-    """-> function state dict -> True when ``rename`` finds the network's first TDNN in it (import_layout.FIRST_CONV)."""
+    """-> function state dict -> True when ``rename`` finds the network's first TDNN (FIRST_CONV) in it."""
     return lambda state: any(rename(name) == FIRST_CONV for name in state)
 
 
@@ -692,8 +692,8 @@ def main(argv=None):
     dilations = parse_dilations(args.dilations)
     recipe_path = args.recipe or default_recipe_path(args.output)
     settings, notes = import_checkpoint(args.format, args.source, args.output, args.key, dilations)
-    command = " ".join(["python -m src.import_weights", "--format", args.format]
-                       + (["--key", args.key] if args.key else []) + (["--dilations", args.dilations] if dilations else [])
+    options = (["--key", args.key] if args.key else []) + (["--dilations", args.dilations] if dilations else [])
+    command = " ".join(["python -m src.import_weights", "--format", args.format] + options
                        + [args.source, args.output])
     write_recipe(args.format, args.source, args.output, recipe_path, settings,
                  read_embedding_mean(args.output) is not None, command)

@@ -88,6 +88,8 @@ def test_any_depth_embeds_waveforms_as_speechbrain(layers, save, tmp_path, capsy
         assert "under 'ecapa_state_dict'" in printed and "dilations [1, 2, 3] assumed" in printed
         assert "config/hop_length=256" in printed                     # the file's own word on its features
         assert "# front end assumed by the import" in recipe.read_text()
+    else:                                           # the recipe's header repeats the whole import command
+        assert f"--format speechbrain --dilations {options[1]} {path} {out}" in recipe.read_text()
     settings = read_settings(str(out))
     assert settings["kernel_sizes"] == layers["kernel_sizes"] and settings["dilations"] == layers["dilations"]
     assert (settings["channels"], settings["mfa_channels"], settings["embedding_size"]) == (32, 64, 48)
