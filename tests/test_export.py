@@ -63,7 +63,11 @@ def test_onnx_round_trip_with_onnxruntime(tmp_path):
     assert contract["output"]["shape"] == [2, 24]
 
 
-@pytest.mark.parametrize("variants", [{}, WESPEAKER_VARIANTS], ids=["reflect", "zeros-wespeaker"])
+@pytest.mark.parametrize("variants", [
+    {}, WESPEAKER_VARIANTS,
+    dict(kernel_sizes=[5, 3, 3], dilations=[1, 2, 3]),                            # one block, 3-tap MFA
+    dict(WESPEAKER_VARIANTS, kernel_sizes=[3, 5, 1, 3, 3], dilations=[2, 1, 1, 3, 2]),
+], ids=["reflect", "zeros-wespeaker", "reflect-1-block", "zeros-3-blocks-other-kernels"])
 def test_onnx_with_dynamic_batch_and_time(tmp_path, variants, pynative):
     """One ONNX file (src/deploy/onnx_graph.py) embeds any number of frames and utterances: export_model's check
     runs it at three lengths, then a batch size and a length it never saw are compared with the unfolded network.

@@ -79,7 +79,8 @@ def test_imported_model_embeds_waveforms_as_3dspeaker(channels, mfa_channels, gl
                             kaldi_mean_norm=True, n_mels=80, channels=channels, mfa_channels=mfa_channels,
                             embedding_size=192, attention_channels=128, se_channels=128, res2net_scale=8,
                             global_context=global_context, padding="reflect", mfa_norm=True, attention_norm=True,
-                            pooling_stats="speechbrain", embedding_norm=False)
+                            pooling_stats="speechbrain", embedding_norm=False,
+                            kernel_sizes=[5, 3, 3, 3, 1], dilations=[1, 2, 3, 4, 1])
     cfg = load_config(["--config", str(recipe)])
     assert cfg.checkpoint == str(out)
     embedder = load_embedder(cfg, cfg.checkpoint)
@@ -110,6 +111,10 @@ def test_names_and_a_file_that_does_not_fit(tmp_path):
         main(["--format", "3dspeaker", "--recipe", str(tmp_path / "recipe.yaml"), str(path),
               str(tmp_path / "out.ckpt")])
     message = str(error.value)
+    assert "1 missing, 1 unexpected, 1 mis-shaped tensors" in message
     assert "missing: asp.conv.bias" in message
     assert "unexpected: blocks.1.shortcut.conv.weight" in message
     assert "mis-shaped: fc.conv.weight [192, 100, 1] (network expects [192, 384, 1])" in message
+    assert "shortcut convolution" in message and "takes 100 inputs, not 2 x the MFA's 192" in message
+    full_list = (tmp_path / "out.mismatch.txt").read_text()
+    assert "missing asp.conv.bias" in full_list and "unexpected blocks.1.shortcut.conv.weight" in full_list

@@ -89,7 +89,8 @@ def test_imported_checkpoint_embeds_waveforms_as_speechbrain(channels, tmp_path,
     assert settings == dict(sample_rate=16000, front_end="speechbrain", n_mels=80, channels=channels,
                             mfa_channels=3 * channels, embedding_size=192, attention_channels=128, se_channels=128,
                             res2net_scale=8, global_context=True, padding="reflect", mfa_norm=True,
-                            attention_norm=True, pooling_stats="speechbrain", embedding_norm=False)
+                            attention_norm=True, pooling_stats="speechbrain", embedding_norm=False,
+                            kernel_sizes=[5, 3, 3, 3, 1], dilations=[1, 2, 3, 4, 1])
     np.testing.assert_array_equal(read_embedding_mean(str(out)), glob_mean.numpy().astype(np.float64))
     cfg = load_config(["--config", str(recipe)])               # the recipe names the checkpoint and its settings
     assert cfg.checkpoint == str(out) and cfg.subtract_mean is False

@@ -132,7 +132,8 @@ def test_imported_model_embeds_waveforms_as_wespeaker(channels, global_context, 
     assert settings == dict(sample_rate=16000, front_end="kaldi", kaldi_window="hamming", kaldi_scale_16bit=True,
                             kaldi_mean_norm=True, n_mels=80, channels=channels, mfa_channels=1536,
                             embedding_size=192, attention_channels=128, se_channels=128, res2net_scale=8,
-                            global_context=global_context, embedding_norm=emb_bn, **WESPEAKER_MODEL_CONFIG)
+                            global_context=global_context, embedding_norm=emb_bn, **WESPEAKER_MODEL_CONFIG,
+                            kernel_sizes=[5, 3, 3, 3, 1], dilations=[1, 2, 3, 4, 1])
     waveforms = speech_waveforms(seed=channels)
     diffs, _ = assert_same_pipeline(lambda wav: wespeaker_embed(model, wav), embedder, waveforms)
     print(f"\nWeSpeaker C={channels}: max abs diff {format_diffs(diffs)}")
@@ -199,6 +200,7 @@ def test_file_that_does_not_fit_is_refused_naming_the_problems(tmp_path):
     assert "missing: mfa.conv.bias" in message
     assert "unexpected: layer5.conv.weight" in message
     assert "mis-shaped: layer2.se_res2block.0.conv.weight [64, 32, 1] (network expects [64, 64, 1])" in message
+    assert "layout: 3 SE-Res2Blocks (kernels 3, 3, 3), channels 64" in message
     assert not (tmp_path / "out.ckpt").exists()
 
     torch.save([1, 2, 3], path)                                           # not a state_dict

@@ -4,7 +4,9 @@ own code) is imported with ``python -m src.import_weights --format F SRC OUT.ckp
 ONNX) and the 310 flow (preprocess.py -> src/deploy/cpu_runner.py, the CPU stand-in for the Ascend 310 program ->
 postprocess.py), as a user runs them.
 
-Coverage per format: speechbrain, wespeaker and 3dspeaker go through every command. mindspore_zoo is the full
+Coverage per format: speechbrain, wespeaker and 3dspeaker go through every command; the SpeechBrain file is a
+network of another depth (two SE-Res2Blocks, a 3-tap MFA layer) saved under a key beside another module, as
+people save their own. mindspore_zoo is the full
 1024-channel zoo network (its importer builds nothing else; every graph of it is slow to compile here), so it covers
 eval.py and export.py to MINDIR only: verify, ONNX and the 310 flow run the same code on the recipe and checkpoint
 whatever the format, and the other three formats test them.
@@ -81,16 +83,21 @@ def labels_of(trials):
 
 # ---------------------------------------------------------------- peer files (random weights)
 def write_speechbrain(folder):
-    """SpeechBrain's embedding_model.ckpt (its own ECAPA_TDNN) and mean_var_norm_emb.ckpt (its own
+    """A SpeechBrain ECAPA_TDNN as people train and share them (its own class at another depth: two SE-Res2Blocks
+    and a 3-tap MFA layer, ``channels=[32, 32, 32, 96], kernel_sizes=[5, 3, 3, 3], dilations=[1, 2, 3, 4]``), saved
+    under ``ecapa_state_dict`` beside another module's state dict, and mean_var_norm_emb.ckpt (its own
     InputNormalization after one training-mode pass) -> (path, the glob_mean float32 numpy)."""
     torch = pytest.importorskip("torch", reason="the SpeechBrain model needs PyTorch")
     if importlib.util.find_spec("speechbrain") is None:
         pytest.skip("SpeechBrain is not installed")
-    from tests.speechbrain_ref import make_speechbrain_ecapa, speechbrain_module
+    from tests.speechbrain_ref import speechbrain_module
     torch.manual_seed(3)
-    model = randomize_batchnorm(make_speechbrain_ecapa(channels=32, mfa_channels=96, res2net_scale=2), seed=3)
+    model = speechbrain_module("speechbrain.lobes.models.ECAPA_TDNN").ECAPA_TDNN(
+        80, channels=[32, 32, 32, 96], kernel_sizes=[5, 3, 3, 3], dilations=[1, 2, 3, 4], res2net_scale=2)
+    model = randomize_batchnorm(model, seed=3).eval()
     path = os.path.join(folder, "embedding_model.ckpt")
-    torch.save(model.state_dict(), path)
+    head = torch.nn.Linear(192, 16)
+    torch.save({"ecapa_state_dict": model.state_dict(), "proj_head_state_dict": head.state_dict()}, path)
     norm = speechbrain_module("speechbrain.processing.features").InputNormalization(norm_type="global",
                                                                                    std_norm=False)
     norm.train()

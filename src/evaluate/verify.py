@@ -35,7 +35,7 @@ from src.evaluate.calibration import read_calibration, scoring_settings, trial_f
 from src.evaluate.extract import Batching, embedded_seconds, extract_embeddings, save_embeddings, scoring_references
 from src.evaluate.metrics import bayes_threshold
 from src.evaluate.scoring import score_trials
-from src.model.embedder import OUTPUT_NAMES, load_embedder, recipe_for_checkpoint
+from src.model.embedder import OUTPUT_NAMES, is_output_name, load_embedder, recipe_for_checkpoint
 
 logger = logging.getLogger("verify")
 
@@ -127,7 +127,8 @@ def parse_args(argv):
     parser.add_argument("--embed", action="store_true", help="write embeddings of the files instead")
     parser.add_argument("--out", help="with --embed: the .npz file to write")
     parser.add_argument("--outputs", default="embedding",
-                        help=f"with --embed: comma-separated outputs from {', '.join(OUTPUT_NAMES)}")
+                        help=f"with --embed: comma-separated outputs from {', '.join(OUTPUT_NAMES)} (blockN: N up to "
+                             f"the network's number of SE-Res2Blocks)")
     parser.add_argument("--summary", help="eval_summary.json of eval.py: its threshold is used")
     parser.add_argument("--threshold", type=float, help="decide with this cosine threshold")
     parser.add_argument("--p_target", type=float,
@@ -149,7 +150,7 @@ def parse_args(argv):
     if cfg.calibration and args.threshold is not None:
         raise UsageError("--threshold and --calibration exclude each other: the calibration sets the threshold")
     args.outputs = tuple(args.outputs.split(",")) if args.embed else ("embedding",)
-    if any(name not in OUTPUT_NAMES for name in args.outputs):
+    if not all(is_output_name(name) for name in args.outputs):
         raise UsageError(f"--outputs: choose from {', '.join(OUTPUT_NAMES)}, got {','.join(args.outputs)}")
     return cfg, args
 

@@ -5,7 +5,7 @@ k-tap dilated convolution is k time-shifted copies of the input stacked on the c
 matmul (nn.Conv1d with kernel > 1 runs a slow reference kernel on CPU). Convolution weights are stored as
 (out, in, k), like PyTorch/SpeechBrain, so their weights and the older MindSpore zoo's map over directly.
 
-Network (channels C, MFA channels M, embedding E):
+Network (channels C, MFA channels M, embedding E), at the default depth and kernels:
 
     feats (B, T, 80)
       -> blocks.0  TDNNBlock k=5 d=1                 (B, T, C)
@@ -17,6 +17,11 @@ Network (channels C, MFA channels M, embedding E):
       -> asp_bn    batch norm                        (B, 2M)
       -> fc        dense                             (B, E)
       -> fc_bn     batch norm, only with embedding_norm  (B, E)
+
+Depth (recipe keys ``kernel_sizes`` and ``dilations``, SpeechBrain's ``ECAPA_TDNN`` arguments of the same names):
+one entry per layer, the first TDNN, each SE-Res2Block, then the MFA layer, so a list of n entries makes n - 2
+SE-Res2Blocks and an MFA layer on (n - 2) C channels. The defaults [5, 3, 3, 3, 1] and [1, 2, 3, 4, 1] are the
+network above; ``kernel_sizes=[5, 3, 3], dilations=[1, 2, 3]`` is one SE-Res2Block and a 3-tap MFA layer.
 
 Architecture variants (recipe keys; the defaults are SpeechBrain's network):
 
@@ -35,7 +40,8 @@ which src/import_weights.py folds into the neighbouring 1x1 convolutions' weight
 Variable lengths: ``lengths`` (B,) int32 gives each utterance's number of valid frames. Padded frames are then
 left out of the SE means, the attention softmax and the pooled statistics, and every convolution pads each
 utterance at its own end (zeros or reflection), so an utterance gets the same embedding in a padded batch as
-alone. Utterances need at least 5 frames (the largest one-sided padding is 4 frames).
+alone. Utterances need one frame more than the largest one-sided padding (:func:`min_frames`: 5 frames at the
+default kernels and dilations).
 
 Inference (evaluation, src.verify, every export) runs ``inference_network(network)``: a copy with the batch norms
 that only feed a linear layer folded into it (asp_bn and fc_bn into fc, each Res2Net block's last sub-block norm into
@@ -58,6 +64,31 @@ from mindspore import nn, ops
 
 from src.model.layers import (PADDING_MODES, POOLING_STATS, STD_EPS, WESPEAKER_EPS, BatchNorm, Conv1d, Shift, dense,
                               frame_mask, frame_mean_std, frame_weights, reflect_frame_index, sum_frames, tanh)
+
+
+# Kernel size and dilation of each layer: the first TDNN, each SE-Res2Block, the MFA layer (SpeechBrain's defaults).
+KERNEL_SIZES = (5, 3, 3, 3, 1)
+DILATIONS = (1, 2, 3, 4, 1)
+
+
+def check_depth(kernel_sizes, dilations):
+    """Refuse per-layer kernel sizes and dilations that make no network: ValueError naming the key."""
+    if len(kernel_sizes) < 3:
+        raise ValueError(f"kernel_sizes: expected at least 3 entries (first TDNN, SE-Res2Blocks, MFA), got "
+                         f"{list(kernel_sizes)}")
+    if len(dilations) != len(kernel_sizes):
+        raise ValueError(f"dilations: expected one per layer, as kernel_sizes ({len(kernel_sizes)}), got "
+                         f"{list(dilations)}")
+    if any(int(k) < 1 or int(k) % 2 == 0 for k in kernel_sizes):
+        raise ValueError(f"kernel_sizes: expected odd numbers >= 1, got {list(kernel_sizes)}")
+    if any(int(d) < 1 for d in dilations):
+        raise ValueError(f"dilations: expected numbers >= 1, got {list(dilations)}")
+
+
+def min_frames(kernel_sizes=KERNEL_SIZES, dilations=DILATIONS):
+    """The fewest frames a network of these layers takes: one more than its largest one-sided padding (reflection
+    needs a frame to mirror). 5 at the defaults."""
+    return 1 + max((int(k) - 1) // 2 * int(d) for k, d in zip(kernel_sizes, dilations))
 
 
 class TDNNBlock(nn.Cell):
@@ -228,55 +259,60 @@ class ECAPA_TDNN(nn.Cell):
 
     def __init__(self, n_mels=80, channels=512, mfa_channels=1536, embedding_size=192, attention_channels=128,
                  se_channels=128, res2net_scale=8, global_context=True, padding="reflect", mfa_norm=True,
-                 attention_norm=True, pooling_stats="speechbrain", embedding_norm=False):
+                 attention_norm=True, pooling_stats="speechbrain", embedding_norm=False,
+                 kernel_sizes=KERNEL_SIZES, dilations=DILATIONS):
         super().__init__()
         if padding not in PADDING_MODES:
             raise ValueError(f"padding: expected one of {PADDING_MODES}, got '{padding}'")
         if pooling_stats not in POOLING_STATS:
             raise ValueError(f"pooling_stats: expected one of {POOLING_STATS}, got '{pooling_stats}'")
+        check_depth(kernel_sizes, dilations)
         self.n_mels, self.channels, self.mfa_channels = n_mels, channels, mfa_channels
         self.embedding_size, self.attention_channels, self.se_channels = embedding_size, attention_channels, se_channels
         self.res2net_scale, self.global_context, self.padding = res2net_scale, global_context, padding
         self.mfa_norm, self.attention_norm = mfa_norm, attention_norm
         self.pooling_stats, self.embedding_norm = pooling_stats, embedding_norm
-        self.blocks = nn.CellList([
-            TDNNBlock(n_mels, channels, kernel_size=5, dilation=1, padding=padding),
-            SERes2NetBlock(channels, res2net_scale, se_channels, kernel_size=3, dilation=2, padding=padding),
-            SERes2NetBlock(channels, res2net_scale, se_channels, kernel_size=3, dilation=3, padding=padding),
-            SERes2NetBlock(channels, res2net_scale, se_channels, kernel_size=3, dilation=4, padding=padding),
-        ])
-        self.mfa = TDNNBlock(3 * channels, mfa_channels, 1, norm=mfa_norm)
+        self.kernel_sizes, self.dilations = [int(k) for k in kernel_sizes], [int(d) for d in dilations]
+        num_se_blocks = len(kernel_sizes) - 2
+        self.blocks = nn.CellList(
+            [TDNNBlock(n_mels, channels, kernel_sizes[0], dilations[0], padding)]
+            + [SERes2NetBlock(channels, res2net_scale, se_channels, kernel_sizes[i], dilations[i], padding)
+               for i in range(1, num_se_blocks + 1)])
+        self.mfa = TDNNBlock(num_se_blocks * channels, mfa_channels, kernel_sizes[-1], dilations[-1], padding,
+                             norm=mfa_norm)
         self.asp = AttentiveStatisticsPooling(mfa_channels, attention_channels, global_context, attention_norm,
                                               pooling_stats)
         self.asp_bn = BatchNorm(2 * mfa_channels)
         self.fc = Conv1d(2 * mfa_channels, embedding_size, 1)
         self.fc_bn = BatchNorm(embedding_size) if embedding_norm else None
 
-    def first_block(self, feats, lengths, mask):
-        """blocks.0 (5-tap TDNN) with per-utterance padding when lengths are given: (B, T, n_mels) -> (B, T, C)."""
-        block = self.blocks[0]
-        if lengths is None:
-            return block(feats)
+    def padded_tdnn(self, block, x, lengths, mask):
+        """A TDNNBlock (blocks.0, mfa) with per-utterance padding when lengths are given: (B, T, in) -> (B, T, out)."""
+        conv = block.conv
+        if lengths is None or conv.kernel_size == 1:
+            return block(x)
         if self.padding == "zeros":
-            return block(feats * mask)
-        return block(feats, reflect_frame_index(lengths, feats.shape[1], 5, 1))
+            return block(x * mask)
+        return block(x, reflect_frame_index(lengths, x.shape[1], conv.kernel_size, conv.dilation))
 
     def forward_features(self, feats, lengths=None):
-        """-> (block_outputs, pooled, embedding): the 4 block outputs (B, T, C) each, the attentive statistics
-        (B, 2M) before asp_bn, and the embedding (B, embedding_size)."""
+        """-> (block_outputs, pooled, embedding): the outputs (B, T, C) of blocks.0 and of every SE-Res2Block, the
+        attentive statistics (B, 2M) before asp_bn, and the embedding (B, embedding_size)."""
         mask = None if lengths is None else frame_mask(lengths, feats.shape[1], feats.dtype)
-        x0 = self.first_block(feats, lengths, mask)
-        x1 = self.blocks[1](x0, lengths, mask)
-        x2 = self.blocks[2](x1, lengths, mask)
-        x3 = self.blocks[3](x2, lengths, mask)
-        h = self.mfa(ops.concat((x1, x2, x3), axis=-1))
+        x = self.padded_tdnn(self.blocks[0], feats, lengths, mask)
+        outputs = (x,)
+        for i in range(1, len(self.blocks)):
+            x = self.blocks[i](x, lengths, mask)
+            outputs = outputs + (x,)
+        aggregated = outputs[1] if len(outputs) == 2 else ops.concat(outputs[1:], axis=-1)
+        h = self.padded_tdnn(self.mfa, aggregated, lengths, mask)
         pooled = self.asp(h, mask)
         batch = pooled.shape[0]
         normed = pooled if self.asp_bn is None else self.asp_bn(pooled)          # None: folded into fc
         embedding = self.fc(normed.reshape(batch, 1, -1)).reshape(batch, -1)
         if self.fc_bn is not None:
             embedding = self.fc_bn(embedding)
-        return (x0, x1, x2, x3), pooled, embedding
+        return outputs, pooled, embedding
 
     def construct(self, feats, lengths=None):
         _, _, embedding = self.forward_features(feats, lengths)
@@ -287,7 +323,7 @@ class ECAPA_TDNN(nn.Cell):
 # export contracts, the embedding cache). ECAPA_TDNN takes exactly these arguments.
 MODEL_KEYS = ("n_mels", "channels", "mfa_channels", "embedding_size", "attention_channels", "se_channels",
               "res2net_scale", "global_context", "padding", "mfa_norm", "attention_norm", "pooling_stats",
-              "embedding_norm")
+              "embedding_norm", "kernel_sizes", "dilations")
 
 
 def model_settings(cfg):

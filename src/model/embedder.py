@@ -20,21 +20,21 @@ import logging
 from mindspore import nn, ops
 
 from src.checkpoint import load_network_weights, read_settings
-from src.model.ecapa_tdnn import MODEL_KEYS, build_ecapa, inference_network
+from src.model.ecapa_tdnn import DILATIONS, KERNEL_SIZES, MODEL_KEYS, build_ecapa, inference_network, min_frames
 from src.model.fbank import HOP_LENGTH, WIN_LENGTH, Fbank, num_frames
 from src.model.kaldi_fbank import KaldiFbank, num_frames as kaldi_num_frames
 from src.model.layers import frame_mask, frame_mean_std
 
 logger = logging.getLogger(__name__)
 
-# Named outputs in network order; "blockN" is the mean and std over valid frames of block N's output.
+# Named outputs in network order at the default depth; "blockN" is the mean and std over valid frames of block N's
+# output (block0 the first TDNN, then one per SE-Res2Block: ``output_names`` of a network of another depth).
 OUTPUT_NAMES = ("block0", "block1", "block2", "block3", "pooled", "embedding")
 FRONT_ENDS = ("speechbrain", "kaldi")
 FRONTEND_KEYS = ("sample_rate", "front_end", "kaldi_window", "kaldi_scale_16bit", "kaldi_mean_norm", "kaldi_snip_edges",
                  "kaldi_high_freq")
 # What settings stored before a key existed (checkpoints, caches, contracts) mean: Kaldi's framing and filters.
 KALDI_DEFAULTS = {"kaldi_snip_edges": True, "kaldi_high_freq": 0}
-MIN_FRAMES = 5          # the network's shortest input, in frames
 # Every recipe key that changes what a waveform's embedding is: the front end's and the network's.
 EMBEDDER_KEYS = FRONTEND_KEYS + MODEL_KEYS
 
@@ -82,15 +82,27 @@ def front_end_frames(settings, num_samples):
     return num_frames(num_samples)
 
 
+def output_names(num_blocks=len(KERNEL_SIZES) - 1):
+    """The outputs an Embedder offers for a network of ``num_blocks`` blocks (blocks.0 and the SE-Res2Blocks)."""
+    return tuple(f"block{i}" for i in range(num_blocks)) + ("pooled", "embedding")
+
+
+def is_output_name(name):
+    """True for "pooled", "embedding" and "blockN" (whether the network has block N is checked by the Embedder)."""
+    return name in ("pooled", "embedding") or (name.startswith("block") and name[5:].isdigit())
+
+
 def min_samples(settings):
-    """Fewest samples that give the network its MIN_FRAMES frames: 640 with SpeechBrain's centred frames (the first
-    frame needs no samples), 1040 with Kaldi's snip_edges (the first frame needs a whole 400-sample window), 720
-    with Kaldi's frames without snip_edges ((S + 80) // 160 frames)."""
+    """Fewest samples that give the network its shortest input (``min_frames`` of the settings' kernel sizes and
+    dilations: 5 frames at the defaults): at the defaults 640 with SpeechBrain's centred frames (the first frame
+    needs no samples), 1040 with Kaldi's snip_edges (the first frame needs a whole 400-sample window), 720 with
+    Kaldi's frames without snip_edges ((S + 80) // 160 frames)."""
+    frames = min_frames(settings.get("kernel_sizes", KERNEL_SIZES), settings.get("dilations", DILATIONS))
     if not _is_kaldi(settings):
-        return (MIN_FRAMES - 1) * HOP_LENGTH
+        return (frames - 1) * HOP_LENGTH
     if _snip_edges(settings):
-        return WIN_LENGTH + (MIN_FRAMES - 1) * HOP_LENGTH
-    return MIN_FRAMES * HOP_LENGTH - HOP_LENGTH // 2
+        return WIN_LENGTH + (frames - 1) * HOP_LENGTH
+    return frames * HOP_LENGTH - HOP_LENGTH // 2
 
 
 class Embedder(nn.Cell):
@@ -98,7 +110,7 @@ class Embedder(nn.Cell):
 
     ``construct(wav, wav_lens=None)``: wav (B, S) float32 at ``sample_rate``; wav_lens (B,) int32 valid samples per
     row, or None when every sample is valid (training crops, fixed-length export) -> (B, D) float32: the outputs named
-    in ``outputs`` concatenated in network order (``OUTPUT_NAMES``). Sizes: "blockN" 2 * channels (mean, std),
+    in ``outputs`` concatenated in network order (``output_names``). Sizes: "blockN" 2 * channels (mean, std),
     "pooled" 2 * mfa_channels, "embedding" embedding_size. With wav_lens the padding is masked throughout, so an
     utterance gets the same outputs in a padded batch as alone. ``spec_augment`` (a Cell on (B, T, n_mels)
     features) masks the features in training mode only. ``front_end``: the feature Cell (``build_front_end``), or
@@ -107,9 +119,10 @@ class Embedder(nn.Cell):
 
     def __init__(self, network, sample_rate=16000, outputs=("embedding",), spec_augment=None, front_end=None):
         super().__init__()
-        unknown = [name for name in outputs if name not in OUTPUT_NAMES]
+        offered = output_names(len(network.blocks))
+        unknown = [name for name in outputs if name not in offered]
         if unknown or not outputs:
-            raise ValueError(f"outputs: unknown names {unknown}; choose from {', '.join(OUTPUT_NAMES)}")
+            raise ValueError(f"outputs: unknown names {unknown}; choose from {', '.join(offered)}")
         if front_end is None:
             front_end = build_front_end({"sample_rate": sample_rate, "n_mels": network.n_mels})
         if front_end.n_mels != network.n_mels:
@@ -117,8 +130,8 @@ class Embedder(nn.Cell):
         self.fbank = front_end
         self.network = network
         self.spec_augment = spec_augment
-        self.outputs = tuple(name for name in OUTPUT_NAMES if name in outputs)
-        self.block_ids = tuple(int(name[-1]) for name in self.outputs if name.startswith("block"))
+        self.outputs = tuple(name for name in offered if name in outputs)
+        self.block_ids = tuple(int(name[5:]) for name in self.outputs if name.startswith("block"))
         self.want_pooled = "pooled" in self.outputs
         self.want_embedding = "embedding" in self.outputs
         self.embedding_only = self.outputs == ("embedding",)
