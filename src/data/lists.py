@@ -17,7 +17,7 @@ the set of audio files found under train_dir (a directory walk, no file is opene
 held-out speakers equals the set of paths in the list plus the files that were left out as unreadable last time
 (listed in ``skipped.txt``). Otherwise the lists are rebuilt. ``rebuild=True`` forces a rebuild.
 
-Held-out speakers (``heldout_speakers``) are drawn at random with the recipe's seed among the speakers left after
+Held-out speakers (recipe key ``holdout_speakers``) are drawn at random with the recipe's seed among the speakers left after
 the excluded ones: ``holdout`` < 1 is a share of them (rounded), an integer >= 1 a count; at least two speakers
 are held out and two left to train on.
 

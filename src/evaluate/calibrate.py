@@ -10,7 +10,7 @@ speakers the checkpoint never trained on.
 1. Takes the calibration speakers from ``calibration_source``: a folder or train_list.txt; by default the run's
    held-out speakers, ``<train_list_dir>/heldout/train_list.txt`` (training with ``holdout_speakers`` writes it).
    Refused, each with one line: speakers of the recipe's ``trials`` lists (the evaluation must not see them);
-   speakers the checkpoint trained on (``check_training_speakers``: the list the checkpoint records, else the
+   speakers the checkpoint trained on (``check_training_speakers``: the list the checkpoint records and the
    recipe's ``training_speakers``), unless ``allow_training_speakers`` (then a warning: the error rates stated from
    such trials are optimistic); speakers of the cohort, when the scoring or a quality measure uses one.
 2. Draws ``calibration_utts_per_speaker`` random crops per speaker, each ``calibration_seconds`` long (log-uniform,
@@ -108,8 +108,8 @@ def known_training_speakers(checkpoint, training_speakers):
 
 
 def check_training_speakers(source, speakers, checkpoint, training_speakers, allow):
-    """Refuse calibration ``speakers`` (of ``source``) the checkpoint was trained on, unless ``allow`` (then warn)
-    -> how many of them it was trained on (None: unknown)."""
+    """Refuse calibration ``speakers`` (of ``source``) the checkpoint was trained on, unless ``allow`` -> how many
+    of them it was trained on (None: unknown, only with ``allow``)."""
     known = known_training_speakers(checkpoint, training_speakers)
     if known is None:
         if not allow:
@@ -117,8 +117,6 @@ def check_training_speakers(source, speakers, checkpoint, training_speakers, all
                              f"(training_speakers), so calibration_source {source} cannot be checked for them; set "
                              f"training_speakers (a regular expression or list of their names), or "
                              f"--allow_training_speakers true if you know the two sets are disjoint")
-        logger.warning("checkpoint %s records no training speakers: calibration_source %s is not checked for them",
-                       checkpoint, source)
         return None
     is_training, where = known
     seen = sorted(s for s in speakers if is_training(s))
@@ -127,11 +125,18 @@ def check_training_speakers(source, speakers, checkpoint, training_speakers, all
                          f"checkpoint (e.g. {seen[:3]}, from {where}); error rates stated from them would be far too "
                          f"optimistic for new speakers: calibrate on held-out speakers (holdout_speakers, or a set "
                          f"the model never saw), or pass --allow_training_speakers true")
-    if seen:
+    return len(seen)
+
+
+def warn_training_speakers(num_training, num_speakers, source, checkpoint):
+    """The warning of a calibration allowed on training speakers (or on speakers that could not be checked)."""
+    if num_training is None:
+        logger.warning("checkpoint %s records no training speakers and the recipe names none: calibration_source %s "
+                       "is not checked for them", checkpoint, source)
+    elif num_training:
         logger.warning("calibrating on %d speakers the checkpoint was trained on (of %d in %s): the false-accept and "
                        "false-reject rates this calibration states will be OPTIMISTIC for speakers it never saw",
-                       len(seen), len(speakers), source)
-    return len(seen)
+                       num_training, num_speakers, source)
 
 
 def check_cohort_disjoint(cfg, source, speakers, quality):
@@ -185,10 +190,11 @@ def calibrate(cfg):
     speakers = {speaker_of_path(k) for k in keys}
     check_disjoint(source, speakers, trial_list_paths(cfg.trials))
     check_cohort_disjoint(cfg, source, speakers, quality)
-    out_dir = os.path.dirname(os.path.abspath(output))
-    setup_logging(os.path.join(out_dir, "calibrate.log"))
     num_training = check_training_speakers(source, speakers, cfg.checkpoint, cfg.training_speakers,
                                            cfg.allow_training_speakers)
+    out_dir = os.path.dirname(os.path.abspath(output))
+    setup_logging(os.path.join(out_dir, "calibrate.log"))      # checked: from here on the run writes its record
+    warn_training_speakers(num_training, len(speakers), source, cfg.checkpoint)
 
     from src.device import setup_device
     from src.model.embedder import load_embedder, recipe_for_checkpoint
