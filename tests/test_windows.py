@@ -55,7 +55,7 @@ def embedder():
 @pytest.fixture(scope="module")
 def recording():
     rng = _rng(3, 21, 0)
-    wav, _ = synthesize_recording(random_speaker(rng), 12.0, rng, silence_fraction=0.4)
+    wav, _ = synthesize_recording(random_speaker(rng), 8.0, rng, silence_fraction=0.4)
     return wav
 
 

@@ -177,7 +177,9 @@ def main(argv=None):
     embedder = load_embedder(cfg, cfg.checkpoint, args.outputs)
     if args.embed:
         batching = Batching.from_recipe(cfg)
-        batching = dataclasses.replace(batching, batch_size=min(batching.batch_size, len(wavs)))
+        longest = max(frames / rate for frames, rate, _ in (audio_info(w) for w in wavs))
+        if longest <= batching.max_seconds:       # no long recording cut into windows: batches of the files only
+            batching = dataclasses.replace(batching, batch_size=min(batching.batch_size, len(wavs)))
         embeddings = extract_embeddings(embedder, wavs, "", batching, resample=True, progress=len(wavs) > 20)
         save_embeddings(args.out, embeddings, {"checkpoint": os.path.abspath(cfg.checkpoint),
                                                "outputs": list(args.outputs)})

@@ -7,7 +7,7 @@ Prints each file's speech regions (seconds) and how much of it is speech. ``--rt
 lines (``SPEAKER <file> 1 <start> <duration> <NA> <NA> speech <NA> <NA>``, the form pyannote's VAD output takes).
 ``--truth`` (a JSON file of ``{path: [[start, end], ...]}``, as ``python -m src.data.synthetic --layout recordings``
 writes for its recordings; paths may be relative to the truth file's folder's ``test/``) adds frame-level
-precision and recall (10 ms frames). The VAD is Silero (``--vad silero`` is implied); its settings are the recipe's
+precision and recall (10 ms frames), per file and over all files. The VAD is Silero (``--vad silero`` is implied); its settings are the recipe's
 ``vad_*`` keys. A file in which no speech is found is named, and the command ends with status 1.
 """
 import json
@@ -34,12 +34,17 @@ def frame_mask(intervals, num_frames, frame_seconds=FRAME_SECONDS):
     return mask
 
 
-def frame_precision_recall(found, truth, seconds):
-    """Frame-level (10 ms) precision and recall of ``found`` speech intervals against ``truth`` -> (p, r)."""
+def frame_counts(found, truth, seconds):
+    """Frames (10 ms) of ``found`` speech intervals that are true speech, frames found, true speech frames."""
     n = int(round(seconds / FRAME_SECONDS))
     got, expected = frame_mask(found, n), frame_mask(truth, n)
-    hits = float((got & expected).sum())
-    return hits / max(got.sum(), 1), hits / max(expected.sum(), 1)
+    return np.array([(got & expected).sum(), got.sum(), expected.sum()], np.int64)
+
+
+def precision_recall(counts):
+    """(hits, found, true) frame counts -> (precision, recall)."""
+    hits, found, true = (float(c) for c in counts)
+    return hits / max(found, 1.0), hits / max(true, 1.0)
 
 
 def rttm_lines(name, regions):
@@ -69,7 +74,7 @@ def main(argv=None):
     if args.truth:
         with open(args.truth, encoding="utf-8") as f:
             truth = json.load(f)
-    lines, silent = [], []
+    lines, silent, total = [], [], np.zeros(3, np.int64)
     for path in args.audio:
         if not os.path.isfile(path):
             raise UsageError(f"{path}: audio file not found")
@@ -82,11 +87,14 @@ def main(argv=None):
         for start, end in regions:
             print(f"  {start:9.3f} {end:9.3f}")
         if truth is not None:
-            precision, recall = frame_precision_recall(regions, truth_of(truth, path, args.truth), seconds)
-            print(f"  against {args.truth}: frame precision {precision:.3f}, recall {recall:.3f}")
+            counts = frame_counts(regions, truth_of(truth, path, args.truth), seconds)
+            total += counts
+            print("  against {}: frame precision {:.3f}, recall {:.3f}".format(args.truth, *precision_recall(counts)))
         if not regions:
             silent.append(path)
         lines += rttm_lines(os.path.splitext(os.path.basename(path))[0], regions)
+    if truth is not None and len(args.audio) > 1:
+        print("all {} files: frame precision {:.3f}, recall {:.3f}".format(len(args.audio), *precision_recall(total)))
     if args.rttm:
         write_atomically(args.rttm, "w", lambda f: f.writelines(lines))
         print(f"wrote {args.rttm}")

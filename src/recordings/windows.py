@@ -34,7 +34,8 @@ LONG_AUDIO_MODES = ("windows", "crop")
 @dataclasses.dataclass(frozen=True)
 class LongAudio:
     """How speech longer than the longest bucket is embedded: mode "windows" (every window_seconds window, hop
-    hop_seconds, averaged) or "crop" (its first max_seconds)."""
+    hop_seconds, averaged) or "crop" (its first max_seconds). The default here is "crop", plain extraction; the
+    recipe's ``long_audio`` defaults to "windows"."""
     mode: str = "crop"
     window_seconds: float = 3.0
     hop_seconds: float = 1.5
