@@ -106,3 +106,16 @@ for label, row in table.items():
         for p in row["operating_points"]))
 PY
 # ---- end of step 6 ------------------------------------------------------------------------------------------------
+
+# ---- 7. recordings: one long generated recording with pauses and noise through the VAD (docs/recordings.md)
+if [ ! -f "$OUT/recording/speech.json" ]; then
+  python -m src.data.synthetic --layout recordings --out "$OUT/recording" --test_speakers 1 --utts 1 \
+    --min_seconds 90 --max_seconds 90 --seed 3
+fi
+RECORDING=$(ls "$OUT"/recording/test/*/*/00001.wav | head -n 1)
+python -m src.recordings.speech "$RECORDING" --config "$CONFIG" --truth "$OUT/recording/speech.json" \
+  --rttm "$OUT/recording/speech.rttm" "$@"
+# its speech (far longer than max_eval_seconds) embedded as the mean of 3 s windows
+python -m src.evaluate.verify --embed "$RECORDING" --config "$CONFIG" --checkpoint "$LAST" --vad silero \
+  --long_audio windows --out "$OUT/recording/embedding.npz" "$@"
+# ---- end of step 7 ------------------------------------------------------------------------------------------------
