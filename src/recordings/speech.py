@@ -17,8 +17,8 @@ import os
 import numpy as np
 
 from src.cli import run_command, setup_logging
-from src.config import UsageError, parse_recipe_args, recipe_parser
-from src.data.audio import read_audio
+from src.config import parse_recipe_args, recipe_parser
+from src.data.audio import AudioError, read_audio
 from src.files import write_atomically
 from src.recordings.vad import VadSettings, speech_regions
 
@@ -77,7 +77,7 @@ def main(argv=None):
     lines, silent, total = [], [], np.zeros(3, np.int64)
     for path in args.audio:
         if not os.path.isfile(path):
-            raise UsageError(f"{path}: audio file not found")
+            raise AudioError(f"{path}: audio file not found", "missing")
         samples = read_audio(path, resample=True)
         seconds = samples.size / 16000.0
         regions = speech_regions(samples, settings)

@@ -131,6 +131,8 @@ def plan_from_regions(regions, num_samples, long_audio, max_samples, min_samples
     window = min(int(round(long_audio.window_seconds * sample_rate)), max_samples)
     hop = min(int(round(long_audio.hop_seconds * sample_rate)), window)
     pieces = tuple(((s, e),) for s, e in window_bounds(regions, window, hop) if e - s >= min_samples)
+    if not pieces:            # only regions too short for the network: their first max_samples, joined
+        return RecordingPlan((_take_first(regions, max_samples),), speech, no_speech, cropped=True)
     return RecordingPlan(pieces, speech, no_speech)
 
 
