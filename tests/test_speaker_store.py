@@ -99,7 +99,8 @@ def test_refusals_name_the_cause_and_leave_the_store_as_it_was(location, tmp_pat
         reopen(location, dict(IDENTITY, checkpoint_sha256="b" * 64))
     with pytest.raises(StoreError, match="model channels: 32 there, 64 here"):
         reopen(location, dict(IDENTITY, model={"channels": 64, "embedding_size": 8}))
-    assert [s["name"] for s in reopen(location, None).speakers()] == ["alice", "bob"]
+    with reopen(location, None) as any_identity:
+        assert [s["name"] for s in any_identity.speakers()] == ["alice", "bob"]
     # No store there.
     with pytest.raises(NoStore, match="no speaker store here"):
         open_store(location[0], str(tmp_path / "nothing.db"), IDENTITY)

@@ -127,16 +127,16 @@ def enroll(cfg, args):
     check_files(paths)
     model = Model(cfg)
     try:                      # an existing store is checked before any embedding; a new one is made only at the end
-        store = open_for(args, model.identity)
-        if store.has(name) and not args.replace:
-            raise StoreError(f"{args.store}: speaker {name!r} is already enrolled (--replace replaces it)")
+        with open_for(args, model.identity) as store:
+            if store.has(name) and not args.replace:
+                raise StoreError(f"{args.store}: speaker {name!r} is already enrolled (--replace replaces it)")
     except NoStore:
-        store = None
+        pass
     from src.evaluate.verify import check_quality
     check_quality(paths, refuse=not args.force)
     enrolment = Enrolment.from_clips(name, model.embed(paths))
-    store = store or open_for(args, model.identity, create=True)
-    store.enroll([enrolment], replace=args.replace)
+    with open_for(args, model.identity, create=True) as store:
+        store.enroll([enrolment], replace=args.replace)
     print(f"enrolled {name} from {len(paths)} clip(s), {enrolment.seconds:.1f} s, in {args.store}")
     return 0
 
@@ -145,9 +145,10 @@ def identify(cfg, args):
     from src.speakers.identification import identify as rank
     check_files(args.items)
     model = Model(cfg)
-    store = open_for(args, model.identity)
     calibration = model.calibration()
-    results = rank(store, model.embed(args.items), args.top_k, calibration, args.p_target)
+    with open_for(args, model.identity) as store:
+        clips = model.embed(args.items)
+        results = rank(store, clips, args.top_k, calibration, args.p_target)
     for result in results:
         print(result.clip)
         for i, (name, score) in enumerate(result.candidates):
@@ -166,7 +167,8 @@ def identify(cfg, args):
 
 
 def list_speakers(cfg, args):
-    speakers = open_for(args, None).speakers()
+    with open_for(args, None) as store:
+        speakers = store.speakers()
     for s in speakers:
         print(f"{s['name']:24s} {s['num_clips']:4d} clip(s) {s['seconds']:8.1f} s  enrolled {s['enrolled']}")
     print(f"{len(speakers)} speaker(s) in {args.store}")
@@ -174,7 +176,8 @@ def list_speakers(cfg, args):
 
 
 def remove(cfg, args):
-    open_for(args, None).remove(args.items[0])
+    with open_for(args, None) as store:
+        store.remove(args.items[0])
     print(f"removed {args.items[0]} from {args.store}")
     return 0
 
@@ -188,14 +191,14 @@ def evaluate(cfg, args):
     paths = [audio_path(args.audio_dir, utt) for utt, _ in searches]
     check_files(paths)
     model = Model(cfg)
-    store = open_for(args, model.identity)
-    enrolled = {s["name"] for s in store.speakers()}
-    stray = next(((i, s) for i, (_, s) in enumerate(searches) if s != UNKNOWN and s not in enrolled), None)
-    if stray is not None:
-        raise ValueError(f"{args.id_list}: search {stray[0] + 1}: speaker {stray[1]!r} is not enrolled in "
-                         f"{args.store}; write '{UNKNOWN}' for speakers who are not")
     calibration = model.calibration()
-    results = rank(store, model.embed(paths, progress=True), max(5, args.top_k), calibration, args.p_target)
+    with open_for(args, model.identity) as store:
+        enrolled = {s["name"] for s in store.speakers()}
+        stray = next(((i, s) for i, (_, s) in enumerate(searches) if s != UNKNOWN and s not in enrolled), None)
+        if stray is not None:
+            raise ValueError(f"{args.id_list}: search {stray[0] + 1}: speaker {stray[1]!r} is not enrolled in "
+                             f"{args.store}; write '{UNKNOWN}' for speakers who are not")
+        results = rank(store, model.embed(paths, progress=True), max(5, args.top_k), calibration, args.p_target)
     truths = [speaker for _, speaker in searches]
     ranked = [[n for n, _ in r.candidates] for r in results]
     scores = [[s for _, s in r.candidates] for r in results]

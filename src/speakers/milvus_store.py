@@ -71,6 +71,9 @@ class MilvusStore:
                 raise NoStore(f"{uri}: no speaker store {collection!r} in this Milvus (python -m src.speakers "
                                  f"enroll creates one)")
             self._create_meta(identity)
+        for name in (self.meta, self.profiles, self.clip_rows):     # a reopened store's collections are released
+            if self.client.has_collection(name):
+                self._call(self.client.load_collection, name)
         row = self._call(self.client.get, self.meta, ids=["identity"], output_fields=["value"])
         if not row:
             raise StoreError(f"{uri}: collection {self.meta} holds no store identity")
@@ -212,4 +215,14 @@ class MilvusStore:
         return [[(hit["entity"]["name"], float(hit["distance"])) for hit in row] for row in hits]
 
     def close(self):
+        """Close the client and, for milvus-lite, stop its in-process server (its files are closed cleanly)."""
         self.client.close()
+        if "://" not in self.path:
+            from milvus_lite.server_manager import server_manager_instance
+            server_manager_instance.release_server(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

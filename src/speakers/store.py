@@ -272,6 +272,12 @@ class SQLiteStore:
     def close(self):
         self.db.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 class _Transaction:
     """``with``: BEGIN IMMEDIATE (the write lock at once, so two writers queue instead of failing halfway), COMMIT
