@@ -55,7 +55,8 @@ VIDEO_ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs
 
 # Stream names keep the random draws of different parts of the corpus independent of each other.
 _STREAMS = {"train": 1, "test": 2, "babble": 3, "utt": 4, "video": 5, "noise": 6, "music": 7, "speech": 8,
-            "rir": 9, "trials": 10}
+            "rir": 9, "trials": 10, "cnceleb": 11}
+CNCELEB_GENRES = ("interview", "singing", "speech", "vlog", "drama", "entertainment", "recitation")
 
 
 def _rng(seed, *keys):
@@ -123,11 +124,11 @@ def _raised_cosine_envelope(n, attack, release):
     return env
 
 
-def synthesize_utterance(speaker, seconds, rng, sample_rate=16000, channel=(0.0, 1.0)):
+def synthesize_utterance(speaker, seconds, rng, sample_rate=16000, channel=(0.0, 1.0), noise=True):
     """One utterance of ``speaker`` -> float32 (round(seconds * sample_rate),), peak below 1.
 
     ``channel`` is ``(tilt, gain)`` of the recording channel (first-order colouring and level), shared by
-    the utterances of one video.
+    the utterances of one video. ``noise``: add white noise at 18-35 dB SNR (False: the voice alone).
     """
     total = int(round(seconds * sample_rate))
     out = np.zeros(total + sample_rate)  # room for the last syllable to finish
@@ -165,11 +166,52 @@ def synthesize_utterance(speaker, seconds, rng, sample_rate=16000, channel=(0.0,
     tilt, gain = channel
     wav = lfilter([1.0, tilt], [1.0], wav)
     wav = wav / (np.abs(wav).max() + 1e-9) * gain
+    if not noise:
+        return wav.astype(np.float32)
     snr_db = rng.uniform(18, 35)
     noise = rng.standard_normal(total)
     noise *= np.sqrt(np.mean(wav ** 2) / 10 ** (snr_db / 10))
     wav = wav + noise
     return (wav / max(1.0, np.abs(wav).max() / 0.99)).astype(np.float32)
+
+
+def synthesize_recording(speaker, seconds, rng, silence_fraction=0.4, sample_rate=16000, turn_seconds=(1.5, 6.0),
+                         rt60=0.25, snr_db=20.0):
+    """A long recording of one ``speaker``: turns of speech spread over the whole recording with pauses between
+    them, a little reverberation and background noise -> (float32 (round(seconds * sample_rate),), speech intervals
+    [(start_s, end_s)]).
+
+    ``silence_fraction`` of the recording is pause (before, between and after the turns, each pause at least
+    0.4 s); turns last ``turn_seconds`` (uniform). The voice goes through a room impulse response of ``rt60``
+    seconds (0: none); pink noise is added over the whole recording at ``snr_db`` below the voice's level. The
+    intervals are where each turn's dry voice is above 1 % of its peak (its words, including their short inner
+    pauses).
+    """
+    total = int(round(seconds * sample_rate))
+    speech_budget = (1.0 - silence_fraction) * seconds
+    turns = []
+    while sum(turns) < speech_budget - 0.5 * turn_seconds[0] or not turns:
+        turns.append(min(rng.uniform(*turn_seconds), max(speech_budget - sum(turns), turn_seconds[0])))
+    pause_total = max(seconds - sum(turns), 0.4 * (len(turns) + 1))
+    pauses = 0.4 + (pause_total - 0.4 * (len(turns) + 1)) * rng.dirichlet(np.ones(len(turns) + 1))
+    dry = np.zeros(total)
+    intervals, pos = [], pauses[0]
+    channel = (rng.uniform(-0.5, 0.5), 0.5)
+    for turn, pause in zip(turns, pauses[1:]):
+        start = int(round(pos * sample_rate))
+        voice = synthesize_utterance(speaker, turn, rng, sample_rate, channel, noise=False)[:max(total - start, 0)]
+        dry[start:start + voice.size] = voice
+        loud = np.flatnonzero(np.abs(voice) > 0.01 * np.abs(voice).max())
+        if loud.size:
+            intervals.append(((start + loud[0]) / sample_rate, (start + loud[-1] + 1) / sample_rate))
+        pos += turn + pause
+    wav = np.convolve(dry, _rir(rng, sample_rate, rt60))[:total] if rt60 > 0 else dry
+    in_speech = np.zeros(total, bool)
+    for a, b in intervals:
+        in_speech[int(a * sample_rate):int(b * sample_rate)] = True
+    level = np.mean(wav[in_speech] ** 2) if in_speech.any() else 1e-4
+    wav = wav + _coloured_noise(total, 1, rng) * np.sqrt(level / 10 ** (snr_db / 10))
+    return (wav / max(1.0, np.abs(wav).max() / 0.9)).astype(np.float32), intervals
 
 
 def video_id(rng):
@@ -340,6 +382,63 @@ def make_corpus(root, num_train_speakers=40, num_test_speakers=10, utts_per_spea
     return paths
 
 
+def make_cnceleb_corpus(root, num_dev_speakers=6, num_eval_speakers=4, utts_per_speaker=6, seconds=(2.0, 4.0),
+                        seed=0, enroll_utts=2, sample_rate=16000, progress=True):
+    """Write a small corpus in CN-Celeb1's layout (src/data/cnceleb.py) below ``root`` -> dict of paths.
+
+    Speakers id00000.. are dev (training) speakers, the next ``num_eval_speakers`` are evaluation speakers. Each
+    utterance is ``data/<speaker>/<genre>-<session>-<utt>.flac``; an evaluation speaker's first ``enroll_utts``
+    utterances are its enrolment (``eval/enroll/<speaker>-enroll.flac`` holds them joined), the others are copied to
+    ``eval/test/<speaker>-<genre>-<session>-<utt>.flac``. ``eval/lists`` holds enroll.map, enroll.lst, test.lst and
+    trials.lst (every enrolment speaker against every test utterance), naming ``.wav`` files as CN-Celeb's lists do.
+    """
+    root = os.path.abspath(root)
+    lists_dir = os.path.join(root, "eval", "lists")
+    os.makedirs(lists_dir, exist_ok=True)
+    enroll_map, tests = {}, []
+    for s in tqdm(range(num_dev_speakers + num_eval_speakers), desc="synthesizing CN-Celeb layout",
+                  disable=not progress, leave=False):
+        name = f"id{s:05d}"
+        speaker = random_speaker(_rng(seed, _STREAMS["cnceleb"], s), sample_rate)
+        enrolment = []
+        for u in range(utts_per_speaker):
+            rng = _rng(seed, _STREAMS["cnceleb"], s, _STREAMS["utt"], u)
+            genre = CNCELEB_GENRES[int(rng.integers(len(CNCELEB_GENRES)))]
+            utt = f"{genre}-{u // 3 + 1:02d}-{u % 3 + 1:03d}"
+            wav = synthesize_utterance(speaker, rng.uniform(*seconds), rng, sample_rate,
+                                       (rng.uniform(-0.6, 0.6), rng.uniform(0.3, 0.9)))
+            write_wav(os.path.join(root, "data", name, utt + ".flac"), wav, sample_rate)
+            if s < num_dev_speakers:
+                continue
+            if u < enroll_utts:
+                enrolment.append(wav)
+                enroll_map.setdefault(f"{name}-enroll", []).append(f"{name}/{utt}.wav")
+            else:
+                write_wav(os.path.join(root, "eval", "test", f"{name}-{utt}.flac"), wav, sample_rate)
+                tests.append(f"test/{name}-{utt}.wav")
+        if enrolment:
+            write_wav(os.path.join(root, "eval", "enroll", f"{name}-enroll.flac"), np.concatenate(enrolment),
+                      sample_rate)
+    os.makedirs(os.path.join(root, "dev"), exist_ok=True)
+    with open(os.path.join(root, "dev", "dev.lst"), "w", encoding="utf-8") as f:
+        f.writelines(f"id{s:05d}\n" for s in range(num_dev_speakers))
+    paths = {"root": root, "data_dir": os.path.join(root, "data"), "eval_dir": os.path.join(root, "eval"),
+             "trials": os.path.join(lists_dir, "trials.lst"), "enroll_map": os.path.join(lists_dir, "enroll.map"),
+             "enroll_list": os.path.join(lists_dir, "enroll.lst")}
+    with open(paths["enroll_map"], "w", encoding="utf-8") as f:
+        f.writelines(f"{spk} {' '.join(utts)}\n" for spk, utts in enroll_map.items())
+    with open(paths["enroll_list"], "w", encoding="utf-8") as f:
+        f.writelines(f"{spk} enroll/{spk}.wav\n" for spk in enroll_map)
+    with open(os.path.join(lists_dir, "test.lst"), "w", encoding="utf-8") as f:
+        f.writelines(f"{t}\n" for t in tests)
+    with open(paths["trials"], "w", encoding="utf-8") as f:
+        for spk in enroll_map:
+            speaker = spk[:-len("-enroll")]
+            f.writelines(f"{spk} {t} {int(t.startswith(f'test/{speaker}-'))}\n" for t in tests)
+    paths["num_trials"] = len(enroll_map) * len(tests)
+    return paths
+
+
 def main(argv=None):
     parser = ArgumentParser(description="Write a synthetic speaker corpus in the VoxCeleb layout.")
     parser.add_argument("--out", required=True, help="output folder")
@@ -353,8 +452,16 @@ def main(argv=None):
     parser.add_argument("--no_augment_folders", action="store_true", help="skip the MUSAN-like and RIR folders")
     parser.add_argument("--trials_per_utt", type=int, default=1,
                         help="target (and nontarget) trials per test utterance")
+    parser.add_argument("--layout", choices=("voxceleb", "cnceleb"), default="voxceleb",
+                        help="cnceleb: CN-Celeb1's layout and eval lists instead (--train_speakers dev speakers, "
+                             "--test_speakers evaluation speakers, 2 enrolment utterances each)")
     args = parser.parse_args(argv)
     setup_logging()
+    if args.layout == "cnceleb":
+        paths = make_cnceleb_corpus(args.out, args.train_speakers, args.test_speakers, args.utts,
+                                    (args.min_seconds, args.max_seconds), args.seed)
+        print(json.dumps(paths, indent=2))
+        return 0
     paths = make_corpus(args.out, args.train_speakers, args.test_speakers, args.utts,
                         (args.min_seconds, args.max_seconds), args.seed, args.videos,
                         augment_folders=not args.no_augment_folders, trials_per_utterance=args.trials_per_utt)
