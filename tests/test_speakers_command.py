@@ -169,6 +169,9 @@ def test_bad_input_ends_in_one_line_and_loses_nothing(setup, capsys, tmp_path):
     ms.save_checkpoint(ECAPA_TDNN(**SMALL), other)
     code, _, err = run(["identify"] + some + s["common"] + ["--checkpoint", other], capsys)
     assert code == 1 and "holds embeddings of another model or other settings (checkpoint sha256" in err
+    # Other VAD settings: the store's clips reached the network through another path.
+    code, _, err = run(["identify"] + some + s["common"] + ["--vad", "silero"], capsys)
+    assert code == 1 and "other settings (audio vad: {'method': 'none'} there" in err
     # An unreadable store; a list naming a speaker who is not enrolled.
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not a database at all " * 50)

@@ -1,8 +1,9 @@
 """Enrolment and identification: clips -> embeddings -> profiles in a store, or -> ranked enrolled speakers.
 
 Clips are embedded exactly as ``python -m src.evaluate.verify --embed`` embeds files (src/evaluate/extract.py's
-bucketed batches, any sample rate resampled to the recipe's), so an embedding in the store equals the one verify
-writes for the same file and checkpoint.
+bucketed batches, any sample rate resampled to the recipe's; with ``vad: silero`` only their speech, and speech
+longer than ``max_eval_seconds`` in averaged windows), so an embedding in the store equals the one verify writes
+for the same file, checkpoint and settings.
 
 Scores are cosine similarities between a clip's embedding and a speaker's profile (the mean of the speaker's
 length-normalised clip embeddings, length-normalised again). With a calibration file of ``python -m src.calibrate``
@@ -28,21 +29,22 @@ from src.evaluate.metrics import bayes_threshold
 from src.speakers.metrics import UNKNOWN
 from src.speakers.store import Clip
 
-# Recipe keys that decide which audio of a clip reaches the network (besides the embedder's own keys).
-AUDIO_KEYS = ("max_eval_seconds",)
-
 
 def store_identity(cfg, checkpoint_sha256):
     """What a store's embeddings depend on -> JSON-ready dict: the checkpoint's sha256, the embedder settings
-    (src/model/embedder.py EMBEDDER_KEYS) and the audio settings (AUDIO_KEYS)."""
+    (src/model/embedder.py EMBEDDER_KEYS) and which audio reaches the network: ``max_eval_seconds`` and the VAD and
+    long-audio settings (src/evaluate/extract.py ``Batching.speech_fingerprint``)."""
+    from src.evaluate.extract import Batching
     from src.model.embedder import embedder_settings
     identity = {"checkpoint_sha256": checkpoint_sha256, "model": embedder_settings(cfg),
-                "audio": {key: cfg[key] for key in AUDIO_KEYS}}
+                "audio": {"max_eval_seconds": float(cfg.max_eval_seconds),
+                          **Batching.from_recipe(cfg).speech_fingerprint()}}
     return json.loads(json.dumps(identity))
 
 
 def embed_clips(cfg, embedder, paths, progress=None):
-    """Embed audio files -> list of Clip (path as given, raw embedding (D,) float32, seconds embedded), in order.
+    """Embed audio files -> list of Clip (path as given, raw embedding (D,) float32, seconds of speech embedded), in
+    order.
 
     Raises AudioError naming the file for missing, unreadable, empty or too-short audio.
     """
