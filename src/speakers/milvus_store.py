@@ -129,8 +129,7 @@ class MilvusStore:
         self.dim = dim
 
     def has(self, name):
-        return self.dim is not None and bool(self._call(self.client.get, self.profiles, ids=[name],
-                                                        output_fields=["name"]))
+        return bool(self._enrolled([name]))
 
     def enroll(self, enrolments, replace=False):
         """Store each Enrolment of the list (clips first, profile last: see the module docstring). A name already
@@ -141,14 +140,15 @@ class MilvusStore:
                                  f"size {self.dim}")
             if any(len(clip.path) > MAX_PATH for clip in enrolment.clips):
                 raise StoreError(f"{self.path}: clip paths longer than {MAX_PATH} characters cannot be stored")
+        names = [e.name for e in enrolments]
         if not replace:
-            taken = [e.name for e in enrolments if self.has(e.name)]
+            taken = self._enrolled(names)
             if taken:
-                raise StoreError(f"{self.path}: speaker {taken[0]!r} is already enrolled (--replace replaces it)")
+                raise StoreError(f"{self.path}: speaker {sorted(taken)[0]!r} is already enrolled (--replace "
+                                 f"replaces it)")
         if enrolments and self.dim is None:
             self._create_data_collections(int(enrolments[0].profile.size))
-        for enrolment in enrolments:
-            self._delete_clips(enrolment.name)
+        self._delete_clips(names)
         clip_rows = [{"id": f"{e.name}/{i}", "speaker": e.name, "path": clip.path, "seconds": float(clip.seconds),
                       "vector": np.asarray(clip.embedding, np.float32)} for e in enrolments
                      for i, clip in enumerate(e.clips)]
@@ -157,18 +157,29 @@ class MilvusStore:
         profiles = normalized(np.stack([e.profile for e in enrolments])) if enrolments else []
         rows = [{"name": e.name, "vector": vector, "num_clips": len(e.clips), "seconds": e.seconds,
                  "log_norm": e.log_norm, "enrolled": now()} for e, vector in zip(enrolments, profiles)]
+        write = self.client.upsert if replace else self.client.insert       # upsert: delete, then insert
         for start in range(0, len(rows), 10000):
-            self._call(self.client.upsert, self.profiles, rows[start:start + 10000])
+            self._call(write, self.profiles, rows[start:start + 10000])
+        self._call(self.client.flush, self.profiles)
 
-    def _delete_clips(self, name):
-        self._call(self.client.delete, self.clip_rows, filter=f"speaker == {quoted(name)}")
+    def _enrolled(self, names):
+        """The names of ``names`` that are enrolled -> set."""
+        if self.dim is None:
+            return set()
+        return {row["name"] for start in range(0, len(names), 1000) for row in self._call(
+            self.client.get, self.profiles, ids=names[start:start + 1000], output_fields=["name"])}
+
+    def _delete_clips(self, names):
+        for start in range(0, len(names), 1000):
+            chunk = ", ".join(quoted(name) for name in names[start:start + 1000])
+            self._call(self.client.delete, self.clip_rows, filter=f"speaker in [{chunk}]")
 
     def remove(self, name):
         """Remove a speaker (its profile first, then its clips); an unknown name is an error."""
         if not self.has(name):
             raise StoreError(f"{self.path}: no speaker {name!r} is enrolled")
         self._call(self.client.delete, self.profiles, ids=[name])
-        self._delete_clips(name)
+        self._delete_clips([name])
 
     def speakers(self, names=None):
         """The enrolled speakers (those of ``names`` only, when given) -> list of dicts with SPEAKER_FIELDS, sorted
