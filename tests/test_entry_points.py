@@ -36,6 +36,7 @@ def cases(tmp):
           tmp], 1, f"--input_dir {missing}: not a folder"),
         (["-m", "src.import_weights", "--format", "mindspore_zoo", missing + ".ckpt", os.path.join(tmp, "o.ckpt")],
          1, f"{missing}.ckpt: checkpoint file not found"),
+        (["-m", "src.speakers", "list", "--store", missing + ".db"], 1, f"{missing}.db: no speaker store here"),
     ]
 
 
