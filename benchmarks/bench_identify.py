@@ -15,15 +15,19 @@ batches of ``--batch`` speakers per ``enroll`` call, then:
 
 The Milvus side runs milvus-lite (a local ``.db`` path), the embedded engine; a Milvus server is another program with
 other figures. Stores are written below ``--work`` (deleted before each run). The table is printed and the figures
-are written as JSON (``--json``).
+are written as JSON (``--json PATH``, default runs/benchmarks/bench_identify.json: benchmark, command, date, machine,
+settings, results), rewritten after every store size so a long run keeps what it measured.
 
     .venv/bin/python benchmarks/bench_identify.py                                     # N = 1e3, 1e5, 1e6
     .venv/bin/python benchmarks/bench_identify.py --sizes 1000,100000 --backends sqlite,milvus
     .venv/bin/python benchmarks/bench_identify.py --sizes 1000 --queries 20 --single 5    # smoke run
 """
 import argparse
+import datetime
 import json
 import os
+import platform
+import shlex
 import shutil
 import statistics
 import sys
@@ -43,6 +47,20 @@ def memory_mb():
     """(resident, peak resident) memory of this process in MB, from /proc/self/status."""
     fields = dict(line.split(":", 1) for line in open("/proc/self/status", encoding="ascii"))
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def write_json(path, argv, settings, results):
+    """The figures so far, with the command, the date and the machine, as JSON (atomically)."""
+    from src.files import write_atomically
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
+                if line.startswith("model name")), platform.machine())
+    report = {"benchmark": "bench_identify",
+              "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/bench_identify.py"] + argv),
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()},
+              "settings": settings, "results": results}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomically(path, "w", lambda f: json.dump(report, f, indent=1))
 
 
 def store_location(work, backend, n):
@@ -101,7 +119,8 @@ def main(argv=None):
     parser.add_argument("--single", type=int, default=20, help="single-speaker enrolments timed")
     parser.add_argument("--queries", type=int, default=200, help="single-clip searches timed")
     parser.add_argument("--work", default="/tmp/bench_identify", help="folder of the stores (emptied first)")
-    parser.add_argument("--json", default="bench_identify.json", help="where the figures are written")
+    parser.add_argument("--json", default=os.path.join(ROOT, "runs", "benchmarks", "bench_identify.json"),
+                        help="where the figures are written (default runs/benchmarks/bench_identify.json)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -121,8 +140,8 @@ def main(argv=None):
             results.append(figures)
             path = store_location(args.work, backend, n)
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
-            with open(args.json, "w", encoding="utf-8") as f:      # after every run: a long run keeps what it did
-                json.dump({"dim": args.dim, "batch": args.batch, "results": results}, f, indent=2)
+            write_json(args.json, passed, {k: v for k, v in vars(args).items() if k not in ("json", "worker")},
+                       results)
     print("\n| backend | N | bulk enrol /s | one enrol ms | open + first identify s | identify ms median | "
           "identify ms p99 | RSS MB (peak) |\n|---|---|---|---|---|---|---|---|")
     for r in results:

@@ -115,16 +115,15 @@ for i, speaker in enumerate(speakers):
     utts = sorted(os.path.relpath(p, test_dir) for p in glob.glob(os.path.join(test_dir, speaker, "*", "*.wav")))
     enrolled = i < 6
     if enrolled:
-        enrol.append(f"{speaker} " + " ".join(os.path.join(test_dir, u) for u in utts[:3]))
+        enrol.append(f"{speaker} " + " ".join(utts[:3]))
     lines += [f"{u} {speaker if enrolled else 'unknown'}" for u in (utts[3:] if enrolled else utts)]
 open(os.path.join(out, "enrol.txt"), "w").write("\n".join(enrol) + "\n")
 open(os.path.join(out, "identification_list.txt"), "w").write("\n".join(lines) + "\n")
 PY
 SPEAKER_ARGS=(--config "$CONFIG" --checkpoint "$LAST" --store "$SPEAKERS_OUT/speakers.db")
-while read -r NAME CLIPS; do
-  # --replace: a second run of the demo re-enrols instead of being refused
-  python -m src.speakers enroll "$NAME" $CLIPS --replace "${SPEAKER_ARGS[@]}" "$@" < /dev/null
-done < "$SPEAKERS_OUT/enrol.txt"
+# enrol.txt: '<speaker> <clip> <clip> <clip>' a line (Kaldi's spk2utt); --replace: a second run re-enrols them
+python -m src.speakers enroll --enroll_map "$SPEAKERS_OUT/enrol.txt" --audio_dir "$OUT/corpus/test" --replace \
+  "${SPEAKER_ARGS[@]}" "$@"
 python -m src.speakers list --store "$SPEAKERS_OUT/speakers.db"
 python -m src.speakers evaluate --list "$SPEAKERS_OUT/identification_list.txt" --audio_dir "$OUT/corpus/test" \
   --fpir 0.05 --calibration "$OUT/calibration/score_only.json" --p_target 0.01 --out "$SPEAKERS_OUT" \

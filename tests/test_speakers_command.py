@@ -40,8 +40,11 @@ def setup(tmp_path_factory):
     store = str(tmp / "speakers.db")
     common = OVERRIDES + ["--checkpoint", checkpoint, "--store", store]
     enrolled = sorted(utts)[:3]                                   # the other two are never enrolled
-    for name in enrolled:
-        assert main(["enroll", name] + utts[name][:3] + common) == 0
+    assert main(["enroll", enrolled[0]] + utts[enrolled[0]][:3] + common) == 0
+    enroll_map = tmp / "enroll.map"                               # the other two from a list, clips below a folder
+    enroll_map.write_text("".join(f"{name} {' '.join(os.path.relpath(p, corpus['test_dir']) for p in utts[name][:3])}\n"
+                                  for name in enrolled[1:]))
+    assert main(["enroll", "--enroll_map", str(enroll_map), "--audio_dir", corpus["test_dir"]] + common) == 0
     # Every utterance embedded by python -m src.evaluate.verify --embed: the reference of the tests below.
     npz = str(tmp / "verify.npz")
     assert verify.main(["--embed"] + sorted(p for paths in utts.values() for p in paths)
@@ -65,6 +68,7 @@ def test_enrolled_embeddings_are_the_ones_verify_writes(setup, capsys):
     store = open_store("sqlite", s["store"], None)
     clips = store.clips(name)
     assert [c.path for c in clips] == s["utts"][name][:3]
+    assert [c.path for c in store.clips(s["enrolled"][2])] == s["utts"][s["enrolled"][2]][:3]
     for clip in clips:
         np.testing.assert_allclose(clip.embedding, written[clip.path], atol=1e-5)
     raw = np.stack([written[p] for p in s["utts"][name][:3]]).astype(np.float64)
@@ -159,6 +163,7 @@ def test_bad_input_ends_in_one_line_and_loses_nothing(setup, capsys, tmp_path):
         (["enroll", "newcomer"], "enroll newcomer: no clips given; an enrolment needs at least one clip"),
         (["enroll", s["enrolled"][0]] + some, f"speaker '{s['enrolled'][0]}' is already enrolled (--replace"),
         (["enroll", "unknown"] + some, "speaker name 'unknown' is reserved"),
+        (["enroll", "--enroll_map", str(tmp_path / "none.map")], "none.map: enrolment list not found"),
     ]
     for argv, message in cases:
         code, out, err = run(argv + s["common"], capsys)

@@ -1,6 +1,7 @@
 """Enrol speakers, identify who speaks in a clip, and score identification lists, from the command line.
 
     python -m src.speakers enroll alice a1.wav a2.wav a3.wav --checkpoint ecapa.ckpt [--store speakers.db] [--replace]
+    python -m src.speakers enroll --enroll_map spk2utt.txt --audio_dir wav/ --checkpoint ecapa.ckpt
     python -m src.speakers identify who.wav --checkpoint ecapa.ckpt [--top_k 5] [--calibration cal.json --p_target 0.01]
     python -m src.speakers list [--store speakers.db]
     python -m src.speakers remove alice [--store speakers.db]
@@ -39,12 +40,15 @@ def parse_args(argv):
     parser.add_argument("--collection", default="speakers", help="milvus: the store's collection name prefix")
     parser.add_argument("--milvus_index", default="FLAT", choices=("FLAT", "HNSW", "AUTOINDEX"),
                         help="milvus: index of a new store's profiles (FLAT: exact)")
+    parser.add_argument("--enroll_map", help="enroll: many speakers, a line each '<name> <clip> <clip> ...' (Kaldi's "
+                                             "spk2utt, CN-Celeb's enroll.map), clips below --audio_dir")
     parser.add_argument("--replace", action="store_true", help="enroll: replace a speaker already enrolled")
     parser.add_argument("--top_k", type=int, default=5, help="identify: candidates listed per clip")
     parser.add_argument("--p_target", type=float, help="with --calibration: prior of an enrolled speaker the "
                                                        f"Bayes threshold is set for (default {DEFAULT_P_TARGET})")
     parser.add_argument("--list", dest="id_list", help="evaluate: identification list '<utterance> <speaker>'")
-    parser.add_argument("--audio_dir", default="", help="evaluate: folder the list's utterances are relative to")
+    parser.add_argument("--audio_dir", default="", help="evaluate, enroll --enroll_map: folder the list's "
+                                                         "utterances are relative to")
     parser.add_argument("--fpir", type=float, default=DEFAULT_FPIR,
                         help="evaluate: the false-positive identification rate FNIR is reported at")
     parser.add_argument("--out", help="identify: write the answers as JSON here; evaluate: the output folder "
@@ -56,8 +60,11 @@ def parse_args(argv):
     if args.action == "remove" and len(args.items) != 1 or args.action in ("list", "evaluate") and args.items:
         raise UsageError(f"{args.action}: expected {needs[args.action] or 'no positional arguments'}, got "
                          f"{args.items}")
-    if args.action in ("enroll", "identify") and not args.items:
-        raise UsageError(f"{args.action}: expected {needs[args.action]}")
+    if args.action == "enroll" and args.enroll_map and args.items:
+        raise UsageError("enroll: give NAME CLIP... or --enroll_map FILE, not both")
+    if args.action in ("enroll", "identify") and not args.items and not (args.action == "enroll" and args.enroll_map):
+        raise UsageError(f"{args.action}: expected {needs[args.action]}"
+                         + (" (or --enroll_map FILE)" if args.action == "enroll" else ""))
     if args.action in ("enroll", "identify", "evaluate") and not cfg.checkpoint:
         raise UsageError("checkpoint: no checkpoint given (--checkpoint PATH)")
     if args.action == "evaluate" and not args.id_list:
@@ -96,7 +103,8 @@ class Model:
         from src.model.embedder import recipe_for_checkpoint
         from src.speakers.identification import store_identity
         self.cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
-        self.identity = store_identity(self.cfg, file_sha256(cfg.checkpoint))
+        self.sha256 = file_sha256(cfg.checkpoint)
+        self.identity = store_identity(self.cfg, self.sha256)
         self._embedder = None
 
     def embed(self, paths, progress=None):
@@ -112,32 +120,48 @@ class Model:
         """The recipe's calibration (checked to fit) or None."""
         if not self.cfg.calibration:
             return None
-        from src.checkpoint import file_sha256
         from src.evaluate.calibration import read_calibration
         from src.speakers.identification import check_calibration
         calibration = read_calibration(self.cfg.calibration)
-        check_calibration(calibration, self.cfg.calibration, self.cfg, file_sha256(self.cfg.checkpoint))
+        check_calibration(calibration, self.cfg.calibration, self.cfg, self.sha256)
         return calibration
 
 
-def enroll(cfg, args):
+def enrolment_lists(args):
+    """The speakers to enrol -> list of (name, [clip paths]): NAME CLIP... or the lines of --enroll_map."""
+    if args.enroll_map:
+        from src.data.cnceleb import read_enrollment_map
+        from src.evaluate.extract import audio_path
+        rows = read_enrollment_map(args.enroll_map)
+        return [(check_name(name), [audio_path(args.audio_dir, u) for u in utts]) for name, utts in rows.items()]
     name, paths = check_name(args.items[0]), args.items[1:]
     if not paths:
         raise StoreError(f"enroll {name}: no clips given; an enrolment needs at least one clip")
+    return [(name, paths)]
+
+
+def enroll(cfg, args):
+    """Enrol every speaker given, in one transaction after all their clips are embedded."""
+    speakers = enrolment_lists(args)
+    paths = [p for _, clips in speakers for p in clips]
     check_files(paths)
     model = Model(cfg)
     try:                      # an existing store is checked before any embedding; a new one is made only at the end
         with open_for(args, model.identity) as store:
-            if store.has(name) and not args.replace:
-                raise StoreError(f"{args.store}: speaker {name!r} is already enrolled (--replace replaces it)")
+            taken = [name for name, _ in speakers if store.has(name)]
+            if taken and not args.replace:
+                raise StoreError(f"{args.store}: speaker {taken[0]!r} is already enrolled (--replace replaces it)")
     except NoStore:
         pass
     from src.evaluate.verify import check_quality
     check_quality(paths, refuse=not args.force)
-    enrolment = Enrolment.from_clips(name, model.embed(paths))
+    embedded = iter(model.embed(paths, progress=len(paths) > 20))
+    enrolments = [Enrolment.from_clips(name, [next(embedded) for _ in clips]) for name, clips in speakers]
     with open_for(args, model.identity, create=True) as store:
-        store.enroll([enrolment], replace=args.replace)
-    print(f"enrolled {name} from {len(paths)} clip(s), {enrolment.seconds:.1f} s, in {args.store}")
+        store.enroll(enrolments, replace=args.replace)
+    for enrolment in enrolments:
+        print(f"enrolled {enrolment.name} from {len(enrolment.clips)} clip(s), {enrolment.seconds:.1f} s, in "
+              f"{args.store}")
     return 0
 
 
