@@ -102,7 +102,8 @@ def worker(args):
             latencies.append(time.perf_counter() - start)
         rss, peak = memory_mb()
         store.close()
-        return {"n": n, "bulk_seconds": bulk, "bulk_per_second": n / bulk, "one_enrol_ms": 1e3 * statistics.median(single),
+        return {"n": n, "bulk_seconds": bulk, "bulk_per_second": n / bulk,
+                "one_enrol_ms": 1e3 * statistics.median(single),
                 "open_first_identify_seconds": cold, "identify_ms_median": 1e3 * statistics.median(latencies),
                 "identify_ms_p99": 1e3 * float(np.percentile(latencies, 99)), "rss_mb": rss, "peak_rss_mb": peak,
                 "queries": args.queries}
