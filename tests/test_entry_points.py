@@ -37,6 +37,7 @@ def cases(tmp):
         (["-m", "src.recordings.speech", missing + ".wav"], 1, f"{missing}.wav: audio file not found"),
         (["-m", "src.import_weights", "--format", "mindspore_zoo", missing + ".ckpt", os.path.join(tmp, "o.ckpt")],
          1, f"{missing}.ckpt: checkpoint file not found"),
+        (["-m", "src.speakers", "list", "--store", missing + ".db"], 1, f"{missing}.db: no speaker store here"),
     ]
 
 
