@@ -235,6 +235,19 @@ RULES = {
     "infer_utt_list": Text(),
     "infer_max_windows": COUNT,
     "infer_cohort": Text(),
+    # diarization (python -m src.diarize, src/diarize/)
+    "diarize_vad": Choice(("silero", "none")),
+    "diarize_window_seconds": SECONDS,
+    "diarize_hop_seconds": SECONDS,
+    "diarize_min_window_seconds": SECONDS,
+    "diarize_merge_gap_seconds": Number(low=0),
+    "diarize_chunk_seconds": Number(low=10),
+    "diarize_batch_size": POSITIVE_INT,
+    "diarize_clustering": Choice(("spectral", "agglomerative")),
+    "diarize_pruning": Number(low=0, high=1, above=True),
+    "diarize_threshold": Number(low=0, high=2, above=True),
+    "diarize_max_dense_windows": Number(integer=True, low=10),
+    "diarize_micro_clusters": Number(integer=True, low=10),
 }
 
 
@@ -250,6 +263,12 @@ def _pairs(values):
     if not 20 < (high if high > 0 else nyquist + high) <= nyquist:
         problems.append(("kaldi_high_freq", f"got {high}; expected at most 0 (Nyquist + value: the top mel filter edge "
                                             f"above 20 Hz) or a frequency above 20 Hz (the lowest filter edge)"))
+    if values["diarize_hop_seconds"] > values["diarize_window_seconds"]:
+        problems.append(("diarize_hop_seconds", f"got {values['diarize_hop_seconds']}; expected at most "
+                                                f"diarize_window_seconds ({values['diarize_window_seconds']})"))
+    if values["diarize_micro_clusters"] > values["diarize_max_dense_windows"]:
+        problems.append(("diarize_micro_clusters", f"got {values['diarize_micro_clusters']}; expected at most "
+                                                   f"diarize_max_dense_windows ({values['diarize_max_dense_windows']})"))
     total = values["noise_prob"] + values["music_prob"] + values["babble_prob"]
     if total > 1 + 1e-9:
         problems.append(("noise_prob", f"noise_prob + music_prob + babble_prob is {total:g}; expected at most 1"))

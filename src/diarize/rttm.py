@@ -32,8 +32,9 @@ def rttm_lines(recording, segments):
 
 
 def write_rttm(path, recording, segments):
-    """Write one recording's segments as an RTTM file (atomically) -> path."""
+    """Write one recording's segments as an RTTM file (atomically; its folder is created) -> path."""
     text = rttm_lines(recording, segments)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomically(path, "w", lambda f: f.write(text))
     return path
 
