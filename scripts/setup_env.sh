@@ -7,6 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 SPEECHBRAIN_VERSION=1.1.2
 WESPEAKER_VERSION=0.0.5       # wespeaker-nuaazs: PyPI copy of WeSpeaker's code (tests/test_import_wespeaker.py)
 SPEAKERLAB_VERSION=0.0.6      # speakerlab: 3D-Speaker's code (tests/test_import_3dspeaker.py)
+SILERO_VAD_VERSION=6.2.3      # silero-vad: carries silero_vad.onnx, the model of --vad silero (src/recordings/vad.py)
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 
 ensure_venv() {
@@ -39,6 +40,8 @@ ensure_venv() {
     if [ -n "$torch_index" ]; then args+=("$torch_index"); fi
   fi
   pip install -q "${args[@]}"
+  # --no-deps: the package declares torch; the VAD needs only its model file, run by onnxruntime
+  pip install -q --no-deps "silero-vad==$SILERO_VAD_VERSION"
   if [ "$want" = test ]; then
     # --no-deps: they declare torchaudio (and more), whose builds want another torch; the model modules the tests
     # use import torch only

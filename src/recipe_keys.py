@@ -235,6 +235,15 @@ RULES = {
     "infer_utt_list": Text(),
     "infer_max_windows": COUNT,
     "infer_cohort": Text(),
+    # recordings: voice activity detection and long audio (src/recordings/)
+    "vad": Choice(("none", "silero")),
+    "vad_threshold": Number(low=0, high=1, above=True),
+    "vad_min_speech_seconds": Number(low=0),
+    "vad_min_silence_seconds": Number(low=0),
+    "vad_pad_seconds": Number(low=0),
+    "long_audio": Choice(("windows", "crop")),
+    "window_seconds": SECONDS,
+    "window_hop_seconds": SECONDS,
     # diarization (python -m src.diarize, src/diarize/)
     "diarize_vad": Choice(("silero", "none")),
     "diarize_window_seconds": SECONDS,
@@ -263,6 +272,9 @@ def _pairs(values):
     if not 20 < (high if high > 0 else nyquist + high) <= nyquist:
         problems.append(("kaldi_high_freq", f"got {high}; expected at most 0 (Nyquist + value: the top mel filter edge "
                                             f"above 20 Hz) or a frequency above 20 Hz (the lowest filter edge)"))
+    if values["window_hop_seconds"] > values["window_seconds"]:
+        problems.append(("window_hop_seconds", f"got {values['window_hop_seconds']}; expected at most window_seconds "
+                                               f"({values['window_seconds']})"))
     if values["diarize_hop_seconds"] > values["diarize_window_seconds"]:
         problems.append(("diarize_hop_seconds", f"got {values['diarize_hop_seconds']}; expected at most "
                                                 f"diarize_window_seconds ({values['diarize_window_seconds']})"))

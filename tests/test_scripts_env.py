@@ -119,10 +119,11 @@ def test_setup_installs_into_ecapa_venv_and_takes_torch_from_the_cpu_index_only_
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == os.path.join(bin_dir, "python")
     pip = os.path.join(bin_dir, "pip")
-    probe, install, speechbrain = [step for step in calls(record) if step.startswith(pip)]
+    probe, install, silero, speechbrain = [step for step in calls(record) if step.startswith(pip)]
     assert "--dry-run --no-deps --no-index" in probe and "torch==2.13.0+cpu" in probe
     assert install.startswith(f"{pip} install -q -r requirements.txt -r requirements-test.txt")
     assert ("--extra-index-url=https://download.pytorch.org/whl/cpu" in install) is not local_wheel
+    assert silero == f"{pip} install -q --no-deps silero-vad==6.2.3"     # run time: the VAD's model file
     assert "speechbrain==" in speechbrain
     assert os.path.isfile(os.path.join(os.path.dirname(bin_dir), ".installed-test"))
 

@@ -123,11 +123,11 @@ def _raised_cosine_envelope(n, attack, release):
     return env
 
 
-def synthesize_utterance(speaker, seconds, rng, sample_rate=16000, channel=(0.0, 1.0)):
+def synthesize_utterance(speaker, seconds, rng, sample_rate=16000, channel=(0.0, 1.0), noise=True):
     """One utterance of ``speaker`` -> float32 (round(seconds * sample_rate),), peak below 1.
 
     ``channel`` is ``(tilt, gain)`` of the recording channel (first-order colouring and level), shared by
-    the utterances of one video.
+    the utterances of one video. ``noise``: add white noise at 18-35 dB SNR (False: the voice alone).
     """
     total = int(round(seconds * sample_rate))
     out = np.zeros(total + sample_rate)  # room for the last syllable to finish
@@ -165,11 +165,52 @@ def synthesize_utterance(speaker, seconds, rng, sample_rate=16000, channel=(0.0,
     tilt, gain = channel
     wav = lfilter([1.0, tilt], [1.0], wav)
     wav = wav / (np.abs(wav).max() + 1e-9) * gain
+    if not noise:
+        return wav.astype(np.float32)
     snr_db = rng.uniform(18, 35)
     noise = rng.standard_normal(total)
     noise *= np.sqrt(np.mean(wav ** 2) / 10 ** (snr_db / 10))
     wav = wav + noise
     return (wav / max(1.0, np.abs(wav).max() / 0.99)).astype(np.float32)
+
+
+def synthesize_recording(speaker, seconds, rng, silence_fraction=0.4, sample_rate=16000, turn_seconds=(1.5, 6.0),
+                         rt60=0.25, snr_db=20.0):
+    """A long recording of one ``speaker``: turns of speech spread over the whole recording with pauses between
+    them, a little reverberation and background noise -> (float32 (round(seconds * sample_rate),), speech intervals
+    [(start_s, end_s)]).
+
+    ``silence_fraction`` of the recording is pause (before, between and after the turns, each pause at least
+    0.4 s); turns last ``turn_seconds`` (uniform). The voice goes through a room impulse response of ``rt60``
+    seconds (0: none); pink noise is added over the whole recording at ``snr_db`` below the voice's level. The
+    intervals are where each turn's dry voice is above 1 % of its peak (its words, including their short inner
+    pauses).
+    """
+    total = int(round(seconds * sample_rate))
+    speech_budget = (1.0 - silence_fraction) * seconds
+    turns = []
+    while sum(turns) < speech_budget - 0.5 * turn_seconds[0] or not turns:
+        turns.append(min(rng.uniform(*turn_seconds), max(speech_budget - sum(turns), turn_seconds[0])))
+    pause_total = max(seconds - sum(turns), 0.4 * (len(turns) + 1))
+    pauses = 0.4 + (pause_total - 0.4 * (len(turns) + 1)) * rng.dirichlet(np.ones(len(turns) + 1))
+    dry = np.zeros(total)
+    intervals, pos = [], pauses[0]
+    channel = (rng.uniform(-0.5, 0.5), 0.5)
+    for turn, pause in zip(turns, pauses[1:]):
+        start = int(round(pos * sample_rate))
+        voice = synthesize_utterance(speaker, turn, rng, sample_rate, channel, noise=False)[:max(total - start, 0)]
+        dry[start:start + voice.size] = voice
+        loud = np.flatnonzero(np.abs(voice) > 0.01 * np.abs(voice).max())
+        if loud.size:
+            intervals.append(((start + loud[0]) / sample_rate, (start + loud[-1] + 1) / sample_rate))
+        pos += turn + pause
+    wav = np.convolve(dry, _rir(rng, sample_rate, rt60))[:total] if rt60 > 0 else dry
+    in_speech = np.zeros(total, bool)
+    for a, b in intervals:
+        in_speech[int(a * sample_rate):int(b * sample_rate)] = True
+    level = np.mean(wav[in_speech] ** 2) if in_speech.any() else 1e-4
+    wav = wav + _coloured_noise(total, 1, rng) * np.sqrt(level / 10 ** (snr_db / 10))
+    return (wav / max(1.0, np.abs(wav).max() / 0.9)).astype(np.float32), intervals
 
 
 def video_id(rng):

@@ -4,10 +4,13 @@ Shared by eval.py and ``python -m src.evaluate.verify``.
 
 How a set of utterances is embedded (``extract_embeddings``):
 
-1. Each file's length is read from its header. Lengths are grouped into a few buckets (``Batching``:
-   ``bucket_seconds``, plus ``max_seconds`` as the last bucket). An utterance is zero-padded up to its bucket's
-   length and never cropped, unless it is longer than ``max_seconds`` (then its first ``max_seconds`` are kept and
-   a warning says how many were cropped).
+1. Each file's length is read from its header. What of it is embedded is planned by src/recordings/windows.py
+   (``Batching.vad`` and ``Batching.long_audio``): without VAD the whole file, with VAD its speech regions joined;
+   speech longer than ``max_seconds`` is cut into windows whose embeddings are averaged (``long_audio`` "windows")
+   or cropped to its first ``max_seconds`` (``long_audio`` "crop", with a warning saying how many were cropped).
+   A file in which the VAD finds no speech is embedded whole, with a warning naming it.
+   The pieces' lengths are grouped into a few buckets (``bucket_seconds``, plus ``max_seconds`` as the last
+   bucket); a piece is zero-padded up to its bucket's length.
 2. Every batch of a bucket has the same shape (batch_size, bucket_samples): the last batch is filled up with
    dummy rows that are dropped afterwards. So the network sees at most one input shape per bucket, and GRAPH mode
    compiles at most ``len(buckets)`` graphs however many distinct lengths there are.
@@ -17,7 +20,8 @@ How a set of utterances is embedded (``extract_embeddings``):
 
 Cache (``EmbeddingCache``, e.g. ``emb.npz``): ``keys`` (N,) str, ``embeddings`` (N, D) float32 and ``stamps`` (N,)
 str (each file's size and modification time when it was embedded), plus a JSON sidecar ``emb.json`` with the
-``fingerprint`` (``cache_fingerprint``: parameter hash, embedder settings, outputs, audio root, ``max_seconds``)
+``fingerprint`` (``cache_fingerprint``: parameter hash, embedder settings, outputs, audio root, ``max_seconds``,
+VAD and long-audio settings)
 and ``info`` for people to read. A cache is used only when its fingerprint matches, and an entry only while its
 file's stamp is unchanged; missing entries are computed, and the cache is rewritten every ``save_every_seconds``
 and when extraction stops for any reason, so an interrupted run keeps what it computed.
@@ -49,6 +53,8 @@ from src.device import CompileLogged
 from src.evaluate.scoring import mean_embedding
 from src.files import write_atomically
 from src.model.embedder import embedder_settings, min_samples as shortest_input
+from src.recordings.vad import VadSettings
+from src.recordings.windows import LongAudio, RecordingPlan, plan_recording, weighted_mean
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +69,8 @@ class Batching:
     sample_rate (Hz); bucket_seconds: bucket lengths below ``max_seconds``; max_seconds: the last bucket (longer
     utterances are cropped to it); batch_size: utterances per batch; batch_seconds: at most this much padded audio
     per batch (long buckets get smaller batches); min_samples: the shortest utterance the front end and network
-    take (src.model.embedder.min_samples).
+    take (src.model.embedder.min_samples); vad: a src.recordings.vad.VadSettings (which samples are speech);
+    long_audio: a src.recordings.windows.LongAudio (speech longer than ``max_seconds``: windows or crop).
     """
     sample_rate: int = 16000
     bucket_seconds: tuple = (3, 5, 8, 12, 20, 30)
@@ -71,13 +78,29 @@ class Batching:
     batch_size: int = 16
     batch_seconds: float = 240.0
     min_samples: int = MIN_SAMPLES
+    vad: VadSettings = VadSettings()
+    long_audio: LongAudio = LongAudio()
 
     @classmethod
     def from_recipe(cls, cfg):
-        """The recipe's keys sample_rate, bucket_seconds, max_eval_seconds, eval_batch_size, eval_batch_seconds, and
-        the shortest input of its front_end."""
+        """The recipe's keys sample_rate, bucket_seconds, max_eval_seconds, eval_batch_size, eval_batch_seconds, the
+        shortest input of its front_end, its VAD keys (vad, vad_*) and long-audio keys (long_audio, window_*)."""
         return cls(int(cfg.sample_rate), tuple(float(s) for s in cfg.bucket_seconds), float(cfg.max_eval_seconds),
-                   int(cfg.eval_batch_size), float(cfg.eval_batch_seconds), shortest_input(cfg))
+                   int(cfg.eval_batch_size), float(cfg.eval_batch_seconds), shortest_input(cfg),
+                   VadSettings.from_recipe(cfg), LongAudio.from_recipe(cfg))
+
+    @property
+    def max_samples(self):
+        return int(round(self.max_seconds * self.sample_rate))
+
+    def speech_fingerprint(self):
+        """The VAD and long-audio settings an embedding depends on -> dict."""
+        return {"vad": self.vad.fingerprint(), "long_audio": self.long_audio.fingerprint()}
+
+    def plan_file(self, path, num_samples, resample=False):
+        """What of the audio file ``path`` (``num_samples`` long) is embedded -> src.recordings.windows.RecordingPlan."""
+        return plan_recording(path, num_samples, self.vad, self.long_audio, self.max_samples, self.min_samples,
+                              self.sample_rate, resample)
 
     def bucket_lengths(self):
         """Bucket lengths in samples, ascending: ``bucket_seconds`` up to ``max_seconds``, then that maximum."""
@@ -144,11 +167,16 @@ def expected_samples(path, sample_rate, resample, shortest=MIN_SAMPLES):
 
 
 def embedded_seconds(keys, root, batching, resample=False):
-    """Seconds of audio each utterance's embedding saw -> dict key -> float: its length (from the file header),
-    at most ``batching.max_seconds`` (longer ones are cropped)."""
-    rate = batching.sample_rate
-    return {k: min(expected_samples(audio_path(root, k), rate, resample, batching.min_samples) / rate,
-                   batching.max_seconds) for k in keys}
+    """Seconds of audio each utterance's embedding saw -> dict key -> float: its speech (the whole file without VAD;
+    with VAD the regions, remembered from the extraction), at most ``batching.max_seconds`` when long audio is
+    cropped."""
+    rate, seconds = batching.sample_rate, {}
+    for k in keys:
+        path = audio_path(root, k)
+        plan = batching.plan_file(path, expected_samples(path, rate, resample, batching.min_samples), resample)
+        speech = plan.speech_samples / rate
+        seconds[k] = min(speech, batching.max_seconds) if batching.long_audio.mode == "crop" else speech
+    return seconds
 
 
 def save_embeddings(path, embeddings, meta=None, stamps=None):
@@ -188,15 +216,18 @@ def sidecar_path(path):
     return os.path.splitext(path)[0] + ".json"
 
 
-def cache_fingerprint(model, settings, root, max_seconds, model_id=None):
+def cache_fingerprint(model, settings, root, max_seconds, model_id=None, speech=None):
     """What a cache's embeddings depend on: the weights (``model_id``, default the hash of ``model``'s parameters),
-    the embedder ``settings`` (src.model.embedder.embedder_settings), the outputs, the audio root and the crop."""
+    the embedder ``settings`` (src.model.embedder.embedder_settings), the outputs, the audio root, the longest
+    bucket and ``speech`` (``Batching.speech_fingerprint``: VAD and long-audio settings)."""
     model_id = model_id or (parameters_sha256(model.get_parameters()) if isinstance(model, nn.Cell) else None)
     if model_id is None:
         raise ValueError("embedding cache: the model has no parameters to hash; pass model_id")
     fingerprint = {"model": model_id, "outputs": list(getattr(model, "outputs", ["custom"])),
                    "root": os.path.abspath(root) if root else "", "settings": dict(settings),
                    "max_seconds": float(max_seconds)}
+    if speech is not None:
+        fingerprint["speech"] = dict(speech)
     return json.loads(json.dumps(fingerprint))
 
 
@@ -227,25 +258,60 @@ class EmbeddingCache:
 
 
 # ---------------------------------------------------------------- extraction
-def _load_batch(bucket, keys, batch_size, root, sample_rate, resample):
-    """Read one batch -> (wav (batch_size, bucket) float32, wav_lens (batch_size,) int32, {key: quality problems});
+def _load_batch(bucket, items, batch_size, read, sample_rate):
+    """Read one batch -> (wav (batch_size, bucket) float32, wav_lens (batch_size,) int32, {item: quality problems});
     dummy rows at the end."""
     wav = np.zeros((batch_size, bucket), np.float32)
     lens = np.full((batch_size,), bucket, np.int32)       # dummy rows: full length (any valid length works)
     problems = {}
-    for row, key in enumerate(keys):
-        audio = read_audio(audio_path(root, key), sample_rate, resample=resample)[:bucket]
+    for row, item in enumerate(items):
+        audio = read(item)[:bucket]
         wav[row, :audio.size] = audio
         lens[row] = audio.size
         found = quality_problems(audio, sample_rate)
         if found:
-            problems[key] = found
+            problems[item] = found
     return wav, lens, problems
 
 
 def _run(model, wav, lens):
     out = model(ms.Tensor(wav), ms.Tensor(lens))
     return out.asnumpy() if hasattr(out, "asnumpy") else np.asarray(out)
+
+
+def embed_items(model, lengths, read, batching, progress=True, on_batch=None):
+    """Embed pieces of audio of any origin in bucketed fixed-shape batches -> dict item -> (D,) float32.
+
+    Args:
+        model: as in ``extract_embeddings``.
+        lengths: dict item -> samples (items: hashable and sortable, e.g. keys or (key, index) pairs).
+        read: item -> float32 (samples,) audio; called from a background thread one batch ahead.
+        batching: a ``Batching`` (buckets and batch sizes; pieces longer than its ``max_seconds`` are cropped).
+        on_batch: called after every batch with (dict item -> embedding, dict item -> quality problems).
+    """
+    if isinstance(model, nn.Cell):
+        model.set_train(False)
+        model = CompileLogged(model, "embedding")
+    batches, _ = batching.plan(lengths)
+    result = {}
+    bar = tqdm(total=len(lengths), desc="embeddings", unit="piece", disable=not progress)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
+        def submit(i):
+            bucket, items = batches[i]
+            return reader.submit(_load_batch, bucket, items, batching.batch_size_for(bucket), read,
+                                 batching.sample_rate)
+        pending = submit(0) if batches else None
+        for i, (bucket, items) in enumerate(batches):
+            wav, lens, problems = pending.result()
+            pending = submit(i + 1) if i + 1 < len(batches) else None
+            out = _run(model, wav, lens)
+            done = {item: out[row].astype(np.float32) for row, item in enumerate(items)}
+            result.update(done)
+            bar.update(len(items))
+            if on_batch is not None:
+                on_batch(done, problems)
+    bar.close()
+    return result
 
 
 def extract_embeddings(model, keys, root, batching, cache=None, resample=False, progress=True,
@@ -294,38 +360,70 @@ def extract_embeddings(model, keys, root, batching, cache=None, resample=False, 
     return {k: result[k] for k in keys}
 
 
-def _extract(model, keys, root, batching, resample, progress, result, after_batch=None):
-    """Embed ``keys`` into the dict ``result`` batch by batch."""
-    rate = batching.sample_rate
-    lengths = {k: expected_samples(audio_path(root, k), rate, resample, batching.min_samples) for k in
-               tqdm(keys, desc="audio lengths", unit="file", disable=not progress or len(keys) < 1000)}
-    batches, cropped = batching.plan(lengths)
+def _plan_files(keys, root, batching, resample, progress):
+    """What of each file is embedded -> dict key -> RecordingPlan (src/recordings/windows.py); warns about cropped
+    files and files without speech."""
+    rate, plans = batching.sample_rate, {}
+    desc = "voice activity" if batching.vad.enabled else "audio lengths"
+    for key in tqdm(keys, desc=desc, unit="file", disable=not progress or (len(keys) < 1000 and not batching.vad.enabled)):
+        path = audio_path(root, key)
+        plans[key] = batching.plan_file(path, expected_samples(path, rate, resample, batching.min_samples), resample)
+    cropped = [k for k, plan in plans.items() if plan.cropped]
     if cropped:
-        logger.warning("%d utterances are longer than max_eval_seconds=%s s and were cropped to their first "
-                       "%s s, e.g. %s", len(cropped), batching.max_seconds, batching.max_seconds, cropped[:3])
-    logger.info("embedding %d utterances in %d batches over %d bucket shapes", len(keys), len(batches),
-                len({b for b, _ in batches}))
-    bar = tqdm(total=len(keys), desc="embeddings", unit="utt", disable=not progress)
-    if isinstance(model, nn.Cell):
-        model = CompileLogged(model, "embedding")
-    flagged = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
-        def submit(i):
-            bucket, batch_keys = batches[i]
-            return reader.submit(_load_batch, bucket, batch_keys, batching.batch_size_for(bucket), root, rate,
-                                 resample)
-        pending = submit(0) if batches else None
-        for i, (bucket, batch_keys) in enumerate(batches):
-            wav, lens, problems = pending.result()
-            flagged.update(problems)
-            pending = submit(i + 1) if i + 1 < len(batches) else None
-            out = _run(model, wav, lens)
-            for row, key in enumerate(batch_keys):
-                result[key] = out[row].astype(np.float32)
-            bar.update(len(batch_keys))
-            if after_batch is not None:
-                after_batch()
-    bar.close()
+        logger.warning("%d utterances have more than max_eval_seconds=%s s of %s and were cropped to their first "
+                       "%s s (long_audio: crop), e.g. %s", len(cropped), batching.max_seconds,
+                       "speech" if batching.vad.enabled else "audio", batching.max_seconds, cropped[:3])
+    silent = [k for k, plan in plans.items() if plan.no_speech]
+    if silent:
+        logger.warning("%d utterance(s) have no speech the VAD found, so they are embedded whole and their scores "
+                       "mean little: %s", len(silent), ", ".join(silent[:5]))
+    return plans
+
+
+def _piece_reader(root, plans, sample_rate, resample):
+    """(key, index) -> float32 samples of that piece of the key's file: its segments joined end to end."""
+    def read(item):
+        key, index = item
+        segments = plans[key].pieces[index]
+        first, last = segments[0][0], segments[-1][1]
+        audio = read_audio(audio_path(root, key), sample_rate, resample=resample, start=first,
+                           num_samples=last - first)
+        if len(segments) == 1:
+            return audio
+        return np.concatenate([audio[s - first:e - first] for s, e in segments])
+    return read
+
+
+def _extract(model, keys, root, batching, resample, progress, result, after_batch=None):
+    """Embed ``keys`` into the dict ``result`` batch by batch: a key enters ``result`` once all its pieces are
+    embedded (their length-weighted mean)."""
+    plans = _plan_files(keys, root, batching, resample, progress)
+    lengths = {(k, i): RecordingPlan.piece_samples(piece) for k, plan in plans.items()
+               for i, piece in enumerate(plan.pieces)}
+    logger.info("embedding %d utterances as %d pieces", len(keys), len(lengths))
+    parts = {k: {} for k in keys}
+    flagged, problems_of = {}, {}
+
+    def on_batch(done, problems):
+        for (key, index), embedding in done.items():
+            parts[key][index] = embedding
+            if (key, index) in problems:
+                problems_of.setdefault(key, []).append(problems[(key, index)])
+            pieces = plans[key].pieces
+            if len(parts[key]) < len(pieces):
+                continue
+            if len(pieces) == 1:
+                result[key] = embedding
+            else:
+                result[key] = weighted_mean([parts[key][i] for i in range(len(pieces))],
+                                            [RecordingPlan.piece_samples(p) for p in pieces])
+            del parts[key]
+            if len(problems_of.get(key, ())) == len(pieces):
+                flagged[key] = problems_of[key][0]
+        if after_batch is not None:
+            after_batch()
+    embed_items(model, lengths, _piece_reader(root, plans, batching.sample_rate, resample), batching, progress,
+                on_batch)
     if flagged:
         logger.warning("%d utterance(s) are near-silent or very short, so their scores mean little: %s", len(flagged),
                        "; ".join(f"{k}: {', '.join(v)}" for k, v in list(flagged.items())[:5]))
@@ -338,7 +436,8 @@ def recipe_cache(cfg, embedder, batching, path, root, info):
     settings, or None when ``path`` is ""."""
     if not path:
         return None
-    return EmbeddingCache(path, cache_fingerprint(embedder, embedder_settings(cfg), root, batching.max_seconds), info)
+    return EmbeddingCache(path, cache_fingerprint(embedder, embedder_settings(cfg), root, batching.max_seconds,
+                                                  speech=batching.speech_fingerprint()), info)
 
 
 def scoring_references(cfg, embedder, batching, cache_path="", info=None):
