@@ -101,47 +101,56 @@ def write_conversation(wav_path, rttm_path, name, settings, seed):
     speech_power, noise_rng = [], _rng(seed, STREAM, 3)
     tmp = wav_path + ".tmp.wav"
     os.makedirs(os.path.dirname(os.path.abspath(wav_path)), exist_ok=True)
-    with sf.SoundFile(tmp, "w", rate, 1, "PCM_16") as out:
-        def flush(until):
-            nonlocal buffer, buffer_start
-            block = buffer[:max(0, until - buffer_start)]
-            if settings.noise_snr is not None and block.size:
-                level = np.sqrt(np.mean(speech_power)) if speech_power else 0.05
-                noise = _coloured_noise(block.size, 1.0, noise_rng) * level * 10 ** (-settings.noise_snr / 20)
-                block = block + noise.astype(np.float32)
-            out.write(np.clip(block, -1.0, 1.0))
-            buffer, buffer_start = buffer[block.size:], buffer_start + block.size
+    try:
+        with sf.SoundFile(tmp, "w", rate, 1, "PCM_16") as out:
+            def flush(until):
+                nonlocal buffer, buffer_start
+                if until > buffer_start + buffer.size:                 # silence up to ``until``
+                    buffer = np.concatenate([buffer, np.zeros(until - buffer_start - buffer.size, np.float32)])
+                block = buffer[:max(0, until - buffer_start)]
+                if settings.noise_snr is not None and block.size:
+                    level = np.sqrt(np.mean(speech_power)) if speech_power else 0.05
+                    noise = _coloured_noise(block.size, 1.0, noise_rng) * level * 10 ** (-settings.noise_snr / 20)
+                    block = block + noise.astype(np.float32)
+                out.write(np.clip(block, -1.0, 1.0))
+                buffer, buffer_start = buffer[block.size:], buffer_start + block.size
 
-        start = int(rng.uniform(0.2, 1.0) * rate)
-        while start < total:
-            who = rng.choice([s for s in range(len(speakers)) if s != previous or len(speakers) == 1])
-            low, high = settings.turn_seconds
-            seconds = float(np.exp(rng.uniform(np.log(low), np.log(high))))
-            wav = synthesize_utterance(speakers[who], seconds + 0.3, rng, rate, channels[who])
-            first, last = _audible(wav, rate)
-            wav = wav[first:last] * MIX_GAIN
-            if wav.size < int(0.2 * rate):
-                continue
-            wav = wav[:max(int(0.2 * rate), total - start)]
-            turns.append(Segment(round(start / rate, 3), round((start + wav.size) / rate, 3), names[who]))
-            speech_power.append(float(np.mean(wav ** 2)))
-            if rooms is not None:
-                wav = fftconvolve(wav, rooms[who])[:wav.size + rate // 2].astype(np.float32)
-            end = start + wav.size
-            if end > buffer_start + buffer.size:
-                buffer = np.concatenate([buffer, np.zeros(end - buffer_start - buffer.size, np.float32)])
-            buffer[start - buffer_start:end - buffer_start] += wav
-            flush(start)                                   # later turns start after this one did
-            dry_end = int(round(turns[-1].end * rate))
-            if rng.random() < p_early and len(speakers) > 1:
-                early = int(rng.uniform(*EARLY_SECONDS) * rate)
-                next_start = max(dry_end - min(early, (dry_end - start) // 2), ended, start + 1)   # never 3 voices
-            else:
-                next_start = max(dry_end, ended) + int(rng.uniform(*settings.pause_seconds) * rate)
-            ended = max(ended, dry_end)
-            previous, start = who, next_start
-        flush(max(total, buffer_start + buffer.size))
-    os.replace(tmp, wav_path)
+            start = int(rng.uniform(0.2, 1.0) * rate)
+            while start < total:
+                who = rng.choice([s for s in range(len(speakers)) if s != previous or len(speakers) == 1])
+                low, high = settings.turn_seconds
+                seconds = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+                wav = synthesize_utterance(speakers[who], seconds + 0.3, rng, rate, channels[who])
+                first, last = _audible(wav, rate)
+                wav = wav[first:last][:total - start] * MIX_GAIN        # the recording ends at ``seconds``
+                if wav.size < int(0.2 * rate):
+                    if total - start < int(0.2 * rate):
+                        break
+                    continue
+                turns.append(Segment(round(start / rate, 3), round((start + wav.size) / rate, 3), names[who]))
+                speech_power.append(float(np.mean(wav ** 2)))
+                if rooms is not None:
+                    wav = fftconvolve(wav, rooms[who])[:wav.size + rate // 2].astype(np.float32)
+                end = min(start + wav.size, total)
+                wav = wav[:end - start]
+                flush(start)                                   # later turns start after this one did
+                if end > buffer_start + buffer.size:
+                    buffer = np.concatenate([buffer, np.zeros(end - buffer_start - buffer.size, np.float32)])
+                buffer[start - buffer_start:end - buffer_start] += wav
+                dry_end = int(round(turns[-1].end * rate))
+                if rng.random() < p_early and len(speakers) > 1:
+                    early = int(rng.uniform(*EARLY_SECONDS) * rate)
+                    next_start = max(dry_end - min(early, (dry_end - start) // 2), ended, start + 1)   # never 3 voices
+                else:
+                    next_start = max(dry_end, ended) + int(rng.uniform(*settings.pause_seconds) * rate)
+                ended = max(ended, dry_end)
+                previous, start = who, next_start
+            buffer = buffer[:total - buffer_start]
+            flush(total)
+        os.replace(tmp, wav_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     write_rttm(rttm_path, name, turns)
     return {"speakers": settings.num_speakers, "seconds": total / rate, "overlap": round(overlap_fraction(turns), 4),
             "noise_snr": settings.noise_snr, "reverb": settings.reverb, "turns": len(turns)}
