@@ -68,3 +68,18 @@ def test_a_recording_without_reference_or_uem_is_refused():
         score_recordings({"a": REFERENCE}, {"a": HYPOTHESIS, "b": HYPOTHESIS})
     with pytest.raises(ValueError, match="uem: no scored regions for recording.s. a"):
         score_recordings({"a": REFERENCE}, {"a": HYPOTHESIS}, uem={"b": [(0, 1)]})
+
+
+def test_breakdown_pools_recordings_by_speakers_and_overlap():
+    from src.diarize.breakdown import breakdown
+    references = {"a": REFERENCE,                                                       # 2 speakers, no overlap
+                  "b": [Segment(0, 30, "C")],                                           # 1 speaker
+                  "c": [Segment(0, 10, "A"), Segment(8, 20, "B")]}                      # 2 speakers, 2/20 overlap
+    hypotheses = {"a": HYPOTHESIS, "b": [Segment(0, 30, "z")], "c": [Segment(0, 10, "x"), Segment(10, 20, "y")]}
+    rows = score_recordings(references, hypotheses)["no collar, overlap scored"]
+    groups = {name: (count, rates) for name, count, rates in breakdown(rows, references)}
+    assert groups["1 speakers"][0] == 1 and groups["1 speakers"][1]["der"] == pytest.approx(0.0)
+    # a: 5 of 20 s wrong, c: 2 of 22 s missed -> 7 of 42 s
+    assert groups["2 speakers"][0] == 2 and groups["2 speakers"][1]["der"] == pytest.approx(7 / 42)
+    assert groups["overlap 10-15 %"][0] == 1 and groups["overlap 0-5 %"][0] == 2
+    assert groups["all"][1]["der"] == pytest.approx(rows[TOTAL]["der"])

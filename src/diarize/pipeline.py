@@ -69,10 +69,12 @@ class DiarizeSettings:
 @dataclasses.dataclass
 class Diarization:
     """What ``diarize_recording`` found: segments (list of Segment), regions ((R, 2) speech seconds), windows
-    ((N, 2) seconds), labels ((N,) speaker per window), seconds (recording length) and times (seconds per stage)."""
+    ((N, 2) seconds), embeddings ((N, D) float32), labels ((N,) speaker per window), seconds (recording length) and
+    times (seconds per stage)."""
     segments: list
     regions: np.ndarray
     windows: np.ndarray
+    embeddings: np.ndarray
     labels: np.ndarray
     seconds: float
     times: dict
@@ -146,4 +148,4 @@ def diarize_recording(path, embedder, settings, min_samples, progress=None):
     segments = window_segments(windows, labels, settings.merge_gap_seconds,
                                names={k: f"spk{k}" for k in range(labels.max() + 1)})
     times["clustering"] += time.perf_counter() - start
-    return Diarization(segments, regions, windows, labels, total / rate, times)
+    return Diarization(segments, regions, windows, embeddings, labels, total / rate, times)
