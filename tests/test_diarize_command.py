@@ -87,6 +87,11 @@ def test_diarize_a_conversation_and_score_it(checkpoint, conversation, tmp_path,
     # well enough when told there are two (the eigengap on its own finds too many: 61.9 %).
     assert scores["missed"] + scores["false_alarm"] < 0.05
     assert scores["der"] < 0.15
+    # Read in 10 s chunks (as a long recording is): the chunks' windows are placed at their time in the recording.
+    chunked = str(tmp_path / "chunked")
+    assert diarize.main(args[:4] + [chunked] + args[5:] + ["--diarize_chunk_seconds", "10", "--no_plot"]) == 0
+    chunked_scores = json.load(open(os.path.join(chunked, "scores.json")))["collar 0.25 s, overlap scored"]["talk"]
+    assert chunked_scores["missed"] + chunked_scores["false_alarm"] < 0.05 and chunked_scores["der"] < 0.2
     # A second run finds the recording done and does not diarize it again.
     stamp = os.stat(os.path.join(out, "talk.json")).st_mtime_ns
     assert diarize.main(args) == 0
@@ -129,3 +134,25 @@ def test_malformed_reference_is_refused_before_any_work(checkpoint, conversation
     with pytest.raises(ValueError, match=r"bad.rttm:1: start and duration must be numbers"):
         diarize.main([wav, "--checkpoint", checkpoint, "--out", str(out), "--reference", str(bad)] + TINY_ARGS)
     assert not out.exists()
+
+
+def test_onnx_window_embeddings_match_the_mindspore_graph(checkpoint, tmp_path):
+    """The dynamic waveform ONNX export through onnxruntime (src/diarize/onnx_embedder.py) gives the windows the
+    embeddings the MindSpore graph gives them, padded rows (a region shorter than a window) included."""
+    from src.checkpoint import load_network_weights
+    from src.deploy.export import export_model
+    from src.diarize.onnx_embedder import OnnxEmbedder
+    from src.model.embedder import load_embedder
+    cfg = load_config(TINY_ARGS)
+    embedder = load_embedder(cfg, checkpoint)
+    network = load_network_weights(build_ecapa(cfg), checkpoint)
+    export_model(network, str(tmp_path / "tiny"), "ONNX", "waveform", seconds=1.5, dynamic=True)
+    wav = 0.1 * np.random.default_rng(1).standard_normal((4, 24000)).astype(np.float32)
+    lens = np.array([24000, 9000, 24000, 4800], np.int32)
+    wav[1, 9000:] = 0
+    wav[3, 4800:] = 0
+    expected = embedder(ms.Tensor(wav), ms.Tensor(lens)).asnumpy()
+    got = OnnxEmbedder(str(tmp_path / "tiny.onnx"))(wav, lens)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="not a readable ONNX model"):
+        OnnxEmbedder(str(tmp_path / "missing.onnx"))

@@ -78,6 +78,11 @@ def is_done(paths, fingerprint):
         return False
 
 
+def chunk_logger(name):
+    """A progress callback for diarize_recording: one log line per chunk of a recording."""
+    return lambda done, total: logger.info("%s: %.0f of %.0f s read and embedded", name, done, total)
+
+
 def write_outputs(paths, name, result, fingerprint, reference, plot):
     """RTTM, JSON and PNG of one recording (each written atomically; the JSON, which marks it done, last)."""
     write_rttm(paths["rttm"], name, result.segments)
@@ -135,7 +140,7 @@ def main(argv=None):
             if is_done(paths, fingerprint):
                 logger.info("%s: done already (%s)", name, paths["rttm"])
                 continue
-            result = diarize_recording(path, embedder, settings, min_samples(cfg))
+            result = diarize_recording(path, embedder, settings, min_samples(cfg), chunk_logger(name))
         except (ValueError, OSError) as err:
             failed[name] = str(err)
             logger.error("%s", err)

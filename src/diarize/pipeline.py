@@ -1,6 +1,7 @@
 """One recording from audio to speaker turns: speech regions -> windows -> embeddings -> speakers -> segments.
 
-1. The recording is read in chunks of ``chunk_seconds`` (memory holds one chunk of audio, not the recording).
+1. The recording is read in chunks of ``chunk_seconds`` (memory holds one chunk of audio, not the recording; a
+   file at another sample rate than ``sample_rate`` is read and resampled whole first).
 2. Voice activity detection finds the speech regions of each chunk (src/recordings/vad.py).
 3. Sliding windows (``window_seconds`` long, every ``hop_seconds``) cover each region; a region shorter than a
    window is one shorter window (src/recordings/windows.py). They are embedded in fixed-shape batches of one
@@ -118,8 +119,10 @@ def diarize_recording(path, embedder, settings, min_samples, progress=None):
     batching = window_batching(settings, min_samples)
     times = {"vad": 0.0, "embedding": 0.0, "clustering": 0.0}
     regions, windows, embeddings = [], [], []
+    whole = read_audio(path, rate, resample=True) if file_rate != rate else None
     for offset in range(0, total, chunk):
-        samples = read_audio(path, rate, resample=True, start=offset, num_samples=chunk)
+        samples = whole[offset:offset + chunk] if whole is not None else \
+            read_audio(path, rate, start=offset, num_samples=chunk)
         if samples.size == 0:
             break
         start = time.perf_counter()
