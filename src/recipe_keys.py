@@ -254,6 +254,19 @@ RULES = {
     # CN-Celeb protocol (eval.py, src/data/cnceleb.py)
     "cnceleb_enrollment": Choice(("mean", "concat")),
     "cnceleb_data_dir": Text(),
+    # diarization (python -m src.diarize, src/diarize/)
+    "diarize_vad": Choice(("silero", "none")),
+    "diarize_window_seconds": SECONDS,
+    "diarize_hop_seconds": SECONDS,
+    "diarize_min_window_seconds": SECONDS,
+    "diarize_merge_gap_seconds": Number(low=0),
+    "diarize_chunk_seconds": Number(low=10),
+    "diarize_batch_size": POSITIVE_INT,
+    "diarize_clustering": Choice(("spectral", "agglomerative")),
+    "diarize_pruning": Number(low=0, high=1, above=True),
+    "diarize_threshold": Number(low=0, high=2, above=True),
+    "diarize_max_dense_windows": Number(integer=True, low=10),
+    "diarize_micro_clusters": Number(integer=True, low=10),
 }
 
 
@@ -278,6 +291,12 @@ def _pairs(values):
     if values["window_hop_seconds"] > values["window_seconds"]:
         problems.append(("window_hop_seconds", f"got {values['window_hop_seconds']}; expected at most window_seconds "
                                                f"({values['window_seconds']})"))
+    if values["diarize_hop_seconds"] > values["diarize_window_seconds"]:
+        problems.append(("diarize_hop_seconds", f"got {values['diarize_hop_seconds']}; expected at most "
+                                                f"diarize_window_seconds ({values['diarize_window_seconds']})"))
+    if values["diarize_micro_clusters"] > values["diarize_max_dense_windows"]:
+        problems.append(("diarize_micro_clusters", f"got {values['diarize_micro_clusters']}; expected at most "
+                                                   f"diarize_max_dense_windows ({values['diarize_max_dense_windows']})"))
     total = values["noise_prob"] + values["music_prob"] + values["babble_prob"]
     if total > 1 + 1e-9:
         problems.append(("noise_prob", f"noise_prob + music_prob + babble_prob is {total:g}; expected at most 1"))
