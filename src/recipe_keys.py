@@ -235,6 +235,10 @@ RULES = {
     "infer_utt_list": Text(),
     "infer_max_windows": COUNT,
     "infer_cohort": Text(),
+    # ---- speed (issue 23): static int8 calibration, the runtime behind every CPU command ----
+    "int8_calibration_crops": POSITIVE_INT,
+    "runtime": Choice(("mindspore", "onnxruntime")),
+    "runtime_cache_dir": Text(),
 }
 
 
