@@ -34,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.sides import (Side, int_list, pin_threads, serve, spread, take_turns, timed_runs,  # noqa: E402
-                             worker_command)
+                             worker_command, write_json)
 
 SIDES = ("mindspore", "mindir", "onnxruntime", "onnxruntime-int8", "speechbrain")
 ANCHOR = "onnxruntime"
@@ -200,6 +200,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per case in each turn")
     parser.add_argument("--warmup", type=int, default=MINDSPORE_WARMUP,
                         help=f"untimed calls per case of the MindSpore sides before timing (others: {OTHER_WARMUP})")
+    parser.add_argument("--json", default="bench_inference.json", help="write every time here ('' : no file)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -210,6 +211,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"--sides: unknown {unknown}; choose from {', '.join(SIDES)}")
     common = ["--channels", ",".join(map(str, args.channels)), "--warmup", args.warmup]
+    all_times = {}
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as folder:
         common += ["--folder", folder]
         print(f"writing the networks and exports (C = {args.channels}) in {folder}", flush=True)
@@ -231,6 +233,8 @@ def main(argv=None):
                     sides.append(side)
                 times = take_turns(sides, args.rounds, {"kind": "run", "repeats": args.repeats})
             print_tables(times, args.sides, args.channels, threads)
+            all_times.update({(side, f"{threads} threads {key}"): v for (side, key), v in times.items()})
+            write_json(args.json, all_times, anchor=ANCHOR, frames_per_second=FRAMES_PER_SECOND)
 
 
 if __name__ == "__main__":

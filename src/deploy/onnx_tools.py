@@ -61,10 +61,11 @@ def cosine_rows(a, b):
 
 @contextlib.contextmanager
 def _quiet_root_logger():
-    """onnxruntime's quantiser logs one INFO line per tensor on the root logger: keep them out of the run's log."""
+    """onnxruntime's quantiser logs one INFO line per tensor, and advice meant for other models, on the root logger:
+    keep them out of the run's log."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(max(level, logging.WARNING))
+    root.setLevel(max(level, logging.ERROR))
     try:
         yield
     finally:

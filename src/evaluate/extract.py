@@ -191,7 +191,8 @@ def sidecar_path(path):
 def cache_fingerprint(model, settings, root, max_seconds, model_id=None):
     """What a cache's embeddings depend on: the weights (``model_id``, default the hash of ``model``'s parameters),
     the embedder ``settings`` (src.model.embedder.embedder_settings), the outputs, the audio root and the crop."""
-    model_id = model_id or (parameters_sha256(model.get_parameters()) if isinstance(model, nn.Cell) else None)
+    model_id = model_id or getattr(model, "model_id", None) or (
+        parameters_sha256(model.get_parameters()) if isinstance(model, nn.Cell) else None)
     if model_id is None:
         raise ValueError("embedding cache: the model has no parameters to hash; pass model_id")
     fingerprint = {"model": model_id, "outputs": list(getattr(model, "outputs", ["custom"])),
@@ -254,7 +255,8 @@ def extract_embeddings(model, keys, root, batching, cache=None, resample=False, 
 
     Args:
         model: an Embedder, or any Cell/callable mapping (wav Tensor (B, S) float32, wav_lens Tensor (B,) int32)
-            -> (B, D).
+            -> (B, D) (src/model/embedder.py ``load_embedder`` gives one of the recipe's ``runtime``). One with
+            ``fixed_batch_shapes`` False gets batches without dummy rows.
         keys: audio paths, relative to ``root`` (VoxCeleb trial-list keys) or absolute; they key the result.
         root: folder the keys are relative to ("" or None: keys are paths as they are).
         batching: a ``Batching`` (buckets, batch sizes, sample rate).
@@ -306,14 +308,15 @@ def _extract(model, keys, root, batching, resample, progress, result, after_batc
     logger.info("embedding %d utterances in %d batches over %d bucket shapes", len(keys), len(batches),
                 len({b for b, _ in batches}))
     bar = tqdm(total=len(keys), desc="embeddings", unit="utt", disable=not progress)
+    fixed_shapes = getattr(model, "fixed_batch_shapes", True)
     if isinstance(model, nn.Cell):
         model = CompileLogged(model, "embedding")
     flagged = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
         def submit(i):
             bucket, batch_keys = batches[i]
-            return reader.submit(_load_batch, bucket, batch_keys, batching.batch_size_for(bucket), root, rate,
-                                 resample)
+            rows = batching.batch_size_for(bucket) if fixed_shapes else len(batch_keys)
+            return reader.submit(_load_batch, bucket, batch_keys, rows, root, rate, resample)
         pending = submit(0) if batches else None
         for i, (bucket, batch_keys) in enumerate(batches):
             wav, lens, problems = pending.result()
