@@ -4,7 +4,8 @@
     python export.py --checkpoint x.ckpt --export_format ONNX --export_input fbank --export_batch_size 8
     python export.py --checkpoint x.ckpt --export_dynamic true          # MINDIR with a dynamic time axis
     python export.py --checkpoint x.ckpt --export_format ONNX --export_input fbank --export_dynamic true   # any batch, length
-    python export.py --checkpoint x.ckpt --export_format ONNX --export_int8 true    # also <file>.int8.onnx
+    python export.py --checkpoint x.ckpt --export_format ONNX --export_int8 true    # also <file>.int8.onnx (static
+                                                   # int8, calibrated on int8_calibration_crops training crops)
     python export.py --config kaldi_recipe.yaml --checkpoint x.ckpt --export_format ONNX --export_input fbank \
         --export_sherpa true                                             # metadata for sherpa-onnx
 
@@ -19,8 +20,10 @@ import os
 from src.cli import run_command, setup_logging
 from src.config import load_config
 from src.deploy.export import example_input, export_model
-from src.deploy.onnx_tools import OnnxToolError, add_sherpa_metadata, quantize_int8, sherpa_metadata
+from src.data.dataset import train_list_from_config
+from src.deploy.onnx_tools import OnnxToolError, add_sherpa_metadata, calibration_crops, quantize_int8, sherpa_metadata
 from src.deploy.infer_files import export_base
+from src.deploy.export import window_featurizer
 from src.model.ecapa_tdnn import build_ecapa
 from src.model.embedder import embedder_settings, recipe_for_checkpoint
 from src.checkpoint import load_network_weights, read_embedding_mean
@@ -44,6 +47,11 @@ def main(argv=None):
         sherpa_metadata({"format": str(cfg.export_format).upper(), "input": {"kind": cfg.export_input},
                          "network": settings, "n_mels": network.n_mels, "sample_rate": int(cfg.sample_rate),
                          "batch_size": int(cfg.export_batch_size), "embedding_size": network.embedding_size})
+    crops = None
+    if cfg.export_int8:                # read the calibration crops first: a missing training set writes nothing
+        crops = calibration_crops(train_list_from_config(cfg), int(cfg.int8_calibration_crops),
+                                  int(round(float(cfg.crop_seconds) * int(cfg.sample_rate))), int(cfg.seed),
+                                  int(cfg.sample_rate))
     contract = export_model(network, export_base(cfg), cfg.export_format, cfg.export_input,
                             int(cfg.export_batch_size), float(cfg.export_seconds), bool(cfg.export_dynamic),
                             float(cfg.export_tolerance), int(cfg.sample_rate), settings, seed=int(cfg.seed),
@@ -56,7 +64,9 @@ def main(argv=None):
     if cfg.export_int8:
         check = example_input(contract["input"]["kind"], contract["batch_size"], contract["window_samples"],
                               int(cfg.seed) + 1, contract["sample_rate"], contract["n_mels"], contract["network"])
-        int8 = quantize_int8(path, contract, check)
+        featurize = window_featurizer(contract) or (lambda rows: rows)
+        calibration = [featurize(crops[i:i + 16]) for i in range(0, len(crops), 16)]
+        int8 = quantize_int8(network, path, contract, calibration, check)
         int8_path = os.path.join(folder, int8["model_file"])
         if cfg.export_sherpa:
             add_sherpa_metadata(int8_path, int8)

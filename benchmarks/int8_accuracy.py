@@ -1,14 +1,14 @@
 """EER and minDCF of an int8 ONNX export beside its float32 original, on one trial list.
 
     python export.py --config configs/demo_config.yaml --checkpoint demo_out/run/checkpoints/ckpt_step00000200.ckpt \
-        --export_format ONNX --export_int8 true --export_seconds 3.0 --export_file demo_out/int8/ecapa_tdnn
-    python benchmarks/int8_accuracy.py demo_out/int8/ecapa_tdnn demo_out/heldout/test demo_out/heldout/trials.txt
+        --export_format ONNX --export_dynamic true --export_int8 true --export_file demo_out/int8/ecapa_tdnn
+    python benchmarks/int8_accuracy.py demo_out/int8/ecapa_tdnn demo_out/corpus/test demo_out/corpus/trials.txt
 
-Each utterance is cut into the export's windows as the 310 flow cuts them (src/deploy/infer_files.py), each window
-embedded by onnxruntime, the window embeddings averaged; trials are scored by cosine. Prints one line per file and
-the cosine between the two files' utterance embeddings.
-
-Figures are also written as JSON (``--json PATH``, default runs/benchmarks/int8_accuracy.json; benchmarks/report.py).
+A dynamic export embeds each utterance whole (as eval.py does); a fixed-length one embeds the export's windows as
+the 310 flow cuts them (src/deploy/infer_files.py) and averages them. Trials are scored by cosine. Prints one line
+per file, the relative differences of the int8 metrics from the float32 ones, and the cosine between the two files'
+utterance embeddings. Figures are also written as JSON (``--json PATH``, default
+runs/benchmarks/int8_accuracy.json; benchmarks/report.py).
 """
 import argparse
 import os
@@ -25,19 +25,47 @@ from src.deploy.onnx_tools import cosine_rows                                   
 from src.evaluate.metrics import summarize                                          # noqa: E402
 from src.evaluate.scoring import score_trials                                       # noqa: E402
 
+METRICS = ("eer_percent", "min_dcf_p0.01", "min_dcf_p0.05")
+
 
 def utterance_embeddings(model_path, keys, audio_root):
-    """{key: mean of the ONNX file's embeddings of the utterance's windows}."""
+    """{key: the ONNX file's embedding of the utterance (whole, or the mean over its windows)}."""
     import onnxruntime as ort
     session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    window = read_contract(contract_path(model_path))["window_samples"]
+    contract = read_contract(contract_path(model_path))
     name = session.get_inputs()[0].name
     result = {}
     for key in keys:
         wav = read_audio(os.path.join(audio_root, key))
+        if contract.get("dynamic_time"):
+            result[key] = session.run(None, {name: wav[None]})[0][0]
+            continue
+        window = contract["window_samples"]
         windows = cut_windows(wav, window_starts(wav.shape[0], window), window)
         result[key] = np.mean([session.run(None, {name: row[None]})[0][0] for row in windows], axis=0)
     return result
+
+
+def compare(export_base, test_dir, trials):
+    """Both files of ``export_base`` (BASE.onnx, BASE.int8.onnx) on a trial list ((label, enrol, test) tuples)
+    -> dict: per file its metrics and size, the int8 metrics' relative differences from float32 and the cosine of
+    the two files' utterance embeddings."""
+    keys = trial_utterances(trials)
+    labels = np.array([label for label, _, _ in trials])
+    embeddings, files = {}, {}
+    for suffix in (".onnx", ".int8.onnx"):
+        path = export_base + suffix
+        embeddings[suffix] = utterance_embeddings(path, keys, test_dir)
+        metrics = summarize(score_trials(embeddings[suffix], trials), labels)
+        files[suffix] = {"file": path, "megabytes": os.path.getsize(path) / 1e6,
+                         **{m: float(metrics[m]) for m in METRICS}}
+    cosine = cosine_rows(np.stack([embeddings[".onnx"][k] for k in keys]),
+                         np.stack([embeddings[".int8.onnx"][k] for k in keys]))
+    relative = {m: (files[".int8.onnx"][m] - files[".onnx"][m]) / files[".onnx"][m] if files[".onnx"][m] else 0.0
+                for m in METRICS}
+    return {"float32": files[".onnx"], "int8": files[".int8.onnx"], "relative_difference": relative,
+            "cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
+            "utterances": len(keys), "trials": len(trials)}
 
 
 def main():
@@ -47,25 +75,16 @@ def main():
     parser.add_argument("trials", help="trial list")
     add_json_option(parser, __file__)
     args = parser.parse_args()
-    trials = read_trials(args.trials)
-    keys = trial_utterances(trials)
-    labels = np.array([label for label, _, _ in trials])
-    embeddings, rows = {}, []
-    for suffix in (".onnx", ".int8.onnx"):
-        path = args.export_file + suffix
-        embeddings[suffix] = utterance_embeddings(path, keys, args.test_dir)
-        m = summarize(score_trials(embeddings[suffix], trials), labels)
-        print(f"{os.path.basename(path):28s} {os.path.getsize(path) / 1e6:6.2f} MB  EER {m['eer_percent']:.2f} %  "
-              f"minDCF 0.01 {m['min_dcf_p0.01']:.4f}  minDCF 0.05 {m['min_dcf_p0.05']:.4f}")
-        rows.append({"file": os.path.basename(path), "megabytes": os.path.getsize(path) / 1e6,
-                     **{k: float(m[k]) for k in ("eer_percent", "min_dcf_p0.01", "min_dcf_p0.05")}})
-    cosine = cosine_rows(np.stack([embeddings[".onnx"][k] for k in keys]),
-                         np.stack([embeddings[".int8.onnx"][k] for k in keys]))
-    print(f"utterance embeddings float32 vs int8: cosine min {cosine.min():.5f}, mean {cosine.mean():.5f} "
-          f"({len(keys)} utterances, {len(trials)} trials)")
-    write_report(args.json, __file__, vars(args), {
-        "files": rows, "utterances": len(keys), "trials": len(trials),
-        "cosine_float32_vs_int8": {"min": float(cosine.min()), "mean": float(cosine.mean())}})
+    result = compare(args.export_file, args.test_dir, read_trials(args.trials))
+    for name in ("float32", "int8"):
+        f = result[name]
+        print(f"{os.path.basename(f['file']):28s} {f['megabytes']:6.2f} MB  EER {f['eer_percent']:.2f} %  "
+              f"minDCF 0.01 {f['min_dcf_p0.01']:.4f}  minDCF 0.05 {f['min_dcf_p0.05']:.4f}")
+    print("int8 relative to float32: " + ", ".join(f"{m} {100 * v:+.2f} %"
+                                                    for m, v in result["relative_difference"].items()))
+    print(f"utterance embeddings float32 vs int8: cosine min {result['cosine_min']:.5f}, mean "
+          f"{result['cosine_mean']:.5f} ({result['utterances']} utterances, {result['trials']} trials)")
+    write_report(args.json, __file__, vars(args), result)
 
 
 if __name__ == "__main__":

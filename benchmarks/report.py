@@ -54,7 +54,8 @@ def write_report(path, script, settings, results, argv=None):
         "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(script, ROOT)]
                                             + list(sys.argv[1:] if argv is None else argv)),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+                    "load_average": list(os.getloadavg())},   # above 0 before the run: other jobs shared the machine
         "settings": {k: v for k, v in settings.items() if k != "json"},
         "results": results,
     }

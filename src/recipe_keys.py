@@ -267,6 +267,10 @@ RULES = {
     "diarize_threshold": Number(low=0, high=2, above=True),
     "diarize_max_dense_windows": Number(integer=True, low=10),
     "diarize_micro_clusters": Number(integer=True, low=10),
+    # ---- speed (issue 23): static int8 calibration, the runtime behind every CPU command ----
+    "int8_calibration_crops": POSITIVE_INT,
+    "runtime": Choice(("mindspore", "onnxruntime")),
+    "runtime_cache_dir": Text(),
 }
 
 

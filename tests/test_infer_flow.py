@@ -150,9 +150,11 @@ def test_preprocess_fbank_contract_writes_fbank_of_each_window(tmp_path):
     np.testing.assert_allclose(rows, expected.asnumpy(), atol=1e-4)
 
 
-def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
+@pytest.mark.parametrize("file_format", ["MINDIR", "ONNX"])
+def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path, file_format):
     """First window only (infer_max_windows 1) vs eval.py cropping every utterance to that window
-    (max_eval_seconds = the window, no other bucket): the same samples reach the network, so the same EER."""
+    (max_eval_seconds = the window, no other bucket): the same samples reach the network, so the same EER. The CPU
+    runner runs a MINDIR in MindSpore and an ONNX file (dynamic axes) in onnxruntime."""
     import eval as eval_script
     import postprocess
     import preprocess
@@ -166,12 +168,14 @@ def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
     checkpoint = str(tmp_path / "net.ckpt")
     ms.save_checkpoint(net, checkpoint)
     model = str(tmp_path / "ecapa")
-    export_model(net, model, "MINDIR", "waveform", batch_size=BATCH, seconds=SECONDS)
+    export_model(net, model, file_format, "waveform", batch_size=BATCH, seconds=SECONDS,
+                 dynamic=file_format == "ONNX")
+    model += ".onnx" if file_format == "ONNX" else ".mindir"
     infer_dir = str(tmp_path / "infer")
-    common = ["--infer_model", model + ".mindir", "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],
+    common = ["--infer_model", model, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],
               "--infer_dir", infer_dir, "--infer_max_windows", "1"]
     assert preprocess.main(common) == 0
-    run_folder(model + ".mindir", os.path.join(infer_dir, "input"), os.path.join(infer_dir, "output"))
+    run_folder(model, os.path.join(infer_dir, "input"), os.path.join(infer_dir, "output"))
     assert postprocess.main(common) == 0
     flow = json.load(open(os.path.join(infer_dir, "result.json")))["trials.txt"]
 

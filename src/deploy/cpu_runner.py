@@ -4,11 +4,14 @@ Same file contract as the C++ program (ascend310_infer/BIN_FORMAT.md): every ``*
 name) is one model input tensor; each gives ``output_dir/<same name>`` (float32 ``[B, E]``) and a line of
 ``output_list.txt``, whose ``# run_id <id>`` header line copies ``input_dir/run_id.txt`` when there is one. The
 model's input shape comes from its export contract (``<model>.json``), because a loaded ``nn.GraphCell`` does not
-report it; a dynamic axis is taken from the file size as in the C++ program.
+report it; a dynamic axis is taken from the file size as in the C++ program. An ONNX export (``--model x.onnx``,
+e.g. ``export.py --export_format ONNX``, or its ``.int8.onnx``) runs in onnxruntime instead of MindSpore, on the
+same files.
 
 Command line (the C++ program's flags)::
 
     python -m src.deploy.cpu_runner --model ecapa.mindir --input_dir infer/input --output_dir infer/output
+    python -m src.deploy.cpu_runner --model ecapa.onnx --input_dir infer/input --output_dir infer/output
 """
 import logging
 import os
@@ -37,8 +40,20 @@ def list_inputs(input_dir):
     return names
 
 
+def load_model(model_path):
+    """The exported file as a function numpy input -> numpy output: MindSpore's ``nn.GraphCell`` for MINDIR,
+    onnxruntime for ONNX (``.onnx``)."""
+    if model_path.endswith(".onnx"):
+        import onnxruntime as ort
+        session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    cell = nn.GraphCell(ms.load(model_path))
+    return lambda x: cell(ms.Tensor(x)).asnumpy()
+
+
 def run_folder(model_path, input_dir, output_dir):
-    """Run the exported MINDIR on every input .bin -> total milliseconds of the model calls."""
+    """Run the exported MINDIR or ONNX file on every input .bin -> total milliseconds of the model calls."""
     names = list_inputs(input_dir)
     run_id = read_run_id(input_dir)
     if not os.path.isfile(model_path):
@@ -46,14 +61,14 @@ def run_folder(model_path, input_dir, output_dir):
     contract = read_contract(contract_path(model_path))
     model_shape = contract["input"]["shape"]
     os.makedirs(output_dir, exist_ok=True)
-    model = nn.GraphCell(ms.load(model_path))
+    model = load_model(model_path)
     entries, total_ms = [], 0.0
     for name in names:
         path = os.path.join(input_dir, name)
         shape = resolve_shape(model_shape, os.path.getsize(path), path)
-        x = ms.Tensor(read_bin(path, shape))
+        x = read_bin(path, shape)
         start = time.perf_counter()
-        y = model(x).asnumpy()
+        y = model(x)
         ms_taken = 1000.0 * (time.perf_counter() - start)
         write_bin(os.path.join(output_dir, name), y.astype(np.float32))
         entries.append((name, name, ms_taken))
@@ -65,9 +80,9 @@ def run_folder(model_path, input_dir, output_dir):
 
 
 def main(argv=None):
-    parser = ArgumentParser(description="Run an exported MINDIR on a folder of .bin inputs "
+    parser = ArgumentParser(description="Run an exported MINDIR or ONNX file on a folder of .bin inputs "
                                                  "(the CPU twin of ascend310_infer).")
-    parser.add_argument("--model", required=True, help="exported MINDIR file (its contract JSON beside it)")
+    parser.add_argument("--model", required=True, help="exported MINDIR or ONNX file (its contract JSON beside it)")
     parser.add_argument("--input_dir", required=True, help="folder of input .bin files (preprocess.py)")
     parser.add_argument("--output_dir", required=True, help="folder for output .bin files and output_list.txt")
     parser.add_argument("--device_target", default="CPU", help="CPU, GPU or Ascend")

@@ -49,12 +49,25 @@ class OnnxGraphError(ValueError):
 
 
 class Graph:
-    """Nodes and constants of an ONNX graph under construction; each op returns its output name(s). While ``scope``
-    is set (e.g. "/fbank-Fbank/"), nodes are named ``scope + kind-opN``; otherwise they are unnamed."""
+    """Nodes and constants of an ONNX graph under construction; each op returns its output name(s). Nodes are named
+    ``scope + kind-opN`` (``scope`` e.g. "/fbank-Fbank/" while the front end is written, else "").
 
-    def __init__(self):
+    ``channels_last``: how the network's activations are laid out, (B, T, C) or (B, C, T); the layer writers
+    below read it (``channel_axis``, ``per_channel``)."""
+
+    def __init__(self, channels_last=False):
         self.nodes, self.constants, self.count = [], [], 0
         self.scope = ""
+        self.channels_last = channels_last
+
+    @property
+    def channel_axis(self):
+        return 2 if self.channels_last else 1
+
+    def per_channel(self, values):
+        """(C,) values as a constant that broadcasts over the activations' channel axis."""
+        values = np.asarray(values, np.float32)
+        return self.const(values if self.channels_last else values.reshape(-1, 1))
 
     def name(self):
         """A new tensor name."""
@@ -70,19 +83,17 @@ class Graph:
     def op(self, kind, inputs, outputs=1, **attrs):
         """A node of operator ``kind`` -> its output name (a list of names when ``outputs`` > 1)."""
         names = [self.name() for _ in range(outputs)]
-        node_name = f"{self.scope}{kind}-op{self.count}" if self.scope else None
+        node_name = f"{self.scope}{kind}-op{self.count}"
         self.nodes.append(helper.make_node(kind, inputs, names, name=node_name, **attrs))
         return names[0] if outputs == 1 else names
 
 
-def column(values):
-    """(C,) -> (C, 1) float32, to broadcast over (B, C, T)."""
-    return np.asarray(values, np.float32).reshape(-1, 1)
-
-
 def conv(g, cell, x, weight=None):
-    """Conv1d (weight (out, in, k), 'same' zero or reflect padding at the ends): (B, in, T) -> (B, out, T)."""
+    """Conv1d (weight (out, in, k), 'same' zero or reflect padding at the ends): (B, in, T) -> (B, out, T), or
+    channels-last (B, T, in) -> (B, T, out) as ``conv_matmul``."""
     weight = cell.weight.asnumpy() if weight is None else weight
+    if g.channels_last:
+        return conv_matmul(g, cell, x, weight)
     pads = [cell.pad, cell.pad]
     if cell.pad and cell.padding == "reflect":
         x = g.op("Pad", [x, g.const(np.array([0, 0, cell.pad, 0, 0, cell.pad], np.int64))], mode="reflect")
@@ -91,15 +102,46 @@ def conv(g, cell, x, weight=None):
                 kernel_shape=[weight.shape[2]])
 
 
+def conv_matmul(g, cell, x, weight):
+    """Conv1d channels-last, as src/model/layers.py ``Conv1d``: (B, T, in) -> (B, T, out). A k-tap dilated
+    convolution is the input padded at both ends, k time shifts of it (Slice) stacked on the channel axis, and one
+    MatMul with the weight in tap-major rows (k * in, out); a 1x1 convolution is that MatMul alone. A MatMul with a
+    constant weight is what onnxruntime's static int8 quantisation turns into its fast integer GEMM."""
+    out_channels, in_channels, taps = weight.shape
+    if taps > 1:
+        mode = "reflect" if cell.padding == "reflect" else "constant"
+        padded = g.op("Pad", [x, g.const(ints(0, cell.pad, 0, 0, cell.pad, 0))], mode=mode)
+        shifts = []
+        for j in range(taps):
+            start, stop = j * cell.dilation, j * cell.dilation - 2 * cell.pad      # stop <= 0: from the end
+            end = np.iinfo(np.int64).max if stop == 0 else stop
+            shifts.append(g.op("Slice", [padded, g.const(ints(start)), g.const(ints(end)), g.const(ints(1))]))
+        x = g.op("Concat", shifts, axis=2)
+    rows = np.ascontiguousarray(weight.transpose(2, 1, 0).reshape(taps * in_channels, out_channels))
+    return g.op("Add", [g.op("MatMul", [x, g.const(rows)]), g.const(cell.bias.asnumpy().astype(np.float32))])
+
+
+def time_mean(g, x):
+    """Mean over time, keeping the axis: (B, C, T) -> (B, C, 1), or channels-last (B, T, C) -> (B, 1, C) as a
+    MatMul with a row of 1/T (onnxruntime's ReduceMean over a middle axis is about 100x slower than over the last)."""
+    if not g.channels_last:
+        return g.op("ReduceMean", [x], axes=[2], keepdims=1)
+    frames = g.op("Shape", [x], start=1, end=2)                                       # (1,) int64: T
+    ones = g.op("ConstantOfShape", [g.op("Concat", [g.const(ints(1)), frames], axis=0)],
+                value=numpy_helper.from_array(np.ones(1, np.float32)))              # (1, T)
+    row = g.op("Div", [ones, g.op("Cast", [frames], to=TensorProto.FLOAT)])
+    return g.op("MatMul", [row, x])
+
+
 def activate(g, block, y):
     """TDNNBlock after its conv: ReLU, then the eval-mode batch norm as scale and shift."""
     if block.relu:
         y = g.op("Relu", [y])
     if isinstance(block.norm, Shift):
-        y = g.op("Add", [y, g.const(column(block.norm.shift.asnumpy()))])
+        y = g.op("Add", [y, g.per_channel(block.norm.shift.asnumpy())])
     elif block.norm is not None:
         scale, shift = block.norm.scale_shift()
-        y = g.op("Add", [g.op("Mul", [y, g.const(column(scale.asnumpy()))]), g.const(column(shift.asnumpy()))])
+        y = g.op("Add", [g.op("Mul", [y, g.per_channel(scale.asnumpy())]), g.per_channel(shift.asnumpy())])
     return y
 
 
@@ -109,20 +151,20 @@ def tdnn(g, block, x):
 
 
 def se_res2net(g, block, x):
-    """SERes2NetBlock: (B, C, T) -> (B, C, T)."""
+    """SERes2NetBlock: (B, C, T) -> (B, C, T), or channels-last."""
     y = tdnn(g, block.tdnn1, x)
     res2net = block.res2net_block
     groups = g.op("Split", [y, g.const(np.full(res2net.scale, res2net.width, np.int64))], outputs=res2net.scale,
-                  axis=1)
+                  axis=g.channel_axis)
     outputs = [groups[0]]
     y = groups[0]
     for i in range(1, res2net.scale):
         z = groups[i] if i == 1 else g.op("Add", [groups[i], y])
         y = tdnn(g, res2net.blocks[i - 1], z)
         outputs.append(y)
-    y = tdnn(g, block.tdnn2, g.op("Concat", outputs, axis=1))
+    y = tdnn(g, block.tdnn2, g.op("Concat", outputs, axis=g.channel_axis))
     se = block.se_block
-    s = g.op("ReduceMean", [y], axes=[2], keepdims=1)
+    s = time_mean(g, y)
     s = g.op("Sigmoid", [conv(g, se.conv2, g.op("Relu", [conv(g, se.conv1, s)]))])
     return g.op("Add", [g.op("Mul", [y, s]), x])
 
@@ -267,12 +309,17 @@ def front_end(g, cell, wav):
         g.scope = ""
 
 
-def ecapa_onnx(network, front_end_cell=None):
+def ecapa_onnx(network, front_end_cell=None, channels_last=False):
     """ECAPA_TDNN -> onnx.ModelProto: feats (batch, frames, n_mels) -> embedding (batch, E), both axes dynamic; with
     ``front_end_cell`` (src/model/embedder.py ``build_front_end``: Fbank or KaldiFbank) the graph is the Embedder's,
-    wav (batch, samples) float32 -> embedding (batch, E), both axes dynamic."""
+    wav (batch, samples) float32 -> embedding (batch, E), both axes dynamic.
+
+    ``channels_last``: the convolutions up to the attentive pooling as MatMuls on (B, T, C) activations
+    (``conv_matmul``), the pooling channels-first as before. Same results; the form src/deploy/onnx_tools.py
+    ``quantize_int8`` quantises, because onnxruntime's int8 Conv (QLinearConv) turns the whole graph channels-last
+    and then runs the pooling's reductions over time about 100x slower."""
     net = inference_network(network)
-    g = Graph()
+    g = Graph(channels_last)
     if front_end_cell is None:
         graph_input = helper.make_tensor_value_info("feats", TensorProto.FLOAT, ["batch", "frames", net.n_mels])
         feats = "feats"
@@ -281,13 +328,16 @@ def ecapa_onnx(network, front_end_cell=None):
             raise OnnxGraphError(f"n_mels: the front end gives {front_end_cell.n_mels}, the network takes {net.n_mels}")
         graph_input = helper.make_tensor_value_info("wav", TensorProto.FLOAT, ["batch", "samples"])
         feats = front_end(g, front_end_cell, "wav")
-    x = g.op("Transpose", [feats], perm=[0, 2, 1])
+    x = feats if channels_last else g.op("Transpose", [feats], perm=[0, 2, 1])
     x = tdnn(g, net.blocks[0], x)
     block_outputs = []
     for i in range(1, len(net.blocks)):      # the SE-Res2Blocks (kernel_sizes, dilations)
         x = se_res2net(g, net.blocks[i], x)
         block_outputs.append(x)
-    h = tdnn(g, net.mfa, g.op("Concat", block_outputs, axis=1))
+    h = tdnn(g, net.mfa, g.op("Concat", block_outputs, axis=g.channel_axis))
+    if channels_last:
+        h = g.op("Transpose", [h], perm=[0, 2, 1])
+        g.channels_last = False
     pooled = attentive_pooling(g, net.asp, h)
     embedding = conv(g, net.fc, pooled)
     g.nodes.append(helper.make_node("Squeeze", [embedding, g.const(np.array([2], np.int64))], ["embedding"]))

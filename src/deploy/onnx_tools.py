@@ -1,9 +1,11 @@
 """After an ONNX export (src/deploy/export.py): an int8 copy, and the metadata sherpa-onnx reads.
 
-- ``quantize_int8``: onnxruntime's dynamic quantisation (int8 network weights, activations quantised per call; an
-  in-graph front end stays float32) writes ``<file>.int8.onnx`` beside the float32 file, with its own contract
-  ``<file>.int8.onnx.json`` (the float32 contract plus a "quantization" entry: how far its embeddings are from the
-  float32 file's on a check input).
+- ``quantize_int8``: onnxruntime's static quantisation (int8 network weights, uint8 activations with scales
+  calibrated on training crops, ``calibration_crops``; an in-graph front end stays float32) writes
+  ``<file>.int8.onnx`` beside the float32 file, with its own contract ``<file>.int8.onnx.json`` (the float32
+  contract plus a "quantization" entry: how it was made and how far its embeddings are from the float32 file's on a
+  check input). Dynamic quantisation (activations quantised per call) turns convolutions into ConvInteger, which
+  has no fast kernel on x86 and ran 2-4x slower than float32; the static form runs onnxruntime's integer GEMM.
 - ``add_sherpa_metadata``: the keys sherpa-onnx's ``SpeakerEmbeddingExtractor`` reads from the model (framework,
   sample_rate, output_dim, normalize_samples, feature_normalize_type, language), written into the ONNX file.
 
@@ -33,6 +35,7 @@ from src.model.kaldi_fbank import mel_high_freq
 SHERPA_FBANK = {"library": "kaldi-native-fbank", "window": "povey", "snip_edges": False, "high_freq_hz": 7600,
                 "n_mels": 80, "sample_rate": 16000}
 FRONT_END_SCOPE = "/fbank-"
+INT8_OPS = ["MatMul", "Pad", "Slice", "Concat"]     # what the static int8 export quantises (quantize_int8)
 
 
 class OnnxToolError(ValueError):
@@ -58,10 +61,11 @@ def cosine_rows(a, b):
 
 @contextlib.contextmanager
 def _quiet_root_logger():
-    """onnxruntime's quantiser logs one INFO line per tensor on the root logger: keep them out of the run's log."""
+    """onnxruntime's quantiser logs one INFO line per tensor, and advice meant for other models, on the root logger:
+    keep them out of the run's log."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(max(level, logging.WARNING))
+    root.setLevel(max(level, logging.ERROR))
     try:
         yield
     finally:
@@ -73,37 +77,96 @@ def front_end_nodes(model):
     return [node.name for node in model.graph.node if FRONT_END_SCOPE in node.name]
 
 
-def quantize_int8(path, contract, check_input):
-    """Write ``<path minus .onnx>.int8.onnx`` and its contract -> the int8 contract dict.
+def calibration_crops(train_list, count, crop_samples, seed=0, sample_rate=16000):
+    """``count`` random crops of ``crop_samples`` samples from a training list (src/data/lists.py TrainList), as
+    training draws them (src/data/dataset.py ``random_crop``: shorter utterances repeated) -> (count, crop_samples)
+    float32. Utterances are drawn without replacement while the list has enough; the same ``seed`` gives the same
+    crops."""
+    from src.data.audio import read_audio
+    from src.data.dataset import random_crop
+    rng = np.random.default_rng([seed, count])
+    picks = rng.choice(len(train_list), size=count, replace=count > len(train_list))
+    crops = []
+    for index in picks:
+        path = os.path.join(train_list.root, train_list.paths[index])
 
-    onnxruntime's ``quant_pre_process`` first folds the reshapes of the convolution weights into constants (else
-    ``quantize_dynamic`` sees no constant weight to quantise), then every MatMul/Gemm/Conv weight of the network
-    becomes int8 with one scale per output channel: the inference network's folded batch-norm scales give its rows
-    different ranges, and one scale per tensor moved demo embeddings to cosine 0.965 (per channel: 0.9997). An in-graph front end stays float32: its DFT and mel matrices in int8 moved a test embedding to cosine
-    0.24 from the float32 one. ``check_input``: an input of the export's shape; the embeddings of both files on it
-    are compared and recorded (max abs diff, lowest cosine)."""
+        def reader(start, num, path=path):
+            return read_audio(path, sample_rate, start=start, num_samples=num)
+        crops.append(random_crop(reader, train_list.num_samples[index], crop_samples, rng))
+    return np.stack(crops).astype(np.float32)
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader over a list of model inputs, one (1, ...) array per call."""
+
+    def __init__(self, name, inputs):
+        self.name, self.rows = name, iter([row[None] for batch in inputs for row in np.asarray(batch, np.float32)])
+
+    def get_next(self):
+        row = next(self.rows, None)
+        return None if row is None else {self.name: row}
+
+
+def _excluded_nodes(model):
+    """Nodes to keep float32: the in-graph front end, and every MatMul without a constant weight (the means over
+    time written as a row of 1/T times the activations)."""
+    constants = {tensor.name for tensor in model.graph.initializer}
+    return front_end_nodes(model) + [node.name for node in model.graph.node
+                                     if node.op_type == "MatMul" and node.input[1] not in constants]
+
+
+def quantize_int8(network, path, contract, calibration, check_input):
+    """Write ``<path minus .onnx>.int8.onnx``, the static int8 form of the export ``path`` of ``network``, and its
+    contract -> the int8 contract dict.
+
+    The network is written again channels-last with its convolutions as MatMuls (src/deploy/onnx_graph.py
+    ``ecapa_onnx(channels_last=True)``, dynamic batch and time axes, the front end of the contract's "network"
+    settings when the input is a waveform) and quantised statically in QDQ form: every MatMul weight int8 with one
+    scale per output channel (folded batch-norm scales give the rows different ranges), the activations entering
+    those MatMuls and the pads, shifts and concatenations feeding them uint8 with scales from the min-max ranges
+    seen on ``calibration`` (model inputs of the contract's kind, e.g. a few hundred training crops:
+    ``calibration_crops``), their outputs left float32 (onnxruntime runs DequantizeLinear -> MatMul as its integer
+    GEMM, MatMulIntegerToFloat). The front end, the attentive pooling and the embedding layer stay float32: the
+    fbank's DFT and mel matrices in int8 moved a test embedding to cosine 0.24 from the float32 one, and the pooling
+    is a small share of the work. ``check_input``: an input of the export's shape; both files' embeddings of it are
+    compared and recorded (max abs diff, lowest cosine)."""
     import onnx
     import onnxruntime
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from src.deploy.onnx_graph import ecapa_onnx
+    from src.model.embedder import build_front_end
     if not path.endswith(".onnx"):
         raise OnnxToolError(f"{path}: int8 quantisation needs an ONNX export (.onnx), set export_format ONNX")
+    if not len(calibration):
+        raise OnnxToolError(f"{path}: int8 quantisation needs calibration inputs, got none")
+    front_end = None
+    if contract["input"]["kind"] == "waveform":
+        front_end = build_front_end({**contract.get("network", {}), "sample_rate": contract["sample_rate"],
+                                     "n_mels": contract["n_mels"]})
     int8_path = path[:-len(".onnx")] + ".int8.onnx"
-    folded = int8_path + ".folded"
-    quant_pre_process(path, folded, skip_symbolic_shape=True)
+    float_path = int8_path + ".float"
+    model = ecapa_onnx(network, front_end, channels_last=True)
+    onnx.save(model, float_path)
     try:
-        excluded = front_end_nodes(onnx.load(folded))
-        if contract["input"]["kind"] == "waveform" and not excluded:
-            raise OnnxToolError(f"{path}: waveform input but no node named after the front end ({FRONT_END_SCOPE!r}); "
-                                f"refusing to quantise the fbank matrices to int8")
         with _quiet_root_logger():
-            quantize_dynamic(folded, int8_path, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                             per_channel=True)
+            quantize_static(float_path, int8_path + ".partial", _Calibration(model.graph.input[0].name, calibration),
+                            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            op_types_to_quantize=INT8_OPS, nodes_to_exclude=_excluded_nodes(model),
+                            extra_options={"QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                                           "OpTypesToExcludeOutputQuantization": ["MatMul"]})
+        os.replace(int8_path + ".partial", int8_path)
     finally:
-        os.remove(folded)
+        for leftover in (float_path, int8_path + ".partial"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
     reference, got = run_onnx(path, check_input), run_onnx(int8_path, check_input)
     int8_contract = dict(contract, model_file=os.path.basename(int8_path), quantization={
-        "method": "onnxruntime quant_pre_process + quantize_dynamic, weights QInt8, front end float32",
+        "method": "onnxruntime quantize_static, QDQ, MatMul weights QInt8 per output channel, activations QUInt8 "
+                  "(min-max calibration), front end and pooling float32",
+        "graph": "channels-last, convolutions as MatMul, dynamic batch and time axes",
+        "calibration_inputs": int(sum(len(batch) for batch in calibration)),
+        "calibration_shape": list(np.asarray(calibration[0]).shape[1:]),
         "float_model": os.path.basename(path), "onnxruntime_version": onnxruntime.__version__,
         "checked_shape": list(check_input.shape),
         "max_abs_diff_vs_float": float(np.max(np.abs(got - reference))),

@@ -220,7 +220,8 @@ def cache_fingerprint(model, settings, root, max_seconds, model_id=None, speech=
     """What a cache's embeddings depend on: the weights (``model_id``, default the hash of ``model``'s parameters),
     the embedder ``settings`` (src.model.embedder.embedder_settings), the outputs, the audio root, the longest
     bucket and ``speech`` (``Batching.speech_fingerprint``: VAD and long-audio settings)."""
-    model_id = model_id or (parameters_sha256(model.get_parameters()) if isinstance(model, nn.Cell) else None)
+    model_id = model_id or getattr(model, "model_id", None) or (
+        parameters_sha256(model.get_parameters()) if isinstance(model, nn.Cell) else None)
     if model_id is None:
         raise ValueError("embedding cache: the model has no parameters to hash; pass model_id")
     fingerprint = {"model": model_id, "outputs": list(getattr(model, "outputs", ["custom"])),
@@ -289,6 +290,7 @@ def embed_items(model, lengths, read, batching, progress=True, on_batch=None):
         batching: a ``Batching`` (buckets and batch sizes; pieces longer than its ``max_seconds`` are cropped).
         on_batch: called after every batch with (dict item -> embedding, dict item -> quality problems).
     """
+    fixed_shapes = getattr(model, "fixed_batch_shapes", True)
     if isinstance(model, nn.Cell):
         model.set_train(False)
         model = CompileLogged(model, "embedding")
@@ -298,8 +300,8 @@ def embed_items(model, lengths, read, batching, progress=True, on_batch=None):
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
         def submit(i):
             bucket, items = batches[i]
-            return reader.submit(_load_batch, bucket, items, batching.batch_size_for(bucket), read,
-                                 batching.sample_rate)
+            rows = batching.batch_size_for(bucket) if fixed_shapes else len(items)
+            return reader.submit(_load_batch, bucket, items, rows, read, batching.sample_rate)
         pending = submit(0) if batches else None
         for i, (bucket, items) in enumerate(batches):
             wav, lens, problems = pending.result()
@@ -320,7 +322,8 @@ def extract_embeddings(model, keys, root, batching, cache=None, resample=False, 
 
     Args:
         model: an Embedder, or any Cell/callable mapping (wav Tensor (B, S) float32, wav_lens Tensor (B,) int32)
-            -> (B, D).
+            -> (B, D) (src/model/embedder.py ``load_embedder`` gives one of the recipe's ``runtime``). One with
+            ``fixed_batch_shapes`` False gets batches without dummy rows.
         keys: audio paths, relative to ``root`` (VoxCeleb trial-list keys) or absolute; they key the result.
         root: folder the keys are relative to ("" or None: keys are paths as they are).
         batching: a ``Batching`` (buckets, batch sizes, sample rate).

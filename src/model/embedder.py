@@ -16,6 +16,7 @@ default) or Kaldi's (src/model/kaldi_fbank.py, with the ``kaldi_*`` options), e.
 ``Embedder(network, front_end=build_front_end(cfg))``.
 """
 import logging
+import os
 
 from mindspore import nn, ops
 
@@ -178,9 +179,25 @@ def recipe_for_checkpoint(cfg, checkpoint):
 
 
 def load_embedder(cfg, checkpoint, outputs=("embedding",)):
-    """Embedder of a recipe's EMBEDDER_KEYS with the network weights of ``checkpoint`` (any checkpoint
-    src.checkpoint.load_network_weights reads), in eval mode, on the folded ``inference_network``."""
-    network = inference_network(load_network_weights(build_ecapa(cfg), checkpoint))
-    embedder = Embedder(network, outputs=outputs, front_end=build_front_end(cfg))
+    """The inference embedder of a recipe with the network weights of ``checkpoint`` (any checkpoint
+    src.checkpoint.load_network_weights reads), called as ``embedder(wav, wav_lens) -> (B, D)``.
+
+    The recipe's ``runtime`` chooses what runs it: ``mindspore`` (the default), an Embedder of its EMBEDDER_KEYS on
+    the folded ``inference_network`` in eval mode; ``onnxruntime`` (CPU only, the embedding only), an
+    src/deploy/onnx_runtime.py OnnxEmbedder on the checkpoint's dynamic ONNX export, made once and kept in
+    ``runtime_cache_dir`` (default ``<output_dir>/onnx_cache``)."""
+    network = load_network_weights(build_ecapa(cfg), checkpoint)
+    runtime = cfg.get("runtime", "mindspore")
+    if runtime == "onnxruntime":
+        from mindspore import get_context
+        from src.deploy.onnx_runtime import onnx_embedder
+        if get_context("device_target") != "CPU":
+            raise ValueError(f"runtime onnxruntime runs on the CPU; device_target is {get_context('device_target')}: "
+                             f"set runtime mindspore")
+        cache_dir = cfg.get("runtime_cache_dir") or os.path.join(cfg.get("output_dir") or ".", "onnx_cache")
+        return onnx_embedder(network, embedder_settings(cfg), checkpoint, cache_dir, outputs)
+    if runtime != "mindspore":
+        raise ValueError(f"runtime: expected mindspore or onnxruntime, got {runtime!r}")
+    embedder = Embedder(inference_network(network), outputs=outputs, front_end=build_front_end(cfg))
     embedder.set_train(False)
     return embedder

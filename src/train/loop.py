@@ -111,6 +111,32 @@ class LogWindow:
                 "overflow_steps": state.overflow_steps}
 
 
+class PhaseTimes:
+    """Where a run's wall time goes, in seconds: ``setup`` (training list, train-step graph built), ``dataset``
+    (each epoch's dataset started), ``first_step`` (the first step: graph compile and one step), ``step`` (the
+    other steps, to their results on the host), ``data_wait`` (waiting for the next batch), ``checkpoint``
+    (writing checkpoints), ``other`` (logging, the progress bar). ``lap(phase)`` adds the time since the last lap
+    to ``phase``."""
+
+    PHASES = ("setup", "dataset", "first_step", "step", "data_wait", "checkpoint", "other")
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self.steps = 0
+        self.last = time.perf_counter()
+
+    def lap(self, phase):
+        now = time.perf_counter()
+        self.seconds[phase] += now - self.last
+        self.last = now
+
+    def record(self):
+        """The log record: seconds per phase, steps, and data wait as a share of the step time."""
+        steps = self.seconds["step"] + self.seconds["first_step"]
+        return {"seconds": {k: round(v, 3) for k, v in self.seconds.items()}, "steps": self.steps,
+                "data_wait_per_step_time": round(self.seconds["data_wait"] / steps, 4) if steps else None}
+
+
 def resolve_resume(resume, checkpoint_dir):
     """``resume`` setting -> checkpoint path or None ("" = fresh start, "latest" = newest in checkpoint_dir)."""
     if not resume:
@@ -217,10 +243,12 @@ def end_epoch(cfg, state, epoch, log):
                 f" (listed in {unreadable_log(cfg).path})" if skipped else "", state.overflow_steps)
 
 
-def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, save, stop):
-    """Run the rest of epoch ``state.epoch`` (or up to max_steps): step, log, checkpoint. On a stop request
-    (``stop``, src/train/run_folder.py StopRequests) save and raise TrainingStopped at the step boundary."""
+def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, save, stop, times):
+    """Run the rest of epoch ``state.epoch`` (or up to max_steps): step, log, checkpoint, timing each phase into
+    ``times`` (PhaseTimes). On a stop request (``stop``, src/train/run_folder.py StopRequests) save and raise
+    TrainingStopped at the step boundary."""
     epoch, max_steps = state.epoch, int(cfg.max_steps)
+    times.lap("other")
     dataset, steps_per_epoch = create_train_dataset(cfg, train_list, epoch, rank.size, rank.rank,
                                                     start_step=state.step_in_epoch, augment=augment)
     total = steps_per_epoch - state.step_in_epoch
@@ -228,11 +256,16 @@ def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, 
         total = min(total, max_steps - state.global_step)
     bar = tqdm(total=total, desc=f"epoch {epoch}", disable=not rank.is_main, dynamic_ncols=True)
     window, stop_requested = LogWindow(), False
-    for wav, labels in dataset.create_tuple_iterator(num_epochs=1):
+    batches = dataset.create_tuple_iterator(num_epochs=1)
+    times.lap("dataset")
+    for wav, labels in batches:
+        times.lap("data_wait")
         stop.watch()
         update_margin(train_net.classifier, state.global_step, cfg)
         loss, correct, overflow, scale = step_cell(wav, labels)
         loss, overflow = float(loss.asnumpy()), bool(overflow.asnumpy())
+        times.lap("first_step" if times.steps == 0 else "step")
+        times.steps += 1
         state.advance(overflow, steps_per_epoch)
         window.add(loss, float(correct.asnumpy()), int(wav.shape[0]) * rank.size)
         bar.update(1)
@@ -248,8 +281,10 @@ def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, 
                             state.global_step, record["loss"], record["accuracy"], lr, record["samples_per_second"])
             window = LogWindow()
         stop_requested = stop_agreed(stop, rank)
+        times.lap("other")
         if checkpoint_due(state, int(cfg.checkpoint_every_steps), last_step or stop_requested):
             save()
+            times.lap("checkpoint")
         if last_step or stop_requested or state.at_epoch_start:
             break
     bar.close()
@@ -279,6 +314,7 @@ def train(cfg, rank, device_target="CPU"):
 
 
 def _train(cfg, rank, device_target, checkpoint_dir, resume_path, init_path):
+    times = PhaseTimes()
     # MUSAN and RIR folders first: a missing or empty one fails at once, naming it (the training list of
     # VoxCeleb2 can take a while to build).
     augment = WaveAugment.from_config(cfg)
@@ -312,9 +348,15 @@ def _train(cfg, rank, device_target, checkpoint_dir, resume_path, init_path):
     logger.info("training %d classes on %d utterances, %d rank(s) x batch %d, %s", num_classes, len(train_list),
                 rank.size, cfg.batch_size, "float16 + loss scaling" if step_cell.loss_scaling else "float32")
     step = CompileLogged(step_cell, "training step")
+    times.lap("setup")
     with StopRequests() as stop:
         while state.epoch < int(cfg.num_epochs) and not reached_max_steps(state, int(cfg.max_steps)):
-            run_epoch(cfg, rank, state, step, train_net, train_list, augment, log, save, stop)
+            run_epoch(cfg, rank, state, step, train_net, train_list, augment, log, save, stop, times)
+    times.lap("other")
+    timing = times.record()
+    log.write(event="run_end", global_step=state.global_step, **timing)
+    logger.info("time: %s (data wait %.1f %% of the step time)", ", ".join(
+        f"{k} {v:.1f} s" for k, v in timing["seconds"].items()), 100 * (timing["data_wait_per_step_time"] or 0))
     logger.info("training finished at global step %d (%d overflowed steps skipped)", state.global_step,
                 state.overflow_steps)
     # Data-parallel ranks must agree exactly on the trainable parameters (batch-norm running statistics are
