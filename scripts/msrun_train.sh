@@ -25,7 +25,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"   # ROOT, use_venv
 use_venv   # msrun starts every worker with the first python on PATH: it must be the one with MindSpore
 # msrun itself imports MindSpore without src/: give it the log settings src/__init__.py gives every entry point.
 eval "$(PYTHONPATH="$ROOT" python -c 'import src; print(src.shell_exports())')"
-OUTPUT_DIR=$(PYTHONPATH="$ROOT" python -m src.train.distributed output_dir "$@" | tail -n 1)
+OUTPUT_DIR=$(PYTHONPATH="$ROOT" python -m src.train.launch output_dir "$@" | tail -n 1)
 LOG_DIR=${LOG_DIR:-$OUTPUT_DIR/distribute}
 mkdir -p "$LOG_DIR"
 NODE_ARGS=()
