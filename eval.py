@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from src.checkpoint import file_sha256
+from src.checkpoint import file_sha256, load_embedder, recipe_for_checkpoint
 from src.cli import run_command, setup_logging
 from src.config import UsageError, load_config
 from src.data.trials import check_inside_test_dir, read_trials, trial_list_paths, trial_utterances
@@ -34,7 +34,6 @@ from src.evaluate.extract import (Batching, checkpoint_mean, embedded_seconds, e
 from src.evaluate.metrics import plot_det, summarize
 from src.evaluate.scoring import score_trials, scoring_name
 from src.files import write_atomically
-from src.model.embedder import load_embedder, recipe_for_checkpoint
 
 logger = logging.getLogger("eval")
 

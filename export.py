@@ -22,8 +22,8 @@ from src.deploy.export import example_input, export_model
 from src.deploy.onnx_tools import OnnxToolError, add_sherpa_metadata, quantize_int8, sherpa_metadata
 from src.deploy.infer_files import export_base
 from src.model.ecapa_tdnn import build_ecapa
-from src.model.embedder import embedder_settings, recipe_for_checkpoint
-from src.checkpoint import load_network_weights, read_embedding_mean
+from src.model.embedder import embedder_settings
+from src.checkpoint import load_network_weights, read_embedding_mean, recipe_for_checkpoint
 
 
 def main(argv=None):

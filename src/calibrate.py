@@ -99,7 +99,7 @@ def calibrate(cfg):
     check_disjoint(source, {speaker_of_path(k) for k in keys}, trial_list_paths(cfg.trials))
 
     from src.device import setup_device
-    from src.model.embedder import load_embedder, recipe_for_checkpoint
+    from src.checkpoint import load_embedder, recipe_for_checkpoint
     setup_device(cfg.device_target, cfg.device_id)
     cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
     rate = int(cfg.sample_rate)

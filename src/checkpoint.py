@@ -16,10 +16,12 @@ checkpoint name; ``latest_checkpoint`` only sees complete files.
 
 Network weights (``load_network_weights``) are read from any checkpoint by one rule: each network parameter under
 its own name, or else under ``network.`` (the older zoo's files and other wrapper cells); every other entry is left
-out. Example::
+out. A checkpoint also carries the model settings it was made with (``read_settings``): ``recipe_for_checkpoint``
+puts them into a recipe, ``load_embedder`` builds the waveform -> embedding Cell (src/model/embedder.py) with the
+checkpoint's weights. Example::
 
-    network = build_ecapa(cfg)
-    load_network_weights(network, "runs/x/checkpoints/ckpt_step00001000.ckpt")
+    cfg = recipe_for_checkpoint(cfg, "runs/x/checkpoints/ckpt_step00001000.ckpt")
+    embedder = load_embedder(cfg, "runs/x/checkpoints/ckpt_step00001000.ckpt")    # eval mode
 """
 import hashlib
 import json
@@ -29,6 +31,9 @@ import re
 
 import numpy as np
 import mindspore as ms
+
+from src.model.ecapa_tdnn import build_ecapa, inference_network
+from src.model.embedder import EMBEDDER_KEYS, Embedder, build_front_end
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +222,36 @@ def restore_checkpoint(train_cell, path):
                               f"project (load network weights with src.checkpoint.load_network_weights instead)")
     fitting_parameters(path, train_cell, params, checkpoint_key)
     return state
+
+
+# ---------------------------------------------------------------- a checkpoint as a model
+def recipe_for_checkpoint(cfg, checkpoint):
+    """The recipe with the embedder settings ``checkpoint`` carries (``read_settings``), so the
+    model keys need not be repeated for it. A model key given on the command line that contradicts the checkpoint is
+    refused naming both values; one that only the recipe file sets gives way, with a log line. A checkpoint without
+    settings leaves the recipe as it is."""
+    stored = read_settings(checkpoint)
+    if stored is None:
+        return cfg
+    contradicting = [key for key in EMBEDDER_KEYS if key in cfg.given and key in stored and cfg[key] != stored[key]]
+    if contradicting:
+        key = contradicting[0]
+        raise ValueError(f"{key}: the command line gives {cfg[key]!r} but {checkpoint} was made with {stored[key]!r}; "
+                         f"leave the model keys out (the checkpoint carries them)")
+    changed = {key: stored[key] for key in EMBEDDER_KEYS if key in stored and cfg[key] != stored[key]}
+    if changed:
+        logger.info("%s carries its model settings; they replace the recipe's %s", checkpoint,
+                    ", ".join(f"{k}={cfg[k]!r}->{v!r}" for k, v in changed.items()))
+    return cfg.with_values(**changed)
+
+
+def load_embedder(cfg, checkpoint, outputs=("embedding",)):
+    """Embedder of a recipe's EMBEDDER_KEYS with the network weights of ``checkpoint`` (any checkpoint
+    ``load_network_weights`` reads), in eval mode, on the folded ``inference_network``."""
+    network = inference_network(load_network_weights(build_ecapa(cfg), checkpoint))
+    embedder = Embedder(network, outputs=outputs, front_end=build_front_end(cfg))
+    embedder.set_train(False)
+    return embedder
 
 
 # ---------------------------------------------------------------- writing

@@ -30,7 +30,7 @@ import eval as eval_script
 import export
 import postprocess
 import preprocess
-from src.checkpoint import read_settings
+from src.checkpoint import load_embedder, read_settings, recipe_for_checkpoint
 from src.config import load_config
 from src.data.audio import read_audio
 from src.data.synthetic import make_corpus
@@ -43,7 +43,7 @@ from src.evaluate.metrics import summarize
 from src.evaluate.scoring import score_trials
 from src.import_weights import ZOO_MODEL_CONFIG, main as import_weights, our_name
 from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.model.embedder import EMBEDDER_KEYS, load_embedder, recipe_for_checkpoint
+from src.model.embedder import EMBEDDER_KEYS
 from tests.speechbrain_ref import randomize_batchnorm
 
 FORMATS = ("speechbrain", "wespeaker", "3dspeaker", "mindspore_zoo")

@@ -26,7 +26,7 @@ import logging
 import math
 import os
 
-from src.checkpoint import file_sha256
+from src.checkpoint import file_sha256, load_embedder, recipe_for_checkpoint
 from src.cli import run_command, setup_logging
 from src.config import UsageError, parse_recipe_args, recipe_parser
 from src.data.audio import AudioError, audio_info, quality_problems, read_audio
@@ -34,7 +34,7 @@ from src.evaluate.calibration import read_calibration, scoring_settings, trial_f
 from src.evaluate.extract import Batching, embedded_seconds, extract_embeddings, save_embeddings, scoring_references
 from src.evaluate.metrics import bayes_threshold
 from src.evaluate.scoring import score_trials
-from src.model.embedder import OUTPUT_NAMES, load_embedder, recipe_for_checkpoint
+from src.model.embedder import OUTPUT_NAMES
 
 logger = logging.getLogger("verify")
 

@@ -13,19 +13,15 @@ Example::
 
 The front end is the recipe's ``front_end`` (``build_front_end``): SpeechBrain's fbank (src/model/fbank.py, the
 default) or Kaldi's (src/model/kaldi_fbank.py, with the ``kaldi_*`` options), e.g.
-``Embedder(network, front_end=build_front_end(cfg))``.
+``Embedder(network, front_end=build_front_end(cfg))``. A checkpoint's Embedder, its weights loaded and the recipe taking
+the model settings the checkpoint carries, comes from src/checkpoint.py (``load_embedder``, ``recipe_for_checkpoint``).
 """
-import logging
-
 from mindspore import nn, ops
 
-from src.checkpoint import load_network_weights, read_settings
-from src.model.ecapa_tdnn import MODEL_KEYS, build_ecapa, inference_network
+from src.model.ecapa_tdnn import MODEL_KEYS
 from src.model.fbank import HOP_LENGTH, WIN_LENGTH, Fbank, num_frames
 from src.model.kaldi_fbank import KaldiFbank, num_frames as kaldi_num_frames
 from src.model.layers import frame_mask, frame_mean_std
-
-logger = logging.getLogger(__name__)
 
 # Named outputs in network order; "blockN" is the mean and std over valid frames of block N's output.
 OUTPUT_NAMES = ("block0", "block1", "block2", "block3", "pooled", "embedding")
@@ -142,32 +138,3 @@ class Embedder(nn.Cell):
         if self.want_embedding:
             parts.append(embedding)
         return ops.concat(parts, axis=-1)
-
-
-def recipe_for_checkpoint(cfg, checkpoint):
-    """The recipe with the embedder settings ``checkpoint`` carries (src/checkpoint.py ``read_settings``), so the
-    model keys need not be repeated for it. A model key given on the command line that contradicts the checkpoint is
-    refused naming both values; one that only the recipe file sets gives way, with a log line. A checkpoint without
-    settings leaves the recipe as it is."""
-    stored = read_settings(checkpoint)
-    if stored is None:
-        return cfg
-    contradicting = [key for key in EMBEDDER_KEYS if key in cfg.given and key in stored and cfg[key] != stored[key]]
-    if contradicting:
-        key = contradicting[0]
-        raise ValueError(f"{key}: the command line gives {cfg[key]!r} but {checkpoint} was made with {stored[key]!r}; "
-                         f"leave the model keys out (the checkpoint carries them)")
-    changed = {key: stored[key] for key in EMBEDDER_KEYS if key in stored and cfg[key] != stored[key]}
-    if changed:
-        logger.info("%s carries its model settings; they replace the recipe's %s", checkpoint,
-                    ", ".join(f"{k}={cfg[k]!r}->{v!r}" for k, v in changed.items()))
-    return cfg.with_values(**changed)
-
-
-def load_embedder(cfg, checkpoint, outputs=("embedding",)):
-    """Embedder of a recipe's EMBEDDER_KEYS with the network weights of ``checkpoint`` (any checkpoint
-    src.checkpoint.load_network_weights reads), in eval mode, on the folded ``inference_network``."""
-    network = inference_network(load_network_weights(build_ecapa(cfg), checkpoint))
-    embedder = Embedder(network, outputs=outputs, front_end=build_front_end(cfg))
-    embedder.set_train(False)
-    return embedder

@@ -27,13 +27,14 @@ import time
 import mindspore as ms
 from tqdm import tqdm
 
-from src.checkpoint import latest_checkpoint, list_checkpoints, parameters_sha256, restore_checkpoint, save_checkpoint
+from src.checkpoint import (latest_checkpoint, list_checkpoints, parameters_sha256, recipe_for_checkpoint,
+                            restore_checkpoint, save_checkpoint)
 from src.cli import log_to_file
 from src.config import save_config
 from src.data.augment import WaveAugment
 from src.data.dataset import (count_skipped, create_train_dataset, num_train_classes, train_list_from_config,
                               unreadable_log)
-from src.model.embedder import embedder_settings, recipe_for_checkpoint
+from src.model.embedder import embedder_settings
 from src.model.loss import margin_at_step
 from src.device import CompileLogged
 from src.train.distributed import any_rank, barrier
@@ -142,7 +143,7 @@ def resolve_init_checkpoint(path):
 def starting_point(cfg):
     """-> (recipe, resume checkpoint or None, init checkpoint or None). Resuming this run's own checkpoint wins;
     ``init_checkpoint`` only starts a new run. The recipe takes the model keys the starting checkpoint carries, as
-    eval.py does (src/model/embedder.py ``recipe_for_checkpoint``: a contradicting command-line key is refused)."""
+    eval.py does (src/checkpoint.py ``recipe_for_checkpoint``: a contradicting command-line key is refused)."""
     resume_path = resolve_resume(cfg.resume, os.path.join(cfg.output_dir, CHECKPOINT_DIR))
     if resume_path and cfg.init_checkpoint:
         logger.info("resuming from %s: init_checkpoint %s is not used (it only starts a new run)", resume_path,
