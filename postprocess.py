@@ -17,7 +17,7 @@ import numpy as np
 from src.cli import run_command, setup_logging
 from src.config import load_config
 from src.evaluate.extract import load_embeddings, save_embeddings
-from src.deploy.infer_files import MANIFEST_FILE, infer_folders, infer_paths, read_manifest, utterance_embeddings
+from src.deploy.ascend310_files import MANIFEST_FILE, infer_folders, infer_paths, read_manifest, utterance_embeddings
 from src.evaluate.metrics import summarize
 from src.evaluate.scoring import mean_embedding, score_trials
 from src.data.trials import read_trials, trial_list_paths

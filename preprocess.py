@@ -15,7 +15,8 @@ import shutil
 
 from src.cli import run_command, setup_logging
 from src.config import load_config
-from src.deploy.infer_files import contract_path, infer_folders, infer_paths, read_contract, write_inputs
+from src.deploy.ascend310_files import infer_folders, infer_paths, write_inputs
+from src.deploy.contract import contract_path, read_contract
 from src.data.trials import check_inside_test_dir, read_trials, trial_list_paths, trial_utterances
 
 
@@ -48,7 +49,7 @@ def main(argv=None):
     featurize = None
     if contract["input"]["kind"] == "fbank":
         from src.device import setup_device
-        from src.deploy.export import window_featurizer
+        from src.deploy.verified_export import window_featurizer
         setup_device("CPU")
         featurize = window_featurizer(contract)
     keys = utterance_keys(cfg)

@@ -8,7 +8,7 @@ weights copied into ours; MFA channels 3 C) on fbank input (B, T, 80), every fra
 
 - mindspore: our folded inference network (src/model/ecapa_tdnn.py ``inference_network``) in GRAPH mode, called
   with frame lengths as eval.py calls it.
-- mindir: our MINDIR export (dynamic time axis, src/deploy/export.py) run by ``nn.GraphCell``.
+- mindir: our MINDIR export (dynamic time axis, src/deploy/verified_export.py) run by ``nn.GraphCell``.
 - onnxruntime, onnxruntime-int8: our ONNX export (dynamic axes, src/deploy/onnx_graph.py) and its dynamically
   quantised copy (src/deploy/onnx_tools.py) in onnxruntime.
 - speechbrain: SpeechBrain's ECAPA_TDNN in PyTorch eager (``inference_mode``).
@@ -59,7 +59,7 @@ def prepare(folder, channels):
     ONNX exports (fbank input, dynamic time axis)."""
     import torch
     import mindspore as ms
-    from src.deploy.export import export_model
+    from src.deploy.verified_export import export_model
     from src.deploy.onnx_tools import quantize_int8
     from src.model.ecapa_tdnn import ECAPA_TDNN
     from tests.speechbrain_ref import copy_speechbrain_to_mindspore, make_speechbrain_ecapa, randomize_batchnorm

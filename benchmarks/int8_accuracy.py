@@ -4,7 +4,7 @@
         --export_format ONNX --export_int8 true --export_seconds 3.0 --export_file demo_out/int8/ecapa_tdnn
     python benchmarks/int8_accuracy.py demo_out/int8/ecapa_tdnn demo_out/heldout/test demo_out/heldout/trials.txt
 
-Each utterance is cut into the export's windows as the 310 flow cuts them (src/deploy/infer_files.py), each window
+Each utterance is cut into the export's windows as the 310 flow cuts them (src/deploy/ascend310_files.py), each window
 embedded by onnxruntime, the window embeddings averaged; trials are scored by cosine. Prints one line per file and
 the cosine between the two files' utterance embeddings.
 """
@@ -17,7 +17,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from src.data.audio import read_audio                                               # noqa: E402
 from src.data.trials import read_trials, trial_utterances                          # noqa: E402
-from src.deploy.infer_files import contract_path, cut_windows, read_contract, window_starts   # noqa: E402
+from src.deploy.ascend310_files import cut_windows, window_starts                   # noqa: E402
+from src.deploy.contract import contract_path, read_contract                        # noqa: E402
 from src.deploy.onnx_tools import cosine_rows                                       # noqa: E402
 from src.evaluate.metrics import summarize                                          # noqa: E402
 from src.evaluate.scoring import score_trials                                       # noqa: E402

@@ -32,8 +32,8 @@ def cases(tmp):
         (["-m", "src.data.convert", "--src", missing, "--dst", os.path.join(tmp, "wav")], 1, missing),
         (["-m", "src.train.rank_table", "check", missing + ".json"], 1, f"{missing}.json"),
         (["-m", "src.train.launch", "freeze_config"], 2, "freeze_config needs the YAML file to write"),
-        (["-m", "src.deploy.cpu_runner", "--model", missing + ".mindir", "--input_dir", missing, "--output_dir",
-          tmp], 1, f"--input_dir {missing}: not a folder"),
+        (["-m", "src.deploy.ascend310_cpu_twin", "--model", missing + ".mindir", "--input_dir", missing,
+          "--output_dir", tmp], 1, f"--input_dir {missing}: not a folder"),
         (["-m", "src.import_weights", "--format", "mindspore_zoo", missing + ".ckpt", os.path.join(tmp, "o.ckpt")],
          1, f"{missing}.ckpt: checkpoint file not found"),
     ]

@@ -1,7 +1,7 @@
-"""The whole 310 flow on CPU (scripts/run_infer_cpu.sh: preprocess -> src/deploy/cpu_runner.py -> postprocess) against
-embeddings computed directly with the network on the same windows and against eval.py on the same windows,
-run_infer_310.sh's argument handling (device id handed to the program), and the run id that ties output/ to
-input/ (outputs of an earlier preprocess run are refused)."""
+"""The whole 310 flow on CPU (scripts/run_infer_cpu.sh: preprocess -> src/deploy/ascend310_cpu_twin.py ->
+postprocess) against embeddings computed directly with the network on the same windows and against eval.py on the
+same windows, run_infer_310.sh's argument handling (device id handed to the program), and the run id that ties
+output/ to input/ (outputs of an earlier preprocess run are refused)."""
 import json
 import os
 import shutil
@@ -16,9 +16,10 @@ from src.config import load_config
 from src.data.audio import read_audio
 from src.data.synthetic import make_corpus
 from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.deploy.export import export_cell, export_model
-from src.deploy.infer_files import (InferFileError, LIST_FILE, MANIFEST_FILE, cut_windows, infer_folders, read_list,
-                                    read_manifest, read_run_id, window_starts)
+from src.deploy.verified_export import export_cell, export_model
+from src.deploy.ascend310_files import (LIST_FILE, MANIFEST_FILE, cut_windows, infer_folders, read_list, read_manifest,
+                                        read_run_id, window_starts)
+from src.deploy.contract import InferFileError
 from src.evaluate.metrics import summarize
 from src.evaluate.scoring import score_trials
 from src.data.trials import read_trials, trial_utterances
@@ -34,7 +35,7 @@ BATCH, SECONDS = 3, 1.0
 # which takes the same flags and honours the same file contract.
 FAKE_PROGRAM = """#!/bin/bash
 printf '%s\\n' "$@" > "$(dirname "$0")/program_args.txt"
-exec "$PYTHON" -m src.deploy.cpu_runner "$@"
+exec "$PYTHON" -m src.deploy.ascend310_cpu_twin "$@"
 """
 
 
@@ -132,9 +133,9 @@ def test_infer_script_argument_errors(tmp_path, script):
 def test_preprocess_fbank_contract_writes_fbank_of_each_window(tmp_path):
     """For an fbank-input model the .bin rows are src.model.fbank.Fbank of each (repeat-padded) window."""
     from src.data.audio import write_wav
-    from src.deploy.export import window_featurizer
+    from src.deploy.verified_export import window_featurizer
     from src.model.fbank import Fbank
-    from src.deploy.infer_files import read_bin, read_manifest, write_inputs
+    from src.deploy.ascend310_files import read_bin, read_manifest, write_inputs
 
     wav = (0.3 * np.sin(np.arange(5000) * 0.05)).astype(np.float32)
     write_wav(str(tmp_path / "a.wav"), wav)
@@ -156,7 +157,7 @@ def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
     import eval as eval_script
     import postprocess
     import preprocess
-    from src.deploy.cpu_runner import run_folder
+    from src.deploy.ascend310_cpu_twin import run_folder
 
     corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=0, num_test_speakers=4, utts_per_speaker=3,
                          seconds=(1.2, 2.5), seed=4, augment_folders=False, progress=False)
@@ -199,7 +200,7 @@ def test_outputs_of_an_earlier_preprocess_run_are_refused(tmp_path, caplog):
     import postprocess
     import preprocess
     from src.cli import run_command
-    from src.deploy.cpu_runner import run_folder
+    from src.deploy.ascend310_cpu_twin import run_folder
 
     corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=0, num_test_speakers=2, utts_per_speaker=3,
                          seconds=(1.2, 2.5), seed=5, augment_folders=False, progress=False)

@@ -27,7 +27,7 @@ from mindspore import nn
 
 from src.checkpoint import load_embedder, recipe_for_checkpoint, save_checkpoint
 from src.config import load_config
-from src.deploy.export import export_model, window_featurizer
+from src.deploy.verified_export import export_model, window_featurizer
 from src.evaluate.extract import Batching
 from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.model.embedder import Embedder, build_front_end, embedder_settings, front_end_frames, min_samples

@@ -83,7 +83,7 @@ def test_infer_cpu_runs_every_python_step_in_the_ecapa_venv(venv, tmp_path):
     assert len(steps) == 3 and all(step.startswith(entry) for step in steps)
     steps = [step[len(entry):].split() for step in steps]
     assert steps[0][0] == "preprocess.py"
-    assert steps[1][:2] == ["-m", "src.deploy.cpu_runner"]
+    assert steps[1][:2] == ["-m", "src.deploy.ascend310_cpu_twin"]
     assert steps[2][0] == "postprocess.py"
 
 
