@@ -17,6 +17,11 @@ Writes into eval_output_dir (default <output_dir>/eval):
                           cohort_source the one an imported checkpoint carries (SpeechBrain's mean_var_norm_emb)
     eval.log              this run's log
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import json
 import logging
 import os

@@ -13,6 +13,11 @@ not possible here or the exported file differs from the network by more than ``e
 The export and its check are src/deploy/verified_export.py; ``export_int8`` and ``export_sherpa`` are
 src/deploy/onnx_tools.py steps on the written ONNX file.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import json
 import logging
 import os

@@ -9,6 +9,11 @@ list and writes <infer_dir>/result.json (src/evaluate/metrics.py summarize() per
 (<infer_dir>/embeddings.npz). score_norm snorm/asnorm needs --infer_cohort: an embedding .npz (src/evaluate/extract.py
 format, e.g. eval.py's embeddings_cohort.npz) of training utterances <speaker>/<video>/<utt>.wav.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import json
 import os
 

@@ -9,6 +9,11 @@ Utterances come from the trial lists (all their enrolment and test files) or fro
 The new input/ replaces the old one only when complete (a failed run leaves it as it was); the old
 <infer_dir>/output/ then belongs to no input and is deleted.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import logging
 import os
 import shutil

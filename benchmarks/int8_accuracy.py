@@ -15,6 +15,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from src.mindspore_log import route_mindspore_log  # noqa: E402
+
+route_mindspore_log()   # before MindSpore loads: its warnings go to a log file, here and in every worker process
+
 from src.data.audio import read_audio                                               # noqa: E402
 from src.data.trials import read_trials, trial_utterances                          # noqa: E402
 from src.deploy.ascend310_files import cut_windows, window_starts                   # noqa: E402

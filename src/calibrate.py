@@ -17,6 +17,11 @@
 eval.py and ``python -m src.evaluate.verify`` apply the file with ``--calibration FILE``; both refuse it for another
 checkpoint or another scoring.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import json
 import logging
 import os

@@ -13,6 +13,11 @@ Command line (the C++ program's flags)::
 
     python -m src.deploy.ascend310_cpu_twin --model ecapa.mindir --input_dir infer/input --output_dir infer/output
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import logging
 import os
 import time

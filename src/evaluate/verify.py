@@ -20,6 +20,11 @@ unreadable file stops the command with exit status 1 and a message naming the fi
 short input (src/data/audio.py ``quality_problems``) when comparing, unless ``--force``. Model settings come from the
 recipe (``--config``, any ``--key value`` override), e.g. ``--channels 512 --mfa_channels 1536``.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import dataclasses
 import json
 import logging

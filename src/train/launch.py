@@ -6,6 +6,11 @@ model keys of the checkpoint the run starts from (resume or ``init_checkpoint``:
 here, before any rank starts);
 ``python -m src.train.launch output_dir [--key value ...]`` prints the recipe's output folder as an absolute path.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import os
 import sys
 
