@@ -39,19 +39,30 @@ exec "$PYTHON" -m src.deploy.ascend310_cpu_twin "$@"
 """
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One random-weight network, its checkpoint and its MINDIR export (waveform input, batch 3, 1 s windows),
+    shared by the flow tests: (network, model file without ".mindir", checkpoint)."""
+    folder = tmp_path_factory.mktemp("model")
+    ms.set_seed(0)
+    net = ECAPA_TDNN(**SMALL)
+    net.set_train(False)
+    checkpoint = str(folder / "net.ckpt")
+    ms.save_checkpoint(net, checkpoint)
+    model = str(folder / "ecapa")
+    export_model(net, model, "MINDIR", "waveform", batch_size=BATCH, seconds=SECONDS)
+    return net, model, checkpoint
+
+
 def run(script, *args, **env):
     return subprocess.run(["bash", script, *args], capture_output=True, text=True, cwd=ROOT,
                           env=dict(os.environ, PYTHON=sys.executable, **env))
 
 
-def test_cpu_flow_equals_direct_network_embeddings(tmp_path):
+def test_cpu_flow_equals_direct_network_embeddings(tmp_path, exported):
     corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=0, num_test_speakers=4, utts_per_speaker=3,
                          seconds=(0.6, 3.4), seed=3, augment_folders=False, progress=False)
-    ms.set_seed(0)
-    net = ECAPA_TDNN(**SMALL)
-    net.set_train(False)
-    model = str(tmp_path / "model" / "ecapa")
-    export_model(net, model, "MINDIR", "waveform", batch_size=BATCH, seconds=SECONDS)
+    net, model, _ = exported
     infer_dir = tmp_path / "infer"
 
     proc = run(SCRIPT_CPU, model + ".mindir", corpus["test_dir"], "0", "--trials", corpus["trials"],
@@ -151,7 +162,7 @@ def test_preprocess_fbank_contract_writes_fbank_of_each_window(tmp_path):
     np.testing.assert_allclose(rows, expected.asnumpy(), atol=1e-4)
 
 
-def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
+def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path, exported):
     """First window only (infer_max_windows 1) vs eval.py cropping every utterance to that window
     (max_eval_seconds = the window, no other bucket): the same samples reach the network, so the same EER."""
     import eval as eval_script
@@ -161,13 +172,7 @@ def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
 
     corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=0, num_test_speakers=4, utts_per_speaker=3,
                          seconds=(1.2, 2.5), seed=4, augment_folders=False, progress=False)
-    ms.set_seed(1)
-    net = ECAPA_TDNN(**SMALL)
-    net.set_train(False)
-    checkpoint = str(tmp_path / "net.ckpt")
-    ms.save_checkpoint(net, checkpoint)
-    model = str(tmp_path / "ecapa")
-    export_model(net, model, "MINDIR", "waveform", batch_size=BATCH, seconds=SECONDS)
+    _, model, checkpoint = exported
     infer_dir = str(tmp_path / "infer")
     common = ["--infer_model", model + ".mindir", "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],
               "--infer_dir", infer_dir, "--infer_max_windows", "1"]
@@ -193,7 +198,7 @@ def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
     np.testing.assert_allclose(flow_scores, eval_scores, atol=1e-5)
 
 
-def test_outputs_of_an_earlier_preprocess_run_are_refused(tmp_path, caplog):
+def test_outputs_of_an_earlier_preprocess_run_are_refused(tmp_path, caplog, exported):
     """Preprocess, infer, preprocess again with other settings (which deletes output/), put the old output/ back:
     its file names still match the new manifest, but postprocess.py refuses it by run id, naming both folders. After
     the inference step runs again, postprocess.py scores."""
@@ -204,11 +209,7 @@ def test_outputs_of_an_earlier_preprocess_run_are_refused(tmp_path, caplog):
 
     corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=0, num_test_speakers=2, utts_per_speaker=3,
                          seconds=(1.2, 2.5), seed=5, augment_folders=False, progress=False)
-    ms.set_seed(2)
-    net = ECAPA_TDNN(**SMALL)
-    net.set_train(False)
-    model = str(tmp_path / "ecapa") + ".mindir"
-    export_model(net, model[:-len(".mindir")], "MINDIR", "waveform", batch_size=BATCH, seconds=SECONDS)
+    model = exported[1] + ".mindir"
     infer_dir = str(tmp_path / "infer")
     input_dir, output_dir = infer_folders(infer_dir)
     common = ["--infer_model", model, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],
