@@ -209,12 +209,12 @@ def update_margin(classifier, global_step, cfg):
 
 def end_epoch(cfg, state, epoch, log):
     """Log the finished epoch: unreadable files skipped by every rank (one shared log), overflowed steps."""
-    skipped = count_skipped(cfg, epoch)
+    skipped = count_skipped(cfg.output_dir, epoch)
     log.write(event="epoch_end", epoch=epoch, global_step=state.global_step, unreadable_files=skipped,
               overflow_steps=state.overflow_steps)
     logger.info("epoch %d done at global step %d: %d unreadable audio file(s) skipped%s, %d overflowed step(s) "
                 "skipped so far", epoch, state.global_step, skipped,
-                f" (listed in {unreadable_log(cfg).path})" if skipped else "", state.overflow_steps)
+                f" (listed in {unreadable_log(cfg.output_dir).path})" if skipped else "", state.overflow_steps)
 
 
 def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, save, stop):
@@ -287,7 +287,7 @@ def _train(cfg, rank, device_target, checkpoint_dir, resume_path, init_path):
     barrier(rank)
     if train_list is None:
         train_list = train_list_from_config(cfg)
-    num_classes = num_train_classes(cfg, train_list)
+    num_classes = num_train_classes(train_list, cfg.speed_perturb)
     ms.set_seed(int(cfg.seed))
     step_cell, train_net = build_train_step(cfg, num_classes, device_target, init_checkpoint=init_path)
     step_cell.set_train()
