@@ -26,6 +26,11 @@ Writes into eval_output_dir (default <output_dir>/eval):
                           cohort_source the one an imported checkpoint carries (SpeechBrain's mean_var_norm_emb)
     eval.log              this run's log
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import json
 import logging
 import os
@@ -33,7 +38,7 @@ import time
 
 import numpy as np
 
-from src.checkpoint import file_sha256
+from src.checkpoint import file_sha256, load_embedder, recipe_for_checkpoint
 from src.cli import run_command, setup_logging
 from src.config import UsageError, load_config
 from src.data.cnceleb import check_enrolled, read_enrollment, resolve_audio_keys
@@ -45,7 +50,6 @@ from src.evaluate.extract import (Batching, checkpoint_mean, embedded_seconds, e
 from src.evaluate.metrics import plot_det, summarize
 from src.evaluate.scoring import enrollment_means, score_trials, scoring_name
 from src.files import write_atomically
-from src.model.embedder import load_embedder, recipe_for_checkpoint
 
 logger = logging.getLogger("eval")
 

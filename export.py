@@ -11,22 +11,27 @@
 
 Writes ``<export_file>.<ext>`` and its contract ``<export_file>.<ext>.json``; exits with status 1 when the format is
 not possible here or the exported file differs from the network by more than ``export_tolerance``.
-``export_int8`` and ``export_sherpa`` are src/deploy/onnx_tools.py steps on the written ONNX file.
+The export and its check are src/deploy/verified_export.py; ``export_int8`` and ``export_sherpa`` are
+src/deploy/onnx_tools.py steps on the written ONNX file.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import json
 import logging
 import os
 
 from src.cli import run_command, setup_logging
 from src.config import load_config
-from src.deploy.export import example_input, export_model
+from src.deploy.verified_export import example_input, export_model, window_featurizer
 from src.data.dataset import train_list_from_config
 from src.deploy.onnx_tools import OnnxToolError, add_sherpa_metadata, calibration_crops, quantize_int8, sherpa_metadata
-from src.deploy.infer_files import export_base
-from src.deploy.export import window_featurizer
+from src.deploy.contract import export_base
 from src.model.ecapa_tdnn import build_ecapa
-from src.model.embedder import embedder_settings, recipe_for_checkpoint
-from src.checkpoint import load_network_weights, read_embedding_mean
+from src.model.embedder import embedder_settings
+from src.checkpoint import load_network_weights, read_embedding_mean, recipe_for_checkpoint
 
 
 def main(argv=None):

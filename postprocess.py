@@ -9,6 +9,11 @@ list and writes <infer_dir>/result.json (src/evaluate/metrics.py summarize() per
 (<infer_dir>/embeddings.npz). score_norm snorm/asnorm needs --infer_cohort: an embedding .npz (src/evaluate/extract.py
 format, e.g. eval.py's embeddings_cohort.npz) of training utterances <speaker>/<video>/<utt>.wav.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import json
 import os
 
@@ -17,7 +22,7 @@ import numpy as np
 from src.cli import run_command, setup_logging
 from src.config import load_config
 from src.evaluate.extract import load_embeddings, save_embeddings
-from src.deploy.infer_files import MANIFEST_FILE, infer_folders, infer_paths, read_manifest, utterance_embeddings
+from src.deploy.ascend310_files import MANIFEST_FILE, infer_folders, infer_paths, read_manifest, utterance_embeddings
 from src.evaluate.metrics import summarize
 from src.evaluate.scoring import mean_embedding, score_trials
 from src.data.trials import read_trials, trial_list_paths

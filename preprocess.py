@@ -9,13 +9,19 @@ Utterances come from the trial lists (all their enrolment and test files) or fro
 The new input/ replaces the old one only when complete (a failed run leaves it as it was); the old
 <infer_dir>/output/ then belongs to no input and is deleted.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import logging
 import os
 import shutil
 
 from src.cli import run_command, setup_logging
 from src.config import load_config
-from src.deploy.infer_files import contract_path, infer_folders, infer_paths, read_contract, write_inputs
+from src.deploy.ascend310_files import infer_folders, infer_paths, write_inputs
+from src.deploy.contract import contract_path, read_contract
 from src.data.trials import check_inside_test_dir, read_trials, trial_list_paths, trial_utterances
 
 
@@ -48,7 +54,7 @@ def main(argv=None):
     featurize = None
     if contract["input"]["kind"] == "fbank":
         from src.device import setup_device
-        from src.deploy.export import window_featurizer
+        from src.deploy.verified_export import window_featurizer
         setup_device("CPU")
         featurize = window_featurizer(contract)
     keys = utterance_keys(cfg)

@@ -10,6 +10,11 @@ Writes into output_dir: config.yaml (the resolved recipe), train.log, train_log.
 accuracy, learning rate, samples/s) and checkpoints/ckpt_step<N>.ckpt (network, classifier, optimizer, data
 position). Data-parallel runs are started by scripts/run_distribute_train_*.sh.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import sys
 
 from src.cli import run_command, setup_logging

@@ -40,7 +40,7 @@ def prepare(folder, minutes, channels, onnx):
     import mindspore as ms
     from src.config import load_config
     from src.data.conversations import ConversationSettings, write_conversation
-    from src.deploy.export import export_model
+    from src.deploy.verified_export import export_model
     from src.device import setup_device
     from src.model.ecapa_tdnn import build_ecapa
     setup_device("CPU")
@@ -65,7 +65,8 @@ def measure(folder, minutes, channels, threads, runtime):
     from src.config import load_config
     from src.device import setup_device
     from src.diarize.pipeline import DiarizeSettings, diarize_recording, window_batching
-    from src.model.embedder import load_embedder, min_samples
+    from src.checkpoint import load_embedder
+    from src.model.embedder import min_samples
     from src.recordings.windows import embed_windows
     setup_device("CPU")
     ms.device_context.cpu.op_tuning.threads_num(threads)

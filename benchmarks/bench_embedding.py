@@ -18,6 +18,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from src.mindspore_log import route_mindspore_log  # noqa: E402
+
+route_mindspore_log()   # before MindSpore loads: its warnings go to a log file, here and in every worker process
 
 import mindspore as ms  # noqa: E402
 

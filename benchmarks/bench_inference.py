@@ -8,7 +8,7 @@ weights copied into ours; MFA channels 3 C) on fbank input (B, T, 80), every fra
 
 - mindspore: our folded inference network (src/model/ecapa_tdnn.py ``inference_network``) in GRAPH mode, called
   with frame lengths as eval.py calls it.
-- mindir: our MINDIR export (dynamic time axis, src/deploy/export.py) run by ``nn.GraphCell``.
+- mindir: our MINDIR export (dynamic time axis, src/deploy/verified_export.py) run by ``nn.GraphCell``.
 - onnxruntime, onnxruntime-int8: our ONNX export (dynamic axes, src/deploy/onnx_graph.py) and its static int8
   copy (src/deploy/onnx_tools.py ``quantize_int8``, calibrated on 64 standard-normal inputs like the timed ones) in
   onnxruntime.
@@ -32,6 +32,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from src.mindspore_log import route_mindspore_log  # noqa: E402
+
+route_mindspore_log()   # before MindSpore loads: its warnings go to a log file, here and in every worker process
 
 from benchmarks.report import add_json_option, write_report  # noqa: E402
 from benchmarks.sides import (Side, int_list, pin_threads, serve, spread, take_turns, timed_runs,  # noqa: E402
@@ -61,7 +64,7 @@ def prepare(folder, channels):
     ONNX exports (fbank input, dynamic time axis)."""
     import torch
     import mindspore as ms
-    from src.deploy.export import export_model
+    from src.deploy.verified_export import export_model
     from src.deploy.onnx_tools import quantize_int8
     from src.model.ecapa_tdnn import ECAPA_TDNN
     from tests.speechbrain_ref import copy_speechbrain_to_mindspore, make_speechbrain_ecapa, randomize_batchnorm

@@ -27,6 +27,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from src.mindspore_log import route_mindspore_log  # noqa: E402
+
+route_mindspore_log()   # before MindSpore loads: its warnings go to a log file, here and in every worker process
 
 from benchmarks.report import add_json_option, write_report  # noqa: E402
 from benchmarks.sides import (Side, int_list, pin_threads, serve, spread, take_turns, timed_runs,  # noqa: E402

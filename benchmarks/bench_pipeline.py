@@ -27,6 +27,9 @@ import scipy.fft
 from scipy.signal import get_window
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from src.mindspore_log import route_mindspore_log  # noqa: E402
+
+route_mindspore_log()   # before MindSpore loads: its warnings go to a log file, here and in every worker process
 
 from benchmarks.report import add_json_option, write_report  # noqa: E402
 from src.config import load_config  # noqa: E402

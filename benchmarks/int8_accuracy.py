@@ -5,7 +5,7 @@
     python benchmarks/int8_accuracy.py demo_out/int8/ecapa_tdnn demo_out/corpus/test demo_out/corpus/trials.txt
 
 A dynamic export embeds each utterance whole (as eval.py does); a fixed-length one embeds the export's windows as
-the 310 flow cuts them (src/deploy/infer_files.py) and averages them. Trials are scored by cosine. Prints one line
+the 310 flow cuts them (src/deploy/ascend310_files.py) and averages them. Trials are scored by cosine. Prints one line
 per file, the relative differences of the int8 metrics from the float32 ones, and the cosine between the two files'
 utterance embeddings. Figures are also written as JSON (``--json PATH``, default
 runs/benchmarks/int8_accuracy.json; benchmarks/report.py).
@@ -18,9 +18,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.report import add_json_option, write_report                        # noqa: E402
+from src.mindspore_log import route_mindspore_log  # noqa: E402
+
+route_mindspore_log()   # before MindSpore loads: its warnings go to a log file, here and in every worker process
+
 from src.data.audio import read_audio                                               # noqa: E402
 from src.data.trials import read_trials, trial_utterances                          # noqa: E402
-from src.deploy.infer_files import contract_path, cut_windows, read_contract, window_starts   # noqa: E402
+from src.deploy.ascend310_files import cut_windows, window_starts                   # noqa: E402
+from src.deploy.contract import contract_path, read_contract                        # noqa: E402
 from src.deploy.onnx_tools import cosine_rows                                       # noqa: E402
 from src.evaluate.metrics import summarize                                          # noqa: E402
 from src.evaluate.scoring import score_trials                                       # noqa: E402

@@ -10,7 +10,7 @@
 # e.g. two servers with 8 each:  WORKER_NUM=16 MASTER_ADDR=10.0.0.1 NODE_RANK=1 bash $0 8 --config ...
 # output_dir (and train_list_dir) should then be on storage all servers share. msrun writes one log per rank,
 # OUTPUT_DIR/distribute/worker_<rank>.log (LOG_DIR overrides); only rank 0 writes checkpoints and summaries.
-# MindSpore's own warnings go to runs/mindspore_log/rank_<rank>/logs/ (src/__init__.py; ECAPA_MINDSPORE_LOG).
+# MindSpore's own warnings go to runs/mindspore_log/rank_<rank>/logs/ (src/mindspore_log.py; ECAPA_MINDSPORE_LOG).
 # Relative paths are taken from the folder you run this in.
 set -euo pipefail
 : "${DEVICE_TARGET:?set DEVICE_TARGET to GPU or CPU}"
@@ -23,9 +23,9 @@ shift
 WORKER_NUM=${WORKER_NUM:-$LOCAL_RANKS}
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"   # ROOT, use_venv
 use_venv   # msrun starts every worker with the first python on PATH: it must be the one with MindSpore
-# msrun itself imports MindSpore without src/: give it the log settings src/__init__.py gives every entry point.
-eval "$(PYTHONPATH="$ROOT" python -c 'import src; print(src.shell_exports())')"
-OUTPUT_DIR=$(PYTHONPATH="$ROOT" python -m src.train.distributed output_dir "$@" | tail -n 1)
+# msrun itself imports MindSpore: give it the log settings every entry point gives itself (src/mindspore_log.py).
+eval "$(PYTHONPATH="$ROOT" python -c 'from src.mindspore_log import shell_exports; print(shell_exports())')"
+OUTPUT_DIR=$(PYTHONPATH="$ROOT" python -m src.train.launch output_dir "$@" | tail -n 1)
 LOG_DIR=${LOG_DIR:-$OUTPUT_DIR/distribute}
 mkdir -p "$LOG_DIR"
 NODE_ARGS=()

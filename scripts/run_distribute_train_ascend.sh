@@ -26,7 +26,7 @@ LISTING=$(python -m src.train.rank_table devices "$RANK_TABLE_FILE")   # "RANK_S
 RANK_SIZE=$(echo "$LISTING" | head -n 1 | cut -d' ' -f2)
 # One recipe for every rank, with relative paths made absolute (the ranks run in their own folders).
 FROZEN=$(mktemp /tmp/ecapa_train_config.XXXXXX.yaml)
-OUTPUT_DIR=$(python -m src.train.distributed freeze_config "$FROZEN" "$@" | tail -n 1)
+OUTPUT_DIR=$(python -m src.train.launch freeze_config "$FROZEN" "$@" | tail -n 1)
 RUN_DIR=${RUN_DIR:-$OUTPUT_DIR/distribute}
 mkdir -p "$RUN_DIR"
 cp "$FROZEN" "$RUN_DIR/launch_config.yaml" && rm -f "$FROZEN"

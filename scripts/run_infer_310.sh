@@ -16,7 +16,7 @@
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"   # ROOT, use_venv
-BACKEND="${INFER_BACKEND:-ascend}"          # ascend: ascend310_infer program; cpu: src/deploy/cpu_runner.py
+BACKEND="${INFER_BACKEND:-ascend}"          # ascend: ascend310_infer program; cpu: src/deploy/ascend310_cpu_twin.py
 
 usage() {
   sed -n '5,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -67,8 +67,8 @@ if [ "$BACKEND" = ascend ]; then
   echo "== infer on Ascend device $DEVICE ($PROGRAM)"
   "$PROGRAM" "${flags[@]}"
 else
-  echo "== infer on CPU (src/deploy/cpu_runner.py; DEVICE_ID $DEVICE is not used)"
-  python -m src.deploy.cpu_runner "${flags[@]}" --device_target CPU
+  echo "== infer on CPU (src/deploy/ascend310_cpu_twin.py; DEVICE_ID $DEVICE is not used)"
+  python -m src.deploy.ascend310_cpu_twin "${flags[@]}" --device_target CPU
 fi
 
 echo "== postprocess: scores and metrics -> $INFER_DIR/acc.log"

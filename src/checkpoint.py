@@ -19,10 +19,12 @@ checkpoint name; ``latest_checkpoint`` only sees complete files.
 
 Network weights (``load_network_weights``) are read from any checkpoint by one rule: each network parameter under
 its own name, or else under ``network.`` (the older zoo's files and other wrapper cells); every other entry is left
-out. Example::
+out. A checkpoint also carries the model settings it was made with (``read_settings``): ``recipe_for_checkpoint``
+puts them into a recipe, ``load_embedder`` builds the waveform -> embedding Cell (src/model/embedder.py) with the
+checkpoint's weights. Example::
 
-    network = build_ecapa(cfg)
-    load_network_weights(network, "runs/x/checkpoints/ckpt_step00001000.ckpt")
+    cfg = recipe_for_checkpoint(cfg, "runs/x/checkpoints/ckpt_step00001000.ckpt")
+    embedder = load_embedder(cfg, "runs/x/checkpoints/ckpt_step00001000.ckpt")    # eval mode
 """
 import hashlib
 import json
@@ -34,6 +36,8 @@ import numpy as np
 import mindspore as ms
 
 from src.import_layout import read_layout
+from src.model.ecapa_tdnn import build_ecapa, inference_network
+from src.model.embedder import EMBEDDER_KEYS, Embedder, build_front_end, embedder_settings
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +240,51 @@ def restore_checkpoint(train_cell, path):
                               f"project (load network weights with src.checkpoint.load_network_weights instead)")
     fitting_parameters(path, train_cell, params, checkpoint_key)
     return state
+
+
+# ---------------------------------------------------------------- a checkpoint as a model
+def recipe_for_checkpoint(cfg, checkpoint):
+    """The recipe with the embedder settings ``checkpoint`` carries (``read_settings``), so the
+    model keys need not be repeated for it. A model key given on the command line that contradicts the checkpoint is
+    refused naming both values; one that only the recipe file sets gives way, with a log line. A checkpoint without
+    settings leaves the recipe as it is."""
+    stored = read_settings(checkpoint)
+    if stored is None:
+        return cfg
+    contradicting = [key for key in EMBEDDER_KEYS if key in cfg.given and key in stored and cfg[key] != stored[key]]
+    if contradicting:
+        key = contradicting[0]
+        raise ValueError(f"{key}: the command line gives {cfg[key]!r} but {checkpoint} was made with {stored[key]!r}; "
+                         f"leave the model keys out (the checkpoint carries them)")
+    changed = {key: stored[key] for key in EMBEDDER_KEYS if key in stored and cfg[key] != stored[key]}
+    if changed:
+        logger.info("%s carries its model settings; they replace the recipe's %s", checkpoint,
+                    ", ".join(f"{k}={cfg[k]!r}->{v!r}" for k, v in changed.items()))
+    return cfg.with_values(**changed)
+
+
+def load_embedder(cfg, checkpoint, outputs=("embedding",)):
+    """The inference embedder of a recipe with the network weights of ``checkpoint`` (any checkpoint
+    ``load_network_weights`` reads), called as ``embedder(wav, wav_lens) -> (B, D)``.
+
+    The recipe's ``runtime`` chooses what runs it: ``mindspore`` (the default), an Embedder of its EMBEDDER_KEYS on
+    the folded ``inference_network`` in eval mode; ``onnxruntime`` (CPU only, the embedding only), an
+    src/deploy/onnx_runtime.py OnnxEmbedder on the checkpoint's dynamic ONNX export, made once and kept in
+    ``runtime_cache_dir`` (default ``<output_dir>/onnx_cache``)."""
+    network = load_network_weights(build_ecapa(cfg), checkpoint)
+    runtime = cfg.get("runtime", "mindspore")
+    if runtime == "onnxruntime":
+        from src.deploy.onnx_runtime import onnx_embedder
+        if ms.get_context("device_target") != "CPU":
+            raise ValueError(f"runtime onnxruntime runs on the CPU; device_target is "
+                             f"{ms.get_context('device_target')}: set runtime mindspore")
+        cache_dir = cfg.get("runtime_cache_dir") or os.path.join(cfg.get("output_dir") or ".", "onnx_cache")
+        return onnx_embedder(network, embedder_settings(cfg), checkpoint, cache_dir, outputs)
+    if runtime != "mindspore":
+        raise ValueError(f"runtime: expected mindspore or onnxruntime, got {runtime!r}")
+    embedder = Embedder(inference_network(network), outputs=outputs, front_end=build_front_end(cfg))
+    embedder.set_train(False)
+    return embedder
 
 
 # ---------------------------------------------------------------- writing

@@ -2,6 +2,8 @@
 
 Each entry point is ``main(argv) -> exit status`` run by ``run_command(main)``:
 
+- MindSpore's own log goes to files (src/mindspore_log.py; entry points that load MindSpore on import call
+  ``route_mindspore_log`` before their imports too);
 - logging goes to the console (and a log file when the command names one, ``setup_logging``);
 - a problem the user can fix (a bad value, file, list, trial list, checkpoint, audio file: ``ValueError`` or
   ``OSError``, whose messages name the culprit) ends with one line ``error: <message>`` on stderr and exit status 1,
@@ -14,6 +16,7 @@ import os
 import sys
 
 from src.config import UsageError
+from src.mindspore_log import route_mindspore_log
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -45,6 +48,7 @@ def log_to_file(log_file):
 
 def run_command(main, argv=None):
     """Run ``main(argv)`` and exit with its status, ending on errors as the module docstring says."""
+    route_mindspore_log()
     try:
         status = main(argv)
     except UsageError as err:

@@ -44,7 +44,7 @@ RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float",
 
 class Config(dict):
     """A read-only dict whose keys can also be read as attributes (``cfg.channels``). ``given`` holds the keys
-    set on the command line (they win over what a checkpoint carries, src/model/embedder.py)."""
+    set on the command line (they win over what a checkpoint carries, src/checkpoint.py recipe_for_checkpoint)."""
 
     def __init__(self, values=(), given=()):
         super().__init__(values)

@@ -80,6 +80,11 @@ In Python::
     net = ECAPA_TDNN(**ZOO_MODEL_CONFIG)
     classifier_weight = load_zoo_checkpoint("zoo.ckpt", net)     # numpy (n_classes, 192) or None
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import dataclasses
 import json
 import logging

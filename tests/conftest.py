@@ -7,7 +7,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-import src  # noqa: E402,F401  (before any test module imports MindSpore: its log goes to a file, src/__init__.py)
+from src.mindspore_log import route_mindspore_log  # noqa: E402
+
+route_mindspore_log()   # as every entry point starts: before any test module imports MindSpore, its log goes to a file
 
 
 @pytest.fixture

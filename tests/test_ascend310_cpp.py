@@ -2,8 +2,9 @@
 non-device parts (including the run id copied from input/run_id.txt into output_list.txt), and run the program on
 its error paths (no NPU here, so a model cannot be built).
 
-The API comes from the MindSpore 2.0.0 wheel (`build.sh --fetch-api`, 947 MB, cached under .deps/); the test skips
-only when that download is impossible. Running the linked program needs libpython3.9 (libmindspore.so refers to it).
+The API comes from the MindSpore 2.0.0 wheel (`build.sh --fetch-api`, 947 MB, downloaded once into the cache folder
+outside the checkout, ${XDG_CACHE_HOME:-~/.cache}/ecapa-tdnn, which every clone reuses); the test skips only when
+that download is impossible. Running the linked program needs libpython3.9 (libmindspore.so refers to it).
 """
 import glob
 import os

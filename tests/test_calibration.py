@@ -198,7 +198,7 @@ def test_verify_decides_at_the_bayes_threshold_of_the_stated_prior(calibrated, c
     assert (f"false accepts {100 * point['false_accept']:.2f} %, false rejects {100 * point['false_reject']:.2f} %"
             in printed)
     # The Python API gives the same LLR, from the embeddings of eval.py's cache as well.
-    from src.model.embedder import load_embedder
+    from src.checkpoint import load_embedder
     cfg = load_config(OVERRIDES)
     result = verify.score_pair(cfg, load_embedder(cfg, checkpoint), pair, calibration)
     assert result["llr"] == pytest.approx(llr, abs=2e-3)

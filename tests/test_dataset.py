@@ -65,7 +65,7 @@ def test_clean_crops_come_from_the_files(corpus, tmp_path):
 def test_speed_perturbation_adds_speaker_classes(corpus, tmp_path):
     cfg = _cfg(corpus, tmp_path, speed_perturb=True)
     tl = train_list_from_config(cfg)
-    assert num_train_classes(cfg, tl) == 3 * tl.num_speakers
+    assert num_train_classes(tl, cfg.speed_perturb) == 3 * tl.num_speakers
     source = TrainSource(tl, np.arange(len(tl)), 16000, seed=3, epoch=0, speed_perturb=True)
     copies = set()
     for i in range(len(tl)):
@@ -125,7 +125,7 @@ def test_unreadable_file_is_replaced_logged_and_counted(corpus, tmp_path, caplog
     finally:
         os.replace(str(tmp_path / "saved.wav"), os.path.join(tl.root, bad))
     assert len(batches) == len(tl) // 4 and all(w.shape == (4, 24000) for w, _ in batches)
-    assert count_skipped(cfg, epoch=0) == 1 and count_skipped(cfg, epoch=1) == 0
+    assert count_skipped(cfg.output_dir, epoch=0) == 1 and count_skipped(cfg.output_dir, epoch=1) == 0
     with open(os.path.join(cfg.output_dir, "unreadable_audio.txt")) as f:
         assert bad in f.read()
 

@@ -140,9 +140,9 @@ def test_onnx_window_embeddings_match_the_mindspore_graph(checkpoint, tmp_path):
     """The dynamic waveform ONNX export through onnxruntime (src/diarize/onnx_embedder.py) gives the windows the
     embeddings the MindSpore graph gives them, padded rows (a region shorter than a window) included."""
     from src.checkpoint import load_network_weights
-    from src.deploy.export import export_model
+    from src.deploy.verified_export import export_model
     from src.diarize.onnx_embedder import OnnxEmbedder
-    from src.model.embedder import load_embedder
+    from src.checkpoint import load_embedder
     cfg = load_config(TINY_ARGS)
     embedder = load_embedder(cfg, checkpoint)
     network = load_network_weights(build_ecapa(cfg), checkpoint)

@@ -15,7 +15,7 @@ from src.data.dataset import create_train_dataset, train_list_from_config
 from src.data.synthetic import make_corpus
 from src.import_weights import SPEECHBRAIN_FRONT_END, write_imported
 from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.train.distributed import absolute_paths
+from src.train.launch import absolute_paths
 from src.train.step import build_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

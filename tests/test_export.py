@@ -1,4 +1,5 @@
-"""Export round trips (src/deploy/export.py, export.py): the written file reproduces the network within 1e-4."""
+"""Export round trips (src/deploy/verified_export.py, export.py): the written file reproduces the network within
+1e-4."""
 import json
 import os
 
@@ -9,8 +10,8 @@ from mindspore import nn
 
 import export
 from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.deploy.export import ExportError, example_input, export_cell, export_model
-from src.deploy.infer_files import contract_path, read_contract
+from src.deploy.verified_export import ExportError, example_input, export_cell, export_model
+from src.deploy.contract import contract_path, read_contract
 from src.deploy.onnx_tools import FRONT_END_SCOPE, OnnxToolError, add_sherpa_metadata, quantize_int8
 from tests.test_ecapa_tdnn import WESPEAKER_VARIANTS, randomize_our_batchnorm
 

@@ -14,7 +14,7 @@ from src.config import load_config
 from src.data.synthetic import make_corpus
 from src.import_weights import WESPEAKER_FRONT_END, write_imported
 from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.train import distributed
+from src.train import launch
 from src.train.loop import starting_point
 from src.train.step import build_train_step, initial_classifier
 
@@ -77,8 +77,8 @@ def test_an_imported_checkpoint_starts_a_run_with_its_model_and_weights(imported
     with pytest.raises(ValueError, match="padding: the command line gives 'reflect' but .*wespeaker.ckpt"):
         starting_point(load_config(base + ["--padding", "reflect"]))
     with pytest.raises(ValueError, match="padding: the command line gives 'reflect'"):
-        distributed.main(["freeze_config", str(tmp_path / "frozen.yaml")] + base + ["--padding", "reflect"])
-    distributed.main(["freeze_config", str(tmp_path / "frozen.yaml")] + base)
+        launch.main(["freeze_config", str(tmp_path / "frozen.yaml")] + base + ["--padding", "reflect"])
+    launch.main(["freeze_config", str(tmp_path / "frozen.yaml")] + base)
     frozen = load_config(["--config", str(tmp_path / "frozen.yaml")])
     assert (frozen.front_end, frozen.channels, frozen.init_checkpoint) == ("kaldi", 32, path)
 

@@ -25,10 +25,9 @@ C=1024 MFA 3072 without 2.0e-6 / 1.9e-6 / 2.1e-6 (printed under ``-s``); the tes
 """
 import pytest
 
-from src.checkpoint import CheckpointError, read_settings
+from src.checkpoint import CheckpointError, load_embedder, read_settings
 from src.config import load_config
 from src.import_weights import main, speechbrain_name
-from src.model.embedder import load_embedder
 from tests.speechbrain_ref import randomize_batchnorm
 from tests.torch_ref import assert_same_pipeline, format_diffs, speech_waveforms, torchaudio_kaldi_standin
 

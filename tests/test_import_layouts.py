@@ -17,7 +17,7 @@ from src.config import load_config
 from src.import_layout import assumed_dilations
 from src.import_weights import main
 from src.model.ecapa_tdnn import ECAPA_TDNN, build_ecapa, min_frames
-from src.model.embedder import load_embedder
+from src.checkpoint import load_embedder
 from tests.speechbrain_ref import randomize_batchnorm, speechbrain_embed, speechbrain_module
 from tests.torch_ref import TOLERANCE, assert_same_pipeline, format_diffs, speech_waveforms
 

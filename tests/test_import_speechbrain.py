@@ -24,10 +24,10 @@ The imported ``embedding_mean`` equals glob_mean exactly, and our embedding minu
 import numpy as np
 import pytest
 
-from src.checkpoint import CheckpointError, read_embedding_mean, read_settings
+from src.checkpoint import CheckpointError, load_embedder, read_embedding_mean, read_settings
 from src.config import load_config
 from src.import_weights import main, speechbrain_name
-from src.model.embedder import embedder_settings, load_embedder
+from src.model.embedder import embedder_settings
 from tests.speechbrain_ref import randomize_batchnorm, speechbrain_module
 from tests.torch_ref import TOLERANCE, assert_same_pipeline, format_diffs, speech_waveforms
 

@@ -43,12 +43,11 @@ import numpy as np
 import pytest
 import mindspore as ms
 
-from src.checkpoint import CheckpointError, read_settings
+from src.checkpoint import CheckpointError, load_embedder, read_settings
 from src.config import load_config
 from src.import_weights import (WESPEAKER_MODEL_CONFIG, convert_wespeaker_params, main, wespeaker_name,
                                 wespeaker_settings)
 from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.model.embedder import load_embedder
 from tests.speechbrain_ref import randomize_batchnorm
 from tests.torch_ref import (TOLERANCE, assert_same_pipeline, format_diffs, speech_waveforms,
                              torchaudio_kaldi_standin)

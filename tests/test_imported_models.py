@@ -1,8 +1,8 @@
 """The rest of the project takes imported models. A peer toolkit's checkpoint (random weights, written with the peer's
 own code) is imported with ``python -m src.import_weights --format F SRC OUT.ckpt --recipe R.yaml``; then only
 ``--config R.yaml`` plus data and output keys drive eval.py, ``python -m src.evaluate.verify``, export.py (MINDIR and
-ONNX) and the 310 flow (preprocess.py -> src/deploy/cpu_runner.py, the CPU stand-in for the Ascend 310 program ->
-postprocess.py), as a user runs them.
+ONNX) and the 310 flow (preprocess.py -> src/deploy/ascend310_cpu_twin.py, the CPU stand-in for the Ascend 310
+program -> postprocess.py), as a user runs them.
 
 Coverage per format: speechbrain, wespeaker and 3dspeaker go through every command; the SpeechBrain file is a
 network of another depth (two SE-Res2Blocks, a 3-tap MFA layer) saved under a key beside another module, as
@@ -32,20 +32,21 @@ import eval as eval_script
 import export
 import postprocess
 import preprocess
-from src.checkpoint import read_settings
+from src.checkpoint import load_embedder, read_settings, recipe_for_checkpoint
 from src.config import load_config
 from src.data.audio import read_audio
 from src.data.synthetic import make_corpus
 from src.data.trials import read_trials, trial_utterances
-from src.deploy import cpu_runner
-from src.deploy.infer_files import contract_path, cut_windows, read_contract, window_starts
+from src.deploy import ascend310_cpu_twin
+from src.deploy.ascend310_files import cut_windows, window_starts
+from src.deploy.contract import contract_path, read_contract
 from src.evaluate import verify
 from src.evaluate.extract import load_embeddings
 from src.evaluate.metrics import summarize
 from src.evaluate.scoring import score_trials
 from src.import_weights import ZOO_MODEL_CONFIG, main as import_weights, our_name
 from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.model.embedder import EMBEDDER_KEYS, load_embedder, recipe_for_checkpoint
+from src.model.embedder import EMBEDDER_KEYS
 from tests.speechbrain_ref import randomize_batchnorm
 
 FORMATS = ("speechbrain", "wespeaker", "3dspeaker", "mindspore_zoo")
@@ -232,8 +233,9 @@ def inferred(imported, exported):
     infer_dir = str(imported["tmp"] / "infer")
     args = imported["data"] + ["--export_file", exported["base"], "--infer_dir", infer_dir]
     assert preprocess.main(args) == 0
-    assert cpu_runner.main(["--model", exported["base"] + ".mindir", "--input_dir", os.path.join(infer_dir, "input"),
-                            "--output_dir", os.path.join(infer_dir, "output")]) == 0
+    assert ascend310_cpu_twin.main(["--model", exported["base"] + ".mindir",
+                                    "--input_dir", os.path.join(infer_dir, "input"),
+                                    "--output_dir", os.path.join(infer_dir, "output")]) == 0
     results = {}
     runs = [("plain", [])] + ([("mean", ["--subtract_mean", "true"])] if imported["glob_mean"] is not None else [])
     for name, extra in runs:

@@ -1,7 +1,7 @@
-"""The whole 310 flow on CPU (scripts/run_infer_cpu.sh: preprocess -> src/deploy/cpu_runner.py -> postprocess) against
-embeddings computed directly with the network on the same windows and against eval.py on the same windows,
-run_infer_310.sh's argument handling (device id handed to the program), and the run id that ties output/ to
-input/ (outputs of an earlier preprocess run are refused)."""
+"""The whole 310 flow on CPU (scripts/run_infer_cpu.sh: preprocess -> src/deploy/ascend310_cpu_twin.py ->
+postprocess) against embeddings computed directly with the network on the same windows and against eval.py on the
+same windows, run_infer_310.sh's argument handling (device id handed to the program), and the run id that ties
+output/ to input/ (outputs of an earlier preprocess run are refused)."""
 import json
 import os
 import shutil
@@ -16,9 +16,10 @@ from src.config import load_config
 from src.data.audio import read_audio
 from src.data.synthetic import make_corpus
 from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.deploy.export import export_cell, export_model
-from src.deploy.infer_files import (InferFileError, LIST_FILE, MANIFEST_FILE, cut_windows, infer_folders, read_list,
-                                    read_manifest, read_run_id, window_starts)
+from src.deploy.verified_export import export_cell, export_model
+from src.deploy.ascend310_files import (LIST_FILE, MANIFEST_FILE, cut_windows, infer_folders, read_list, read_manifest,
+                                        read_run_id, window_starts)
+from src.deploy.contract import InferFileError
 from src.evaluate.metrics import summarize
 from src.evaluate.scoring import score_trials
 from src.data.trials import read_trials, trial_utterances
@@ -34,8 +35,23 @@ BATCH, SECONDS = 3, 1.0
 # which takes the same flags and honours the same file contract.
 FAKE_PROGRAM = """#!/bin/bash
 printf '%s\\n' "$@" > "$(dirname "$0")/program_args.txt"
-exec "$PYTHON" -m src.deploy.cpu_runner "$@"
+exec "$PYTHON" -m src.deploy.ascend310_cpu_twin "$@"
 """
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One random-weight network, its checkpoint and its MINDIR export (waveform input, batch 3, 1 s windows),
+    shared by the flow tests: (network, model file without ".mindir", checkpoint)."""
+    folder = tmp_path_factory.mktemp("model")
+    ms.set_seed(0)
+    net = ECAPA_TDNN(**SMALL)
+    net.set_train(False)
+    checkpoint = str(folder / "net.ckpt")
+    ms.save_checkpoint(net, checkpoint)
+    model = str(folder / "ecapa")
+    export_model(net, model, "MINDIR", "waveform", batch_size=BATCH, seconds=SECONDS)
+    return net, model, checkpoint
 
 
 def run(script, *args, **env):
@@ -43,14 +59,10 @@ def run(script, *args, **env):
                           env=dict(os.environ, PYTHON=sys.executable, **env))
 
 
-def test_cpu_flow_equals_direct_network_embeddings(tmp_path):
+def test_cpu_flow_equals_direct_network_embeddings(tmp_path, exported):
     corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=0, num_test_speakers=4, utts_per_speaker=3,
                          seconds=(0.6, 3.4), seed=3, augment_folders=False, progress=False)
-    ms.set_seed(0)
-    net = ECAPA_TDNN(**SMALL)
-    net.set_train(False)
-    model = str(tmp_path / "model" / "ecapa")
-    export_model(net, model, "MINDIR", "waveform", batch_size=BATCH, seconds=SECONDS)
+    net, model, _ = exported
     infer_dir = tmp_path / "infer"
 
     proc = run(SCRIPT_CPU, model + ".mindir", corpus["test_dir"], "0", "--trials", corpus["trials"],
@@ -132,9 +144,9 @@ def test_infer_script_argument_errors(tmp_path, script):
 def test_preprocess_fbank_contract_writes_fbank_of_each_window(tmp_path):
     """For an fbank-input model the .bin rows are src.model.fbank.Fbank of each (repeat-padded) window."""
     from src.data.audio import write_wav
-    from src.deploy.export import window_featurizer
+    from src.deploy.verified_export import window_featurizer
     from src.model.fbank import Fbank
-    from src.deploy.infer_files import read_bin, read_manifest, write_inputs
+    from src.deploy.ascend310_files import read_bin, read_manifest, write_inputs
 
     wav = (0.3 * np.sin(np.arange(5000) * 0.05)).astype(np.float32)
     write_wav(str(tmp_path / "a.wav"), wav)
@@ -151,25 +163,21 @@ def test_preprocess_fbank_contract_writes_fbank_of_each_window(tmp_path):
 
 
 @pytest.mark.parametrize("file_format", ["MINDIR", "ONNX"])
-def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path, file_format):
+def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path, exported, file_format):
     """First window only (infer_max_windows 1) vs eval.py cropping every utterance to that window
     (max_eval_seconds = the window, no other bucket): the same samples reach the network, so the same EER. The CPU
     runner runs a MINDIR in MindSpore and an ONNX file (dynamic axes) in onnxruntime."""
     import eval as eval_script
     import postprocess
     import preprocess
-    from src.deploy.cpu_runner import run_folder
+    from src.deploy.ascend310_cpu_twin import run_folder
 
     corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=0, num_test_speakers=4, utts_per_speaker=3,
                          seconds=(1.2, 2.5), seed=4, augment_folders=False, progress=False)
-    ms.set_seed(1)
-    net = ECAPA_TDNN(**SMALL)
-    net.set_train(False)
-    checkpoint = str(tmp_path / "net.ckpt")
-    ms.save_checkpoint(net, checkpoint)
-    model = str(tmp_path / "ecapa")
-    export_model(net, model, file_format, "waveform", batch_size=BATCH, seconds=SECONDS,
-                 dynamic=file_format == "ONNX")
+    net, model, checkpoint = exported
+    if file_format == "ONNX":
+        model = str(tmp_path / "ecapa")
+        export_model(net, model, "ONNX", "waveform", batch_size=BATCH, seconds=SECONDS, dynamic=True)
     model += ".onnx" if file_format == "ONNX" else ".mindir"
     infer_dir = str(tmp_path / "infer")
     common = ["--infer_model", model, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],
@@ -196,22 +204,18 @@ def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path, file_format):
     np.testing.assert_allclose(flow_scores, eval_scores, atol=1e-5)
 
 
-def test_outputs_of_an_earlier_preprocess_run_are_refused(tmp_path, caplog):
+def test_outputs_of_an_earlier_preprocess_run_are_refused(tmp_path, caplog, exported):
     """Preprocess, infer, preprocess again with other settings (which deletes output/), put the old output/ back:
     its file names still match the new manifest, but postprocess.py refuses it by run id, naming both folders. After
     the inference step runs again, postprocess.py scores."""
     import postprocess
     import preprocess
     from src.cli import run_command
-    from src.deploy.cpu_runner import run_folder
+    from src.deploy.ascend310_cpu_twin import run_folder
 
     corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=0, num_test_speakers=2, utts_per_speaker=3,
                          seconds=(1.2, 2.5), seed=5, augment_folders=False, progress=False)
-    ms.set_seed(2)
-    net = ECAPA_TDNN(**SMALL)
-    net.set_train(False)
-    model = str(tmp_path / "ecapa") + ".mindir"
-    export_model(net, model[:-len(".mindir")], "MINDIR", "waveform", batch_size=BATCH, seconds=SECONDS)
+    model = exported[1] + ".mindir"
     infer_dir = str(tmp_path / "infer")
     input_dir, output_dir = infer_folders(infer_dir)
     common = ["--infer_model", model, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],

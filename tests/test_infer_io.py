@@ -1,4 +1,4 @@
-"""The 310 flow's files (src/deploy/infer_files.py): .bin layout, windows, manifest, run id, list file, preprocess
+"""The 310 flow's files (src/deploy/ascend310_files.py): .bin layout, windows, manifest, run id, list file, preprocess
 output (also when preprocess.py fails half-way)."""
 import json
 import os
@@ -9,10 +9,10 @@ import pytest
 import preprocess
 from src.cli import run_command
 from src.data.audio import AudioError, repeat_pad, write_wav
-from src.deploy.infer_files import (InferFileError, LIST_FILE, MANIFEST_FILE, RUN_ID_FILE, contract_path, cut_windows,
-                                    infer_folders, read_bin, read_list, read_manifest, read_run_id, resolve_shape,
-                                    utterance_embeddings, window_starts, write_bin, write_contract, write_inputs,
-                                    write_list)
+from src.deploy.ascend310_files import (LIST_FILE, MANIFEST_FILE, RUN_ID_FILE, cut_windows, infer_folders, read_bin,
+                                        read_list, read_manifest, read_run_id, resolve_shape, utterance_embeddings,
+                                        window_starts, write_bin, write_inputs, write_list)
+from src.deploy.contract import InferFileError, contract_path, write_contract
 
 
 def contract(kind="waveform", batch=2, window=1600, emb=4):

@@ -8,7 +8,7 @@ import pytest
 from benchmarks.int8_accuracy import METRICS, compare
 from src.data.lists import build_train_list
 from src.data.synthetic import make_corpus
-from src.deploy.export import example_input, export_model
+from src.deploy.verified_export import example_input, export_model
 from src.deploy.onnx_tools import calibration_crops, quantize_int8
 from src.model.ecapa_tdnn import ECAPA_TDNN
 from tests.test_ecapa_tdnn import randomize_our_batchnorm

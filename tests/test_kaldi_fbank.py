@@ -25,13 +25,12 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from src.checkpoint import save_checkpoint
+from src.checkpoint import load_embedder, recipe_for_checkpoint, save_checkpoint
 from src.config import load_config
-from src.deploy.export import export_model, window_featurizer
+from src.deploy.verified_export import export_model, window_featurizer
 from src.evaluate.extract import Batching
 from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.model.embedder import (Embedder, build_front_end, embedder_settings, front_end_frames, load_embedder,
-                                min_samples, recipe_for_checkpoint)
+from src.model.embedder import Embedder, build_front_end, embedder_settings, front_end_frames, min_samples
 from src.model.fbank import Fbank
 from src.model.kaldi_fbank import KaldiFbank, kaldi_mel_banks, num_frames
 from src.train.step import build_train_step

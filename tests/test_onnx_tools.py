@@ -10,8 +10,8 @@ import pytest
 import mindspore as ms
 
 import export
-from src.deploy.export import example_input, example_waveform, export_model
-from src.deploy.infer_files import contract_path, read_contract
+from src.deploy.verified_export import example_input, example_waveform, export_model
+from src.deploy.contract import contract_path, read_contract
 from src.deploy.onnx_tools import (OnnxToolError, SHERPA_FBANK, add_sherpa_metadata, cosine_rows, run_onnx,
                                    sherpa_differences, sherpa_metadata)
 from src.model.embedder import Embedder, build_front_end

@@ -14,7 +14,7 @@ from src.deploy.onnx_runtime import EXPORT_TOLERANCE, OnnxEmbedder
 from src.evaluate.extract import Batching, extract_embeddings
 from src.data.trials import read_trials
 from src.model.ecapa_tdnn import ECAPA_TDNN
-from src.model.embedder import load_embedder
+from src.checkpoint import load_embedder
 from tests.test_ecapa_tdnn import randomize_our_batchnorm
 
 pytest.importorskip("onnxruntime")

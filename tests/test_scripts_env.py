@@ -3,6 +3,7 @@ python of the wrappers and of scripts/setup_env.sh, and MindSpore's own log goes
 ECAPA_MINDSPORE_LOG=console. Real processes; the virtual environments are stand-ins whose python, pip and msrun
 record how they were started."""
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def test_infer_cpu_runs_every_python_step_in_the_ecapa_venv(venv, tmp_path):
     assert len(steps) == 3 and all(step.startswith(entry) for step in steps)
     steps = [step[len(entry):].split() for step in steps]
     assert steps[0][0] == "preprocess.py"
-    assert steps[1][:2] == ["-m", "src.deploy.cpu_runner"]
+    assert steps[1][:2] == ["-m", "src.deploy.ascend310_cpu_twin"]
     assert steps[2][0] == "postprocess.py"
 
 
@@ -130,10 +131,11 @@ def test_setup_installs_into_ecapa_venv_and_takes_torch_from_the_cpu_index_only_
 
 # A tiny Embedder in GRAPH mode: compiling it makes MindSpore 2.10 warn "Some side effect nodes were eliminated by
 # mistake" (C++); loading a broken MindIR logs a C++ error, log.error a Python one. Started like every entry point:
-# src first.
+# route_mindspore_log first.
 EMBED = """
 import os, sys
-import src
+from src.mindspore_log import route_mindspore_log
+route_mindspore_log()
 import numpy as np, mindspore as ms
 from mindspore import log
 from src.device import setup_device
@@ -192,3 +194,22 @@ def test_ecapa_mindspore_log_names_the_folder_or_brings_the_console_back(tmp_pat
 
     done = run_embedder(tmp_path, ECAPA_MINDSPORE_LOG="console")
     assert WARNING in done.stderr and CPP_ERROR in done.stderr and "python-side error" in done.stderr
+
+
+IMPORT_ONLY = """
+import json, os, sys
+import src, src.cli, src.checkpoint, src.evaluate.verify, src.deploy.ascend310_cpu_twin
+import train, eval, export, preprocess, postprocess
+print(json.dumps({"glog": sorted(k for k in os.environ if k.startswith("GLOG_")),
+                  "hooks": [type(hook).__name__ for hook in sys.meta_path]}))
+"""
+
+
+def test_importing_src_or_an_entry_point_changes_nothing():
+    # The routing is start-up work of a command (src/mindspore_log.py), not a side effect of an import.
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GLOG_") and k != "ECAPA_MINDSPORE_LOG"}
+    done = subprocess.run([sys.executable, "-c", IMPORT_ONLY], cwd=ROOT, env=environ, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["glog"] == [] and "_ThresholdForCpp" not in seen["hooks"]

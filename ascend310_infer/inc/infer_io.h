@@ -11,9 +11,9 @@
 
 namespace ecapa_infer {
 
-// Name of the list file written into the output folder (same name in src/deploy/infer_files.py).
+// Name of the list file written into the output folder (same name in src/deploy/ascend310_files.py).
 extern const char kListFileName[];
-// Name of the run id file of the input folder, written by preprocess.py (same name in src/deploy/infer_files.py).
+// Name of the run id file of the input folder, written by preprocess.py (same name in src/deploy/ascend310_files.py).
 extern const char kRunIdFileName[];
 
 struct Options {

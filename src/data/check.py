@@ -11,6 +11,11 @@ folder) is bad, else 0.
     python -m src.data.check --config configs/ecapa-tdnn_config.yaml --train_dir /data/vox2/dev/wav \\
         --musan_dir /data/musan --rir_dir /data/RIRS_NOISES/simulated_rirs --num_workers 4
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import logging
 import os
 import sys

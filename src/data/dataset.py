@@ -9,7 +9,7 @@ One ``mindspore.dataset`` pipeline is made per epoch (and per rank)::
                                               start_step=resume_step, augment=augment)
         for wav, label in dataset.create_tuple_iterator(num_epochs=1):
             ...                                                     # wav (B, S) float32, label (B,) int32
-        skipped = count_skipped(cfg, epoch)                           # unreadable files met this epoch
+        skipped = count_skipped(cfg.output_dir, epoch)                # unreadable files met this epoch
 
 Epoch order: all utterance indices are shuffled with a generator seeded from ``(seed, epoch)``; rank r of
 R takes the r-th of R equal slices (``len // R`` items each), so every rank has the same number of batches
@@ -21,12 +21,12 @@ crop position and the augmentation, so a sample is the same whichever worker pro
 
 Speed perturbation (``speed_perturb: true``): a sample is played at 1.0x, 0.9x or 1.1x (1/3 each); the
 slowed and sped-up copies count as new speakers, label ``label + k * num_speakers`` for factor k = 1, 2,
-so the classifier needs ``num_train_classes(cfg, train_list)`` outputs.
+so the classifier needs ``num_train_classes(train_list, cfg.speed_perturb)`` outputs.
 
 Unreadable files: a file that fails to read (``AudioError``) is logged with its path, written as a line
 ``epoch<TAB>rank<TAB>path<TAB>error`` to ``<output_dir>/unreadable_audio.txt`` (append-only, so it works
 from any worker process and with any multiprocessing start method) and replaced by another utterance
-chosen deterministically from the sample's generator. ``count_skipped(cfg, epoch)`` reads the count.
+chosen deterministically from the sample's generator. ``count_skipped(cfg.output_dir, epoch)`` reads the count.
 """
 import logging
 import math
@@ -53,9 +53,9 @@ def train_list_from_config(cfg, rebuild=False):
                             holdout=cfg.holdout_speakers, seed=int(cfg.seed))
 
 
-def num_train_classes(cfg, train_list):
+def num_train_classes(train_list, speed_perturb):
     """Classifier outputs: the speakers, times 3 with speed perturbation (each speed is its own class)."""
-    return train_list.num_speakers * (len(SPEED_FACTORS) if cfg.speed_perturb else 1)
+    return train_list.num_speakers * (len(SPEED_FACTORS) if speed_perturb else 1)
 
 
 def epoch_order(num_items, seed, epoch, num_shards=1, shard_id=0, batch_size=1):
@@ -105,14 +105,15 @@ class UnreadableLog:
         return total
 
 
-def unreadable_log(cfg):
-    """The UnreadableLog of the run (``<output_dir>/unreadable_audio.txt``)."""
-    return UnreadableLog(os.path.join(cfg.output_dir, UNREADABLE_LOG))
+def unreadable_log(output_dir):
+    """The UnreadableLog of the run writing into ``output_dir`` (``<output_dir>/unreadable_audio.txt``)."""
+    return UnreadableLog(os.path.join(output_dir, UNREADABLE_LOG))
 
 
-def count_skipped(cfg, epoch, rank=None):
-    """Unreadable audio files met (and replaced) in ``epoch`` (all ranks when rank is None)."""
-    return unreadable_log(cfg).count(epoch, rank)
+def count_skipped(output_dir, epoch, rank=None):
+    """Unreadable audio files met (and replaced) in ``epoch`` (all ranks when rank is None) by the run writing into
+    ``output_dir``."""
+    return unreadable_log(output_dir).count(epoch, rank)
 
 
 def random_crop(wav_reader, num_samples, crop, rng):
@@ -210,7 +211,7 @@ def create_train_dataset(cfg, train_list, epoch, num_shards=1, shard_id=0, start
         augment = WaveAugment.from_config(cfg)
     source = TrainSource(train_list, order[start_step * batch_size:], round(cfg.crop_seconds * cfg.sample_rate),
                          cfg.seed, epoch, shard_id, augment, cfg.speed_perturb, cfg.sample_rate,
-                         unreadable_log(cfg))
+                         unreadable_log(cfg.output_dir))
     workers = max(1, int(cfg.num_workers))
     dataset = ds.GeneratorDataset(source, column_names=["waveform", "label"], shuffle=False,
                                   num_parallel_workers=workers, python_multiprocessing=workers > 1)

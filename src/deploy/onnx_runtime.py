@@ -5,7 +5,7 @@ export of a checkpoint, made once and cached, behind the Embedder's call interfa
 command that embeds audio through src/evaluate/extract.py (eval.py, ``python -m src.evaluate.verify``,
 ``python -m src.calibrate``, and any later one) runs onnxruntime without a change of its own.
 
-The export (src/deploy/export.py ``export_model``: ONNX, waveform input with the recipe's front end in the graph,
+The export (src/deploy/verified_export.py ``export_model``: ONNX, waveform input with the recipe's front end in the graph,
 dynamic batch and time axes, verified against the MindSpore network within ``EXPORT_TOLERANCE``) is kept in the
 cache folder as ``ecapa_<key>.onnx`` with its contract ``ecapa_<key>.onnx.json``. ``<key>`` is a hash of the
 checkpoint file's sha256, the embedder settings (front end and model keys) and ``GRAPH_VERSION``; the contract
@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from src.checkpoint import file_sha256, parameters_sha256
-from src.deploy.infer_files import contract_path, read_contract
+from src.deploy.contract import contract_path, read_contract
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def cached_export(network, settings, checkpoint, cache_dir):
     """The path of the dynamic waveform-input ONNX export of ``network`` (the unfolded ECAPA_TDNN loaded from
     ``checkpoint``, with the embedder ``settings``) in ``cache_dir``: reused when its contract records the same
     checkpoint sha256, settings and graph version, else written (and verified) now."""
-    from src.deploy.export import export_model
+    from src.deploy.verified_export import export_model
     document, digest = export_key(file_sha256(checkpoint), settings)
     base = os.path.join(cache_dir, f"ecapa_{digest}")
     path = base + ".onnx"

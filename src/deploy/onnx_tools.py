@@ -1,4 +1,4 @@
-"""After an ONNX export (src/deploy/export.py): an int8 copy, and the metadata sherpa-onnx reads.
+"""After an ONNX export (src/deploy/verified_export.py): an int8 copy, and the metadata sherpa-onnx reads.
 
 - ``quantize_int8``: onnxruntime's static quantisation (int8 network weights, uint8 activations with scales
   calibrated on training crops, ``calibration_crops``; an in-graph front end stays float32) writes
@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from src.deploy.infer_files import contract_path, write_contract
+from src.deploy.contract import contract_path, write_contract
 from src.model.embedder import KALDI_DEFAULTS
 from src.model.kaldi_fbank import mel_high_freq
 

@@ -17,6 +17,11 @@ A recording whose outputs exist and were made by the same model file, settings a
 again, so an interrupted run continues where it stopped. A recording that cannot be diarized (empty, no speech,
 more speakers asked for than windows) is reported and the others go on; the command then ends with one error line.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import dataclasses
 import json
 import logging
@@ -35,7 +40,8 @@ from src.diarize.rttm import read_references, read_rttm, read_uem, write_rttm
 from src.diarize.scoring import TOTAL, format_table, score_recordings
 from src.evaluate.extract import file_stamp
 from src.files import write_atomically
-from src.model.embedder import load_embedder, min_samples, recipe_for_checkpoint
+from src.checkpoint import load_embedder, recipe_for_checkpoint
+from src.model.embedder import min_samples
 
 logger = logging.getLogger(__name__)
 

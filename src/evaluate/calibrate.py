@@ -26,6 +26,11 @@ speakers the checkpoint never trained on.
 eval.py and ``python -m src.evaluate.verify`` apply the file with ``--calibration FILE``; both refuse it for another
 checkpoint or another scoring.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import json
 import logging
 import os
@@ -197,7 +202,7 @@ def calibrate(cfg):
     warn_training_speakers(num_training, len(speakers), source, cfg.checkpoint)
 
     from src.device import setup_device
-    from src.model.embedder import load_embedder, recipe_for_checkpoint
+    from src.checkpoint import load_embedder, recipe_for_checkpoint
     setup_device(cfg.device_target, cfg.device_id)
     cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
     rate = int(cfg.sample_rate)

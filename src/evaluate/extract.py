@@ -28,7 +28,7 @@ and when extraction stops for any reason, so an interrupted run keeps what it co
 
 Example::
 
-    embedder = load_embedder(cfg, "ecapa.ckpt")          # src/model/embedder.py: the folded inference network
+    embedder = load_embedder(cfg, "ecapa.ckpt")          # src/checkpoint.py: on the folded inference network
     emb = extract_embeddings(embedder, ["id10270/x6uYqmx31kE/00001.wav"], "/data/voxceleb1/wav", Batching())
     emb["id10270/x6uYqmx31kE/00001.wav"].shape                # (192,)
 """

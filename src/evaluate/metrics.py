@@ -21,6 +21,18 @@ Calibration metrics read the scores as log-likelihood ratios ``llr = log p(score
   measures discrimination only; Cllr - minCllr is what miscalibration costs.
 - actDCF at ``p_target``: the normalised cost of the decisions ``llr >= -log(p_target / (1 - p_target))`` (the Bayes
   threshold); actDCF - minDCF is what the threshold choice costs.
+
+Example: six trials, one nontarget (0.6) scoring above one target (0.3).
+
+>>> scores, labels = [0.9, 0.8, 0.3, 0.6, 0.2, 0.1], [1, 1, 1, 0, 0, 0]
+>>> eer, threshold = compute_eer(scores, labels)
+>>> round(eer, 4), round(threshold, 4)
+(0.3333, 0.6)
+>>> round(compute_min_dcf(scores, labels, p_target=0.05)[0], 4)
+0.3333
+>>> s = summarize(scores, labels)
+>>> s["eer_percent"], s["num_target"], s["num_nontarget"]
+(33.33333333333333, 3, 3)
 """
 import numpy as np
 from scipy.optimize import isotonic_regression
@@ -94,7 +106,11 @@ def compute_min_dcf(scores, labels, p_target, c_miss=1.0, c_fa=1.0):
 
 
 def bayes_threshold(p_target, c_miss=1.0, c_fa=1.0):
-    """The LLR threshold of minimum expected cost at target prior ``p_target``: ``log(c_fa (1 - p) / (c_miss p))``."""
+    """The LLR threshold of minimum expected cost at target prior ``p_target``: ``log(c_fa (1 - p) / (c_miss p))``.
+
+    >>> round(bayes_threshold(0.01), 3), bayes_threshold(0.5)
+    (4.595, 0.0)
+    """
     if not 0.0 < p_target < 1.0:
         raise ValueError(f"p_target must be in (0, 1), got {p_target}")
     return float(np.log(c_fa * (1.0 - p_target)) - np.log(c_miss * p_target))
@@ -114,7 +130,13 @@ def compute_act_dcf(llrs, labels, p_target, c_miss=1.0, c_fa=1.0):
 
 
 def compute_cllr(llrs, labels):
-    """Log-likelihood-ratio cost in bits (see the module docstring): ``llrs`` (N,) natural-log LLRs, +-inf allowed."""
+    """Log-likelihood-ratio cost in bits (see the module docstring): ``llrs`` (N,) natural-log LLRs, +-inf allowed.
+
+    >>> compute_cllr([0.0, 0.0], [1, 0])            # no information: 1 bit
+    1.0
+    >>> round(compute_cllr([5.0, -5.0], [1, 0]), 4)  # confident and right: close to 0
+    0.0097
+    """
     llrs = np.asarray(llrs, dtype=np.float64).reshape(-1)
     _check(np.where(np.isinf(llrs), 0.0, llrs), labels)
     labels = np.asarray(labels).reshape(-1).astype(bool)

@@ -23,13 +23,18 @@ speech, when comparing, unless ``--force``. With ``--vad silero`` only the speec
 than max_eval_seconds of speech is embedded as the mean of its windows (``long_audio``, src/recordings/windows.py). Model settings come from the
 recipe (``--config``, any ``--key value`` override), e.g. ``--channels 512 --mfa_channels 1536``.
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import dataclasses
 import json
 import logging
 import math
 import os
 
-from src.checkpoint import file_sha256
+from src.checkpoint import file_sha256, load_embedder, recipe_for_checkpoint
 from src.cli import run_command, setup_logging
 from src.config import UsageError, parse_recipe_args, recipe_parser
 from src.data.audio import AudioError, audio_info, quality_problems, read_audio
@@ -37,7 +42,7 @@ from src.evaluate.calibration import read_calibration, scoring_settings, trial_f
 from src.evaluate.extract import Batching, embedded_seconds, extract_embeddings, save_embeddings, scoring_references
 from src.evaluate.metrics import bayes_threshold
 from src.evaluate.scoring import score_trials
-from src.model.embedder import OUTPUT_NAMES, is_output_name, load_embedder, recipe_for_checkpoint
+from src.model.embedder import OUTPUT_NAMES, is_output_name
 from src.recordings.vad import VadSettings
 from src.recordings.windows import file_speech
 

@@ -48,15 +48,23 @@ that only feed a linear layer folded into it (asp_bn and fc_bn into fc, each Res
 tdnn2), the positive scales of the others folded into the convolution before their ReLU, and weights kept in matmul
 layout; equal within float32 rounding. Checkpoints and training keep the unfolded network.
 
-Example::
+Example (tiny sizes; the recipe's are channels 512 or 1024, mfa_channels 1536 or 3072):
 
-    import numpy as np, mindspore as ms
-    from src.model.ecapa_tdnn import ECAPA_TDNN
-    net = ECAPA_TDNN(channels=64, mfa_channels=192)
-    net.set_train(False)
-    feats = ms.Tensor(np.random.randn(2, 300, 80).astype(np.float32))
-    lengths = ms.Tensor(np.array([300, 180], np.int32))
-    emb = net(feats, lengths)        # (2, 192)
+>>> import numpy as np, mindspore as ms
+>>> net = ECAPA_TDNN(channels=16, mfa_channels=48, embedding_size=8, attention_channels=8, se_channels=8,
+...                  res2net_scale=2)
+>>> net = net.set_train(False)
+>>> feats = ms.Tensor(np.random.default_rng(0).standard_normal((2, 30, 80)).astype(np.float32))
+>>> lengths = ms.Tensor(np.array([30, 18], np.int32))         # the second utterance's last 12 frames are padding
+>>> emb = net(feats, lengths)
+>>> emb.shape
+(2, 8)
+>>> alone = net(feats[1:, :18])                                # the same utterance without the padding
+>>> bool(np.allclose(emb.asnumpy()[1], alone.asnumpy()[0], atol=1e-5))
+True
+>>> folded = inference_network(net)                           # what evaluation and export run
+>>> bool(np.allclose(folded(feats, lengths).asnumpy(), emb.asnumpy(), atol=1e-5))
+True
 """
 import numpy as np
 import mindspore as ms
@@ -92,7 +100,11 @@ def min_frames(kernel_sizes=KERNEL_SIZES, dilations=DILATIONS):
 
 
 class TDNNBlock(nn.Cell):
-    """conv -> ReLU (if ``relu``) -> batch norm (if ``norm``). (B, T, in) -> (B, T, out)."""
+    """conv -> ReLU (if ``relu``) -> batch norm (if ``norm``). (B, T, in) -> (B, T, out).
+
+    >>> TDNNBlock(80, 16, kernel_size=5)(ms.Tensor(np.ones((2, 30, 80), np.float32))).shape
+    (2, 30, 16)
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, padding="reflect", relu=True,
                  norm=True):
@@ -160,7 +172,12 @@ class SEBlock(nn.Cell):
 
 class SERes2NetBlock(nn.Cell):
     """1x1 TDNNBlock -> Res2NetBlock (k, dilation) -> 1x1 TDNNBlock -> SEBlock, plus the input (residual).
-    (B, T, C) -> (B, T, C)."""
+    (B, T, C) -> (B, T, C).
+
+    >>> block = SERes2NetBlock(16, res2net_scale=4, se_channels=8, kernel_size=3, dilation=2)
+    >>> block(ms.Tensor(np.ones((2, 30, 16), np.float32))).shape
+    (2, 30, 16)
+    """
 
     def __init__(self, channels, res2net_scale=8, se_channels=128, kernel_size=3, dilation=1, padding="reflect"):
         super().__init__()
@@ -196,6 +213,10 @@ class AttentiveStatisticsPooling(nn.Cell):
     concat is computed as x @ W_x + (mean @ W_mean + std @ W_std), which never builds the (B, T, 3M) tensor.
     ``attention_norm`` False drops the tdnn's ReLU and batch norm (WeSpeaker's ASTP); ``pooling_stats``
     (POOLING_STATS) chooses how the standard deviations are computed.
+
+    >>> pool = AttentiveStatisticsPooling(48, attention_channels=8)
+    >>> pool(ms.Tensor(np.ones((2, 30, 48), np.float32))).shape
+    (2, 96)
     """
 
     def __init__(self, channels, attention_channels=128, global_context=True, attention_norm=True,

@@ -13,20 +13,15 @@ Example::
 
 The front end is the recipe's ``front_end`` (``build_front_end``): SpeechBrain's fbank (src/model/fbank.py, the
 default) or Kaldi's (src/model/kaldi_fbank.py, with the ``kaldi_*`` options), e.g.
-``Embedder(network, front_end=build_front_end(cfg))``.
+``Embedder(network, front_end=build_front_end(cfg))``. A checkpoint's Embedder, its weights loaded and the recipe taking
+the model settings the checkpoint carries, comes from src/checkpoint.py (``load_embedder``, ``recipe_for_checkpoint``).
 """
-import logging
-import os
-
 from mindspore import nn, ops
 
-from src.checkpoint import load_network_weights, read_settings
-from src.model.ecapa_tdnn import DILATIONS, KERNEL_SIZES, MODEL_KEYS, build_ecapa, inference_network, min_frames
+from src.model.ecapa_tdnn import DILATIONS, KERNEL_SIZES, MODEL_KEYS, min_frames
 from src.model.fbank import HOP_LENGTH, WIN_LENGTH, Fbank, num_frames
 from src.model.kaldi_fbank import KaldiFbank, num_frames as kaldi_num_frames
 from src.model.layers import frame_mask, frame_mean_std
-
-logger = logging.getLogger(__name__)
 
 # Named outputs in network order at the default depth; "blockN" is the mean and std over valid frames of block N's
 # output (block0 the first TDNN, then one per SE-Res2Block: ``output_names`` of a network of another depth).
@@ -156,48 +151,3 @@ class Embedder(nn.Cell):
         if self.want_embedding:
             parts.append(embedding)
         return ops.concat(parts, axis=-1)
-
-
-def recipe_for_checkpoint(cfg, checkpoint):
-    """The recipe with the embedder settings ``checkpoint`` carries (src/checkpoint.py ``read_settings``), so the
-    model keys need not be repeated for it. A model key given on the command line that contradicts the checkpoint is
-    refused naming both values; one that only the recipe file sets gives way, with a log line. A checkpoint without
-    settings leaves the recipe as it is."""
-    stored = read_settings(checkpoint)
-    if stored is None:
-        return cfg
-    contradicting = [key for key in EMBEDDER_KEYS if key in cfg.given and key in stored and cfg[key] != stored[key]]
-    if contradicting:
-        key = contradicting[0]
-        raise ValueError(f"{key}: the command line gives {cfg[key]!r} but {checkpoint} was made with {stored[key]!r}; "
-                         f"leave the model keys out (the checkpoint carries them)")
-    changed = {key: stored[key] for key in EMBEDDER_KEYS if key in stored and cfg[key] != stored[key]}
-    if changed:
-        logger.info("%s carries its model settings; they replace the recipe's %s", checkpoint,
-                    ", ".join(f"{k}={cfg[k]!r}->{v!r}" for k, v in changed.items()))
-    return cfg.with_values(**changed)
-
-
-def load_embedder(cfg, checkpoint, outputs=("embedding",)):
-    """The inference embedder of a recipe with the network weights of ``checkpoint`` (any checkpoint
-    src.checkpoint.load_network_weights reads), called as ``embedder(wav, wav_lens) -> (B, D)``.
-
-    The recipe's ``runtime`` chooses what runs it: ``mindspore`` (the default), an Embedder of its EMBEDDER_KEYS on
-    the folded ``inference_network`` in eval mode; ``onnxruntime`` (CPU only, the embedding only), an
-    src/deploy/onnx_runtime.py OnnxEmbedder on the checkpoint's dynamic ONNX export, made once and kept in
-    ``runtime_cache_dir`` (default ``<output_dir>/onnx_cache``)."""
-    network = load_network_weights(build_ecapa(cfg), checkpoint)
-    runtime = cfg.get("runtime", "mindspore")
-    if runtime == "onnxruntime":
-        from mindspore import get_context
-        from src.deploy.onnx_runtime import onnx_embedder
-        if get_context("device_target") != "CPU":
-            raise ValueError(f"runtime onnxruntime runs on the CPU; device_target is {get_context('device_target')}: "
-                             f"set runtime mindspore")
-        cache_dir = cfg.get("runtime_cache_dir") or os.path.join(cfg.get("output_dir") or ".", "onnx_cache")
-        return onnx_embedder(network, embedder_settings(cfg), checkpoint, cache_dir, outputs)
-    if runtime != "mindspore":
-        raise ValueError(f"runtime: expected mindspore or onnxruntime, got {runtime!r}")
-    embedder = Embedder(inference_network(network), outputs=outputs, front_end=build_front_end(cfg))
-    embedder.set_train(False)
-    return embedder

@@ -17,6 +17,16 @@ GRAPH mode on CPU, GPU and Ascend and exports to MINDIR (fixed or dynamic number
 shape, to ONNX. The DFT needs float32 matmuls: with float16 matmul inputs (Ascend's
 "allow_fp32_to_fp16"/"force_fp16" precision modes, or mixed precision applied to this Cell) bands 40-80 dB below
 their frame's peak move by up to ~3 dB, so keep this Cell in float32 ("must_keep_origin_dtype").
+
+Example: two utterances of 0.5 s and 0.3 s in one padded batch; the second gets the features it gets alone.
+
+>>> wav = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 8000)).astype(np.float32)
+>>> feats, frame_lens = Fbank()(ms.Tensor(wav), ms.Tensor(np.array([8000, 4800], np.int32)))
+>>> feats.shape, frame_lens.asnumpy().tolist()
+((2, 51, 80), [51, 31])
+>>> alone, _ = Fbank()(ms.Tensor(wav[1:, :4800]))
+>>> bool(np.allclose(feats.asnumpy()[1, :31], alone.asnumpy()[0], atol=1e-3))
+True
 """
 import math
 
@@ -32,7 +42,11 @@ TOP_DB = 80.0         # dynamic range kept below each utterance's maximum
 
 
 def num_frames(num_samples):
-    """Number of feature frames for ``num_samples`` waveform samples (centred STFT): ``1 + num_samples // 160``."""
+    """Number of feature frames for ``num_samples`` waveform samples (centred STFT): ``1 + num_samples // 160``.
+
+    >>> num_frames(48000), num_frames(159)
+    (301, 1)
+    """
     return 1 + int(num_samples) // HOP_LENGTH
 
 

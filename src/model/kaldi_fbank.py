@@ -29,6 +29,17 @@ end is slicing, concat, a mean, two matmuls and elementwise ops, plus without ``
 samples at computed mirror indices (each utterance mirrored at its own length); no FFT or PadV3. So it runs in GRAPH
 mode and exports to MINDIR (fixed or dynamic length) and fixed-shape ONNX like src/model/fbank.py. Keep it in
 float32 (see there).
+
+Example: WeSpeaker's front end (Kaldi framing, utterance mean removed) of 0.5 s and 0.3 s in one padded batch.
+
+>>> wav = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 8000)).astype(np.float32)
+>>> fbank = KaldiFbank(window="hamming", scale_16bit=True)
+>>> feats, frame_lens = fbank(ms.Tensor(wav), ms.Tensor(np.array([8000, 4800], np.int32)))
+>>> feats.shape, frame_lens.asnumpy().tolist()
+((2, 48, 80), [48, 28])
+>>> alone, _ = fbank(ms.Tensor(wav[1:, :4800]))
+>>> bool(np.allclose(feats.asnumpy()[1, :28], alone.asnumpy()[0], atol=1e-3))
+True
 """
 import math
 
@@ -49,7 +60,11 @@ EDGE_OFFSET = WIN_LENGTH // 2 - HOP_LENGTH // 2     # 120: without snip_edges fr
 
 def num_frames(num_samples, snip_edges=True):
     """Feature frames of ``num_samples`` samples: ``1 + (S - 400) // 160`` (0 below 400 samples) with snip_edges,
-    ``(S + 80) // 160`` without."""
+    ``(S + 80) // 160`` without.
+
+    >>> num_frames(48000), num_frames(48000, snip_edges=False), num_frames(399)
+    (298, 300, 0)
+    """
     if snip_edges:
         return max(0, 1 + (int(num_samples) - WIN_LENGTH) // HOP_LENGTH)
     return max(0, (int(num_samples) + HOP_LENGTH // 2) // HOP_LENGTH)

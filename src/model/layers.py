@@ -12,12 +12,12 @@ On this project's CPUs MindSpore's own Conv1d with kernel > 1 runs a slow refere
 - ``frame_mask`` and ``reflect_frame_index``: per-utterance masks and padding, so that an utterance gets the same
   output in a padded batch as alone.
 
-Example::
+Example (the docstring examples run as doctests, tests/test_doctests.py):
 
-    import numpy as np, mindspore as ms
-    from src.model.layers import Conv1d
-    conv = Conv1d(80, 64, kernel_size=3, dilation=2)
-    y = conv(ms.Tensor(np.zeros((2, 100, 80), np.float32)))     # (2, 100, 64)
+>>> import numpy as np, mindspore as ms
+>>> conv = Conv1d(80, 64, kernel_size=3, dilation=2)
+>>> conv(ms.Tensor(np.zeros((2, 100, 80), np.float32))).shape
+(2, 100, 64)
 """
 import math
 
@@ -95,7 +95,13 @@ class BiasAdd(nn.Cell):
 
 
 def frame_mask(lengths, num_frames, dtype=ms.float32):
-    """(B,) int32 valid frame counts -> (B, T, 1) mask, 1 on valid frames, 0 on padding."""
+    """(B,) int32 valid frame counts -> (B, T, 1) mask, 1 on valid frames, 0 on padding.
+
+    >>> frame_mask(ms.Tensor(np.array([3, 1], np.int32)), 4).squeeze(-1)
+    Tensor(shape=[2, 4], dtype=Float32, value=
+    [[ 1.00000000e+00,  1.00000000e+00,  1.00000000e+00,  0.00000000e+00],
+     [ 1.00000000e+00,  0.00000000e+00,  0.00000000e+00,  0.00000000e+00]])
+    """
     positions = ops.arange(num_frames, dtype=ms.int32).reshape(1, -1)
     return ops.cast(positions < lengths.reshape(-1, 1), dtype).expand_dims(-1)
 
@@ -114,6 +120,11 @@ def frame_mean_std(x, mask=None, stats="speechbrain"):
     Computed as batched matmuls with a (B, 1, T) row of frame weights (half the time of a broadcast multiply on
     CPU). ``stats`` (POOLING_STATS): "speechbrain" floors the biased variance at STD_EPS before the square root;
     "wespeaker" takes the unbiased variance (n - 1, as torch.var) plus WESPEAKER_EPS.
+
+    >>> x = ms.Tensor(np.array([[[1.0], [3.0], [100.0]]], np.float32))       # 3 frames, the last one padding
+    >>> mean, std = frame_mean_std(x, frame_mask(ms.Tensor(np.array([2], np.int32)), 3))
+    >>> mean.asnumpy(), std.asnumpy()
+    (array([[2.]], dtype=float32), array([[1.]], dtype=float32))
     """
     if mask is None:
         count = x.shape[1]
@@ -155,6 +166,10 @@ class Conv1d(nn.Cell):
     ``frame_index`` (from :func:`reflect_frame_index`) makes each utterance reflect-padded at its own end; without
     it the whole batch is padded at frame 0 and frame T-1. Zero padding per utterance needs no index: the caller
     zeroes the padded frames of x. Initialisation as PyTorch: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+    >>> conv = Conv1d(4, 6, kernel_size=3, dilation=2)
+    >>> conv.weight.shape, conv(ms.Tensor(np.ones((2, 10, 4), np.float32))).shape
+    ((6, 4, 3), (2, 10, 6))
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=1, dilation=1, padding="reflect"):
@@ -234,6 +249,13 @@ class BatchNorm(nn.Cell):
     MindSpore's CPU BatchNorm kernels on (N, C) input took half of a training step; the batch mean and variance are
     matmuls with a row of 1/N. Training updates the moving statistics (momentum 0.9, unbiased variance, as
     PyTorch). Computed in float32 whatever the input dtype (mixed precision keeps batch norm in float32).
+
+    >>> norm = BatchNorm(2).set_train()                     # training mode: normalised with the batch statistics
+    >>> np.round(norm(ms.Tensor(np.array([[1.0, 10.0], [3.0, 30.0]], np.float32))).asnumpy(), 3)
+    array([[-1., -1.],
+           [ 1.,  1.]], dtype=float32)
+    >>> norm.moving_mean.asnumpy()                          # moved 10 % of the way to the batch mean
+    array([0.2, 2. ], dtype=float32)
     """
 
     def __init__(self, channels, eps=BN_EPS, momentum=BN_MOMENTUM):

@@ -100,7 +100,7 @@ class Model:
 
     def __init__(self, cfg):
         from src.checkpoint import file_sha256
-        from src.model.embedder import recipe_for_checkpoint
+        from src.checkpoint import recipe_for_checkpoint
         from src.speakers.identification import store_identity
         self.cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
         self.sha256 = file_sha256(cfg.checkpoint)
@@ -111,7 +111,7 @@ class Model:
         from src.speakers.identification import embed_clips
         if self._embedder is None:
             from src.device import setup_device
-            from src.model.embedder import load_embedder
+            from src.checkpoint import load_embedder
             setup_device(self.cfg.device_target, self.cfg.device_id)
             self._embedder = load_embedder(self.cfg, self.cfg.checkpoint)
         return embed_clips(self.cfg, self._embedder, paths, progress)

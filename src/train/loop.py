@@ -28,13 +28,13 @@ import mindspore as ms
 from tqdm import tqdm
 
 from src.checkpoint import (latest_checkpoint, list_checkpoints, parameters_sha256, read_training_speakers,
-                            restore_checkpoint, save_checkpoint)
+                            recipe_for_checkpoint, restore_checkpoint, save_checkpoint)
 from src.cli import log_to_file
 from src.config import save_config
 from src.data.augment import WaveAugment
 from src.data.dataset import (count_skipped, create_train_dataset, num_train_classes, train_list_from_config,
                               unreadable_log)
-from src.model.embedder import embedder_settings, recipe_for_checkpoint
+from src.model.embedder import embedder_settings
 from src.model.loss import margin_at_step
 from src.device import CompileLogged
 from src.train.distributed import any_rank, barrier
@@ -169,7 +169,7 @@ def resolve_init_checkpoint(path):
 def starting_point(cfg):
     """-> (recipe, resume checkpoint or None, init checkpoint or None). Resuming this run's own checkpoint wins;
     ``init_checkpoint`` only starts a new run. The recipe takes the model keys the starting checkpoint carries, as
-    eval.py does (src/model/embedder.py ``recipe_for_checkpoint``: a contradicting command-line key is refused)."""
+    eval.py does (src/checkpoint.py ``recipe_for_checkpoint``: a contradicting command-line key is refused)."""
     resume_path = resolve_resume(cfg.resume, os.path.join(cfg.output_dir, CHECKPOINT_DIR))
     if resume_path and cfg.init_checkpoint:
         logger.info("resuming from %s: init_checkpoint %s is not used (it only starts a new run)", resume_path,
@@ -235,12 +235,12 @@ def update_margin(classifier, global_step, cfg):
 
 def end_epoch(cfg, state, epoch, log):
     """Log the finished epoch: unreadable files skipped by every rank (one shared log), overflowed steps."""
-    skipped = count_skipped(cfg, epoch)
+    skipped = count_skipped(cfg.output_dir, epoch)
     log.write(event="epoch_end", epoch=epoch, global_step=state.global_step, unreadable_files=skipped,
               overflow_steps=state.overflow_steps)
     logger.info("epoch %d done at global step %d: %d unreadable audio file(s) skipped%s, %d overflowed step(s) "
                 "skipped so far", epoch, state.global_step, skipped,
-                f" (listed in {unreadable_log(cfg).path})" if skipped else "", state.overflow_steps)
+                f" (listed in {unreadable_log(cfg.output_dir).path})" if skipped else "", state.overflow_steps)
 
 
 def run_epoch(cfg, rank, state, step_cell, train_net, train_list, augment, log, save, stop, times):
@@ -323,7 +323,7 @@ def _train(cfg, rank, device_target, checkpoint_dir, resume_path, init_path):
     barrier(rank)
     if train_list is None:
         train_list = train_list_from_config(cfg)
-    num_classes = num_train_classes(cfg, train_list)
+    num_classes = num_train_classes(train_list, cfg.speed_perturb)
     ms.set_seed(int(cfg.seed))
     step_cell, train_net = build_train_step(cfg, num_classes, device_target, init_checkpoint=init_path)
     step_cell.set_train()

@@ -1,10 +1,15 @@
-"""Files of the Ascend 310 / CPU inference flow: the export contract, windows, ``.bin`` tensors, manifest, list file.
+"""Files of the Ascend 310 flow: windows, ``.bin`` tensors, manifest, run id, list file.
+
+The flow: preprocess.py (utterances -> fixed-length windows as input ``.bin`` files, ``write_inputs``) -> the device
+program ascend310_infer/ or its CPU twin src/deploy/ascend310_cpu_twin.py (input ``.bin`` -> output ``.bin``) ->
+postprocess.py (``utterance_embeddings``, then scores and metrics). Every step reads the exported model's contract
+(src/deploy/contract.py).
 
 The byte layout is described once, in ascend310_infer/BIN_FORMAT.md; this module and the C++ program
 (ascend310_infer/src/infer_io.cc) both follow it. In short:
 
-- export contract ``<model file>.json`` (written by export.py): input kind (waveform or fbank), shapes, dtype,
-  sample rate, window length, embedding size, batch size;
+- export contract ``<model file>.json`` (src/deploy/contract.py, written by export.py): input kind (waveform or
+  fbank), shapes, dtype, sample rate, window length, embedding size, batch size;
 - input ``.bin``: raw little-endian float32 of the model's input shape ``[B, S]`` or ``[B, T, n_mels]``, one
   window per row; ``manifest.json`` says which rows belong to which utterance; ``run_id.txt`` holds the run id
   of the folder (also in the manifest); the folder is written aside and renamed into place when complete;
@@ -14,7 +19,7 @@ The byte layout is described once, in ascend310_infer/BIN_FORMAT.md; this module
 
 Example::
 
-    contract = read_contract("ecapa_tdnn.mindir.json")
+    contract = read_contract("ecapa_tdnn.mindir.json")                  # src/deploy/contract.py
     starts = window_starts(num_samples=130000, window_samples=48000)    # [0, 41000, 82000]
     rows = cut_windows(wav, starts, 48000)                              # (3, 48000)
 """
@@ -27,25 +32,15 @@ import uuid
 import numpy as np
 
 from src.data.audio import read_audio, repeat_pad
+from src.deploy.contract import InferFileError, export_base
 
-CONTRACT_VERSION = 1
 LIST_FILE = "output_list.txt"
 MANIFEST_FILE = "manifest.json"
 RUN_ID_FILE = "run_id.txt"         # in the input folder: the run id of its windows, copied into the list file
 BIN_DTYPE = np.dtype("<f4")        # little-endian float32, the only dtype on both sides
-INPUT_KINDS = ("waveform", "fbank")
 
 
-class InferFileError(ValueError):
-    """A contract, manifest, list or .bin file that does not match the layout (the message names the file)."""
-
-
-# ---- export contract ----
-
-def export_base(cfg):
-    """Exported model path without extension (export_file, "" -> <output_dir>/ecapa_tdnn)."""
-    return cfg.export_file or os.path.join(cfg.output_dir, "ecapa_tdnn")
-
+# ---- folders ----
 
 def infer_paths(cfg):
     """(model path, infer folder) of the 310 flow with the config defaults filled in (infer_model, infer_dir)."""
@@ -56,37 +51,6 @@ def infer_paths(cfg):
 def infer_folders(infer_dir):
     """(input folder, output folder) of an infer folder: ``<infer_dir>/input``, ``<infer_dir>/output``."""
     return os.path.join(infer_dir, "input"), os.path.join(infer_dir, "output")
-
-
-def contract_path(model_path):
-    """The contract JSON written beside an exported model: ``ecapa.mindir`` -> ``ecapa.mindir.json``."""
-    return os.fspath(model_path) + ".json"
-
-
-def write_contract(path, contract):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(contract, f, indent=2)
-    return path
-
-
-def read_contract(path):
-    """Read and check an export contract -> dict (keys as written by src/deploy/export.py)."""
-    if not os.path.isfile(path):
-        raise InferFileError(f"{path}: export contract not found (export.py writes it beside the model as "
-                             f"<model file>.json)")
-    with open(path, encoding="utf-8") as f:
-        try:
-            contract = json.load(f)
-        except json.JSONDecodeError as err:
-            raise InferFileError(f"{path}: not valid JSON: {err}") from None
-    required = ("input", "output", "batch_size", "sample_rate", "window_samples", "embedding_size")
-    missing = [k for k in required if k not in contract]
-    if missing:
-        raise InferFileError(f"{path}: not an export contract, missing keys {missing}")
-    kind = contract["input"].get("kind")
-    if kind not in INPUT_KINDS:
-        raise InferFileError(f"{path}: input.kind must be one of {INPUT_KINDS}, got {kind!r}")
-    return contract
 
 
 # ---- windows ----
@@ -351,8 +315,8 @@ def write_inputs(keys, audio_root, contract, input_dir, max_windows=0, featurize
     """Write the input folder of the 310 flow: window .bin files, ``manifest.json`` and ``run_id.txt``.
 
     ``keys``: utterance paths relative to ``audio_root``; ``featurize``: for fbank-input models a function
-    (N, S) waveform rows -> (N, T, n_mels) (src/deploy/export.py ``window_featurizer``). The last file is filled up with
-    copies of its last row. Everything is written to ``<input_dir>.partial`` first and replaces ``input_dir`` only
+    (N, S) waveform rows -> (N, T, n_mels) (src/deploy/verified_export.py ``window_featurizer``). The last file is
+    filled up with copies of its last row. Everything is written to ``<input_dir>.partial`` first and replaces ``input_dir`` only
     when complete; on any failure the partial folder is deleted and ``input_dir`` is left as it was.
     Returns the manifest path (``input_dir/manifest.json``).
     """

@@ -1,4 +1,7 @@
-"""The inference step of the 310 flow on any MindSpore device through Python (the CPU check of ascend310_infer/).
+"""The CPU twin of the Ascend 310 program: the 310 flow's inference step on any MindSpore device, in Python.
+
+The flow is preprocess.py -> ascend310_infer/ (the device program) or this module -> postprocess.py
+(src/deploy/ascend310_files.py describes the files between the steps).
 
 Same file contract as the C++ program (ascend310_infer/BIN_FORMAT.md): every ``*.bin`` of ``input_dir`` (sorted by
 name) is one model input tensor; each gives ``output_dir/<same name>`` (float32 ``[B, E]``) and a line of
@@ -10,9 +13,14 @@ same files.
 
 Command line (the C++ program's flags)::
 
-    python -m src.deploy.cpu_runner --model ecapa.mindir --input_dir infer/input --output_dir infer/output
-    python -m src.deploy.cpu_runner --model ecapa.onnx --input_dir infer/input --output_dir infer/output
+    python -m src.deploy.ascend310_cpu_twin --model ecapa.mindir --input_dir infer/input --output_dir infer/output
+    python -m src.deploy.ascend310_cpu_twin --model ecapa.onnx --input_dir infer/input --output_dir infer/output
 """
+from src.mindspore_log import route_mindspore_log
+
+if __name__ == "__main__":
+    route_mindspore_log()       # first: MindSpore's C++ logger reads its settings when the imports below load it
+
 import logging
 import os
 import time
@@ -23,8 +31,8 @@ from mindspore import nn
 
 from src.cli import run_command, setup_logging
 from src.config import ArgumentParser
-from src.deploy.infer_files import (InferFileError, contract_path, read_bin, read_contract, read_run_id, resolve_shape,
-                                    write_bin, write_list)
+from src.deploy.ascend310_files import read_bin, read_run_id, resolve_shape, write_bin, write_list
+from src.deploy.contract import InferFileError, contract_path, read_contract
 
 logger = logging.getLogger(__name__)
 

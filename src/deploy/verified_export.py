@@ -22,7 +22,7 @@ ONNX) and run on the same realistic input as the network (three lengths for a dy
 difference above ``tolerance`` renames the file to ``<file>.rejected`` and raises ``ExportError``. AIR cannot be
 loaded back by MindSpore: the same graph is also exported as MINDIR and that file is verified.
 
-The contract ``<file>.json`` (src/deploy/infer_files.py ``contract_path``) records input/output names, shapes (-1 for a
+The contract ``<file>.json`` (src/deploy/contract.py ``contract_path``) records input/output names, shapes (-1 for a
 dynamic axis), dtype, input kind, sample rate, window length, embedding size, batch size, the network config,
 the verification result and timings.
 """
@@ -36,7 +36,7 @@ from mindspore import nn
 
 from src.model.ecapa_tdnn import inference_network
 from src.model.embedder import Embedder, build_front_end, front_end_frames
-from src.deploy.infer_files import CONTRACT_VERSION, INPUT_KINDS, contract_path, write_contract
+from src.deploy.contract import CONTRACT_VERSION, INPUT_KINDS, contract_path, write_contract
 
 logger = logging.getLogger(__name__)
 
