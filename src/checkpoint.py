@@ -279,7 +279,8 @@ def load_embedder(cfg, checkpoint, outputs=("embedding",)):
             raise ValueError(f"runtime onnxruntime runs on the CPU; device_target is "
                              f"{ms.get_context('device_target')}: set runtime mindspore")
         cache_dir = cfg.get("runtime_cache_dir") or os.path.join(cfg.get("output_dir") or ".", "onnx_cache")
-        return onnx_embedder(network, embedder_settings(cfg), checkpoint, cache_dir, outputs)
+        return onnx_embedder(network, embedder_settings(cfg), checkpoint, file_sha256(checkpoint),
+                             parameters_sha256(network.get_parameters()), cache_dir, outputs)
     if runtime != "mindspore":
         raise ValueError(f"runtime: expected mindspore or onnxruntime, got {runtime!r}")
     embedder = Embedder(inference_network(network), outputs=outputs, front_end=build_front_end(cfg))

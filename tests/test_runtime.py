@@ -1,4 +1,4 @@
-"""runtime onnxruntime (src/deploy/onnx_runtime.py behind src/model/embedder.py load_embedder): the batched
+"""runtime onnxruntime (src/deploy/onnx_runtime.py behind src/checkpoint.py load_embedder): the batched
 extraction gives MindSpore's embeddings within the export tolerance, the ONNX export is made once per checkpoint and
 settings, and eval.py runs on it end to end."""
 import os

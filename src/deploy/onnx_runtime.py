@@ -1,7 +1,7 @@
 """Embedding through onnxruntime on the CPU (recipe key ``runtime: onnxruntime``): the dynamic waveform-input ONNX
 export of a checkpoint, made once and cached, behind the Embedder's call interface.
 
-``onnx_embedder`` is what src/model/embedder.py ``load_embedder`` returns for ``runtime onnxruntime``, so every
+``onnx_embedder`` is what src/checkpoint.py ``load_embedder`` returns for ``runtime onnxruntime``, so every
 command that embeds audio through src/evaluate/extract.py (eval.py, ``python -m src.evaluate.verify``,
 ``python -m src.calibrate``, and any later one) runs onnxruntime without a change of its own.
 
@@ -15,7 +15,8 @@ setting gets its own export and an unchanged one is never exported twice.
 Example::
 
     from src.deploy.onnx_runtime import onnx_embedder
-    embedder = onnx_embedder(network, embedder_settings(cfg), "ecapa.ckpt", "runs/x/onnx_cache")
+    embedder = onnx_embedder(network, embedder_settings(cfg), "ecapa.ckpt", file_sha256("ecapa.ckpt"),
+                             parameters_sha256(network.get_parameters()), "runs/x/onnx_cache")
     emb = embedder(wav, wav_lens)        # (B, E) numpy, as Embedder(wav, wav_lens).asnumpy()
 """
 import hashlib
@@ -25,7 +26,6 @@ import os
 
 import numpy as np
 
-from src.checkpoint import file_sha256, parameters_sha256
 from src.deploy.contract import contract_path, read_contract
 
 logger = logging.getLogger(__name__)
@@ -80,12 +80,13 @@ def export_key(checkpoint_sha256, settings):
     return document, digest
 
 
-def cached_export(network, settings, checkpoint, cache_dir):
+def cached_export(network, settings, checkpoint, checkpoint_sha256, cache_dir):
     """The path of the dynamic waveform-input ONNX export of ``network`` (the unfolded ECAPA_TDNN loaded from
-    ``checkpoint``, with the embedder ``settings``) in ``cache_dir``: reused when its contract records the same
-    checkpoint sha256, settings and graph version, else written (and verified) now."""
+    ``checkpoint``, whose file has ``checkpoint_sha256``, with the embedder ``settings``) in ``cache_dir``: reused
+    when its contract records the same checkpoint sha256, settings and graph version, else written (and verified)
+    now."""
     from src.deploy.verified_export import export_model
-    document, digest = export_key(file_sha256(checkpoint), settings)
+    document, digest = export_key(checkpoint_sha256, settings)
     base = os.path.join(cache_dir, f"ecapa_{digest}")
     path = base + ".onnx"
     if os.path.isfile(path) and os.path.isfile(contract_path(path)):
@@ -104,12 +105,14 @@ def cached_export(network, settings, checkpoint, cache_dir):
     return path
 
 
-def onnx_embedder(network, settings, checkpoint, cache_dir, outputs=("embedding",)):
-    """An OnnxEmbedder on the cached export of ``network`` (``cached_export``). Only the embedding is exported:
-    other ``outputs`` raise ValueError."""
+def onnx_embedder(network, settings, checkpoint, checkpoint_sha256, network_sha256, cache_dir,
+                  outputs=("embedding",)):
+    """An OnnxEmbedder on the cached export of ``network`` (``cached_export``; ``network_sha256``: the hash of its
+    parameters, which identifies its embeddings). Only the embedding is exported: other ``outputs`` raise
+    ValueError."""
     if tuple(outputs) != ("embedding",):
         raise ValueError(f"runtime onnxruntime: the ONNX export gives the embedding only, not {list(outputs)}; "
                          f"use runtime mindspore for these outputs")
-    path = cached_export(network, settings, checkpoint, cache_dir)
-    model_id = f"{parameters_sha256(network.get_parameters())} onnxruntime {os.path.basename(path)}"
+    path = cached_export(network, settings, checkpoint, checkpoint_sha256, cache_dir)
+    model_id = f"{network_sha256} onnxruntime {os.path.basename(path)}"
     return OnnxEmbedder(path, model_id)

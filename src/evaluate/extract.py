@@ -322,7 +322,7 @@ def extract_embeddings(model, keys, root, batching, cache=None, resample=False, 
 
     Args:
         model: an Embedder, or any Cell/callable mapping (wav Tensor (B, S) float32, wav_lens Tensor (B,) int32)
-            -> (B, D) (src/model/embedder.py ``load_embedder`` gives one of the recipe's ``runtime``). One with
+            -> (B, D) (src/checkpoint.py ``load_embedder`` gives one of the recipe's ``runtime``). One with
             ``fixed_batch_shapes`` False gets batches without dummy rows.
         keys: audio paths, relative to ``root`` (VoxCeleb trial-list keys) or absolute; they key the result.
         root: folder the keys are relative to ("" or None: keys are paths as they are).
