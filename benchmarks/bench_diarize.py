@@ -67,7 +67,7 @@ def measure(folder, minutes, channels, threads, runtime):
     from src.diarize.pipeline import DiarizeSettings, diarize_recording, window_batching
     from src.checkpoint import load_embedder
     from src.model.embedder import min_samples
-    from src.recordings.windows import embed_windows
+    from src.recordings.embed import embed_windows
     setup_device("CPU")
     ms.device_context.cpu.op_tuning.threads_num(threads)
     cfg = load_config(model_args(channels))

@@ -12,7 +12,8 @@ import export
 from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.deploy.verified_export import ExportError, example_input, export_cell, export_model
 from src.deploy.contract import contract_path, read_contract
-from src.deploy.onnx_tools import FRONT_END_SCOPE, OnnxToolError, add_sherpa_metadata, quantize_int8
+from src.deploy.onnx_graph import FRONT_END_SCOPE
+from src.deploy.onnx_tools import OnnxToolError, add_sherpa_metadata, quantize_int8
 from tests.test_ecapa_tdnn import WESPEAKER_VARIANTS, randomize_our_batchnorm
 
 SMALL = dict(channels=16, mfa_channels=48, embedding_size=24, attention_channels=8, se_channels=8, res2net_scale=4)

@@ -12,8 +12,8 @@ from src.evaluate.extract import Batching, extract_embeddings
 from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.model.embedder import Embedder
 from src.recordings.vad import VadSettings, speech_samples
-from src.recordings.windows import (LongAudio, embed_windows, plan_from_regions, recording_embedding,
-                                    speech_windows, weighted_mean, window_bounds)
+from src.recordings.embed import embed_windows, recording_embedding
+from src.recordings.windows import LongAudio, plan_from_regions, speech_windows, weighted_mean, window_bounds
 
 SMALL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
              res2net_scale=4)

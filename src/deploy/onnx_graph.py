@@ -32,7 +32,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from src.deploy.onnx_tools import FRONT_END_SCOPE
 from src.model.ecapa_tdnn import inference_network
 from src.model.fbank import AMIN, HOP_LENGTH, N_FFT, TOP_DB, WIN_LENGTH, Fbank
 from src.model.kaldi_fbank import LOG_FLOOR, KaldiFbank
@@ -42,6 +41,8 @@ OPSET = 17
 IR_VERSION = 8        # ONNX IR of opset 17; the onnx package's newer default (IR 14) is refused by the onnxruntime
                       # builds inside clients such as sherpa-onnx ("max supported IR version: 13")
 MIRROR_OFFSET = WIN_LENGTH // 2 - HOP_LENGTH // 2   # 120: without snip_edges Kaldi's frame t starts at 160 t - 120
+
+FRONT_END_SCOPE = "/fbank-"    # in the name of every front-end node (as MindSpore's exporter names the Embedder's fbank cell)
 
 
 class OnnxGraphError(ValueError):

@@ -29,12 +29,12 @@ import os
 import numpy as np
 
 from src.deploy.contract import contract_path, write_contract
+from src.deploy.onnx_graph import FRONT_END_SCOPE, ecapa_onnx
 from src.model.embedder import KALDI_DEFAULTS
 from src.model.kaldi_fbank import mel_high_freq
 
 SHERPA_FBANK = {"library": "kaldi-native-fbank", "window": "povey", "snip_edges": False, "high_freq_hz": 7600,
                 "n_mels": 80, "sample_rate": 16000}
-FRONT_END_SCOPE = "/fbank-"
 INT8_OPS = ["MatMul", "Pad", "Slice", "Concat"]     # what the static int8 export quantises (quantize_int8)
 
 
@@ -133,7 +133,6 @@ def quantize_int8(network, path, contract, calibration, check_input):
     import onnx
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from src.deploy.onnx_graph import ecapa_onnx
     from src.model.embedder import build_front_end
     if not path.endswith(".onnx"):
         raise OnnxToolError(f"{path}: int8 quantisation needs an ONNX export (.onnx), set export_format ONNX")

@@ -31,7 +31,8 @@ from src.diarize.clustering import ClusterSettings, cluster_embeddings
 from src.diarize.segments import window_segments
 from src.evaluate.extract import Batching
 from src.recordings.vad import VadSettings, speech_regions
-from src.recordings.windows import embed_windows, speech_windows
+from src.recordings.embed import embed_windows
+from src.recordings.windows import speech_windows
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ Example::
 
     regions = speech_regions(samples, VadSettings("silero"))       # [(0.61, 12.85), (13.4, 20.1)] seconds
     windows = speech_windows(regions, 3.0, 1.5)                   # [(0.61, 3.61), (2.11, 5.11), ..., (17.1, 20.1)]
-    matrix = embed_windows(embedder, samples, windows, Batching()) # (len(windows), D) float32
-    embedding = weighted_mean(matrix, [e - s for s, e in windows]) # (D,)
+    embedding = weighted_mean(matrix, [e - s for s, e in windows]) # (D,), matrix: src/recordings/embed.py
 """
 import dataclasses
 import functools
@@ -152,34 +151,3 @@ def plan_recording(path, num_samples, vad, long_audio, max_samples, min_samples,
     read; with VAD it is read once and its regions are remembered."""
     regions = file_speech(path, vad, sample_rate, resample) if vad.enabled else [(0, num_samples)]
     return plan_from_regions(regions, num_samples, long_audio, max_samples, min_samples, sample_rate)
-
-
-# ---------------------------------------------------------------- embedding windows of one recording
-def embed_windows(model, samples, windows, batching, progress=False):
-    """Embed windows [(start_s, end_s)] of ``samples`` (float32 (S,) at batching.sample_rate) in batches -> (N, D)
-    float32 in the order of ``windows``; each row equals that window embedded alone."""
-    from src.evaluate.extract import embed_items      # extract.py plans files with this module: import when used
-    rate = batching.sample_rate
-    bounds = [(int(round(s * rate)), int(round(e * rate))) for s, e in windows]
-    lengths = {i: e - s for i, (s, e) in enumerate(bounds)}
-    short = [windows[i] for i, n in lengths.items() if n < batching.min_samples]
-    if short:
-        raise ValueError(f"window {short[0]} is shorter than the {batching.min_samples / rate:.3f} s the network needs")
-    rows = embed_items(model, lengths, lambda i: samples[bounds[i][0]:bounds[i][1]], batching, progress=progress)
-    return np.stack([rows[i] for i in range(len(bounds))]) if bounds else np.zeros((0, 0), np.float32)
-
-
-def recording_embedding(model, samples, batching):
-    """One embedding (D,) float32 of a recording held in memory (float32 (S,)), by ``batching``'s VAD and long-audio
-    settings (``plan_from_regions``). Raises ValueError when the VAD finds no speech."""
-    regions = speech_samples(samples, batching.vad, batching.sample_rate)
-    if not regions:
-        raise ValueError("the VAD found no speech in the recording")
-    max_samples = int(round(batching.max_seconds * batching.sample_rate))
-    plan = plan_from_regions(regions, samples.size, batching.long_audio, max_samples, batching.min_samples,
-                             batching.sample_rate)
-    from src.evaluate.extract import embed_items
-    lengths = {i: RecordingPlan.piece_samples(p) for i, p in enumerate(plan.pieces)}
-    rows = embed_items(model, lengths, lambda i: np.concatenate([samples[s:e] for s, e in plan.pieces[i]]),
-                       batching, progress=False)
-    return weighted_mean(np.stack([rows[i] for i in lengths]), [lengths[i] for i in lengths])
