@@ -12,7 +12,8 @@
 #    "train" speakers calibrate (python -m src.calibrate: score only, + duration QMF, + duration and norm QMF), its
 #    40 unseen "test" speakers are scored raw, with AS-norm and calibrated; the table goes to
 #    demo_out/calibration_table.json.
-# 7. enrols 6 of the 10 held-out speakers from three clips each into a speaker store (python -m src.speakers),
+# 7. runs one long generated recording with pauses and noise through the VAD and embeds its speech in windows,
+# 8. enrols 6 of the 10 held-out speakers from three clips each into a speaker store (python -m src.speakers),
 #    identifies every other held-out utterance (those of the 4 speakers never enrolled too) and prints top-1 accuracy
 #    and the open-set rates (FNIR at a stated FPIR; the calibrated decisions' FNIR and FPIR).
 set -euo pipefail
@@ -102,7 +103,19 @@ for name, m in table.items():
           f"{m['min_dcf_p0.05']:9.4f} {m['act_dcf_p0.05']:9.4f} {m['cllr']:6.3f} {m['min_cllr']:7.3f}")
 PY
 
-# ---- 7. enrolment and identification (docs/speakers.md): 6 held-out speakers enrolled from 3 clips each, the other
+# ---- 7. recordings: one long generated recording with pauses and noise through the VAD (docs/recordings.md)
+if [ ! -f "$OUT/recording/speech.json" ]; then
+  python -m src.data.synthetic --layout recordings --out "$OUT/recording" --test_speakers 1 --utts 1 \
+    --min_seconds 90 --max_seconds 90 --seed 3
+fi
+RECORDING=$(ls "$OUT"/recording/test/*/*/00001.wav | head -n 1)
+python -m src.recordings.speech "$RECORDING" --config "$CONFIG" --truth "$OUT/recording/speech.json" \
+  --rttm "$OUT/recording/speech.rttm" "$@"
+# its speech (far longer than max_eval_seconds) embedded as the mean of 3 s windows
+python -m src.evaluate.verify --embed "$RECORDING" --config "$CONFIG" --checkpoint "$LAST" --vad silero \
+  --long_audio windows --out "$OUT/recording/embedding.npz" "$@"
+
+# ---- 8. enrolment and identification (docs/speakers.md): 6 held-out speakers enrolled from 3 clips each, the other
 #         utterances identified; the 4 speakers never enrolled must come out "unknown"
 SPEAKERS_OUT="$OUT/speakers"
 mkdir -p "$SPEAKERS_OUT"
