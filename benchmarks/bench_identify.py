@@ -14,7 +14,7 @@ batches of ``--batch`` speakers per ``enroll`` call, then:
   worker, so its memory is counted there; against a Milvus server it would be the server's).
 
 The Milvus side runs milvus-lite (a local ``.db`` path), the embedded engine; a Milvus server is another program with
-other figures. Stores are written below ``--work`` (deleted before each run). The table is printed and the figures
+other figures. ``--milvus_index HNSW`` indexes its profiles approximately instead of the exact ``FLAT``. Stores are written below ``--work`` (deleted before each run). The table is printed and the figures
 are written as JSON (``--json PATH``, default runs/benchmarks/bench_identify.json: benchmark, command, date, machine,
 settings, results), rewritten after every store size so a long run keeps what it measured.
 
@@ -78,7 +78,7 @@ def worker(args):
     def handle(request):
         n, where = request["n"], store_location(args.work, args.worker, request["n"])
         rng = np.random.default_rng(n)
-        store = open_store(args.worker, where, IDENTITY, create=True)
+        store = open_store(args.worker, where, IDENTITY, create=True, milvus_index=args.milvus_index)
         start = time.perf_counter()
         for first in range(0, n, args.batch):
             store.enroll(random_enrolments(rng, f"s{first}_", min(args.batch, n - first)))
@@ -119,6 +119,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=10000, help="speakers per enroll call in the bulk load")
     parser.add_argument("--single", type=int, default=20, help="single-speaker enrolments timed")
     parser.add_argument("--queries", type=int, default=200, help="single-clip searches timed")
+    parser.add_argument("--milvus_index", default="FLAT", choices=("FLAT", "HNSW"),
+                        help="index of the Milvus profiles (FLAT: exact, as SQLite; HNSW: approximate)")
     parser.add_argument("--work", default="/tmp/bench_identify", help="folder of the stores (emptied first)")
     parser.add_argument("--json", default=os.path.join(ROOT, "runs", "benchmarks", "bench_identify.json"),
                         help="where the figures are written (default runs/benchmarks/bench_identify.json)")

@@ -82,6 +82,16 @@ def pair_batching(batching, wavs):
                                max_seconds=min(batching.max_seconds, math.ceil(longest * 10) / 10))
 
 
+def files_batching(cfg, wavs):
+    """The recipe's Batching for embedding the files ``wavs`` (verify --embed, src/speakers): batches no larger than
+    the number of files, unless a long recording is cut into windows (they fill whole batches)."""
+    batching = Batching.from_recipe(cfg)
+    longest = max(frames / rate for frames, rate, _ in (audio_info(w) for w in wavs))
+    if longest <= batching.max_seconds:
+        batching = dataclasses.replace(batching, batch_size=min(batching.batch_size, len(set(wavs))))
+    return batching
+
+
 def check_quality(wavs, refuse, vad=VadSettings()):
     """Near-silent or very short input (src/data/audio.py ``quality_problems``), and with ``vad`` (a VadSettings)
     input without speech: refused when ``refuse``, else a warning per file."""
@@ -184,11 +194,8 @@ def main(argv=None):
         calibration.check_fits(cfg.calibration, file_sha256(cfg.checkpoint), scoring_settings(cfg, calibration.quality))
     embedder = load_embedder(cfg, cfg.checkpoint, args.outputs)
     if args.embed:
-        batching = Batching.from_recipe(cfg)
-        longest = max(frames / rate for frames, rate, _ in (audio_info(w) for w in wavs))
-        if longest <= batching.max_seconds:       # no long recording cut into windows: batches of the files only
-            batching = dataclasses.replace(batching, batch_size=min(batching.batch_size, len(wavs)))
-        embeddings = extract_embeddings(embedder, wavs, "", batching, resample=True, progress=len(wavs) > 20)
+        embeddings = extract_embeddings(embedder, wavs, "", files_batching(cfg, wavs), resample=True,
+                                        progress=len(wavs) > 20)
         save_embeddings(args.out, embeddings, {"checkpoint": os.path.abspath(cfg.checkpoint),
                                                "outputs": list(args.outputs)})
         print(f"wrote {len(embeddings)} embeddings of size {next(iter(embeddings.values())).size} to {args.out}")

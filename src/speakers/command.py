@@ -53,7 +53,8 @@ def parse_args(argv):
                         help="evaluate: the false-positive identification rate FNIR is reported at")
     parser.add_argument("--out", help="identify: write the answers as JSON here; evaluate: the output folder "
                                       "(default <output_dir>/identification)")
-    parser.add_argument("--force", action="store_true", help="enroll near-silent or very short clips anyway")
+    parser.add_argument("--force", action="store_true", help="enroll near-silent or very short clips, or with --vad "
+                                                             "silero clips without speech, anyway")
     cfg, args = parse_recipe_args(parser, argv)
     args.store = args.store or os.path.join(cfg.output_dir, "speakers.db")
     needs = {"enroll": "NAME CLIP...", "identify": "CLIP...", "remove": "NAME", "list": "", "evaluate": ""}
@@ -154,7 +155,8 @@ def enroll(cfg, args):
     except NoStore:
         pass
     from src.evaluate.verify import check_quality
-    check_quality(paths, refuse=not args.force)
+    from src.recordings.vad import VadSettings
+    check_quality(paths, refuse=not args.force, vad=VadSettings.from_recipe(model.cfg))
     embedded = iter(model.embed(paths, progress=len(paths) > 20))
     enrolments = [Enrolment.from_clips(name, [next(embedded) for _ in clips]) for name, clips in speakers]
     with open_for(args, model.identity, create=True) as store:

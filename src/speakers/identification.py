@@ -48,9 +48,9 @@ def embed_clips(cfg, embedder, paths, progress=None):
 
     Raises AudioError naming the file for missing, unreadable, empty or too-short audio.
     """
-    from src.evaluate.extract import Batching, embedded_seconds, extract_embeddings
-    batching = Batching.from_recipe(cfg)
-    batching = dataclasses.replace(batching, batch_size=min(batching.batch_size, len(set(paths))))
+    from src.evaluate.extract import embedded_seconds, extract_embeddings
+    from src.evaluate.verify import files_batching
+    batching = files_batching(cfg, paths)
     embeddings = extract_embeddings(embedder, paths, "", batching, resample=True,
                                     progress=len(paths) > 20 if progress is None else progress)
     seconds = embedded_seconds(paths, "", batching, resample=True)

@@ -17,9 +17,11 @@ A store named ``collection`` (default ``speakers``) is three collections:
   ``seconds``.
 
 Milvus has no transactions over several rows, so an enrolment is ordered to be safe when interrupted: the clips are
-written first and the profile, the only row ``identify`` reads, last; an interrupted enrolment leaves at most clip
-rows without a profile, which the next enrolment of that name (or ``remove``) deletes. Removal deletes the profile
-first. Every collection is created with Strong consistency, so a search sees every finished enrolment.
+written first (upserted under the ids ``<name>/0``, ``<name>/1``, ...) and the profile, the only row ``identify``
+reads, last; a speaker's clips are the first ``num_clips`` ids of its profile. An interrupted enrolment leaves at most
+clip rows that no profile counts, which the next enrolment of that name overwrites and ``remove`` deletes. Removal
+deletes the profile first. Every collection is created with Strong consistency, so a search sees every finished
+enrolment.
 
 The profile index is ``index`` (``FLAT``, exact, by default: the same answers as SQLite; ``HNSW`` or ``AUTOINDEX``
 for large stores on a server, approximate).
@@ -148,12 +150,11 @@ class MilvusStore:
                                  f"replaces it)")
         if enrolments and self.dim is None:
             self._create_data_collections(int(enrolments[0].profile.size))
-        self._delete_clips(names)
         clip_rows = [{"id": f"{e.name}/{i}", "speaker": e.name, "path": clip.path, "seconds": float(clip.seconds),
                       "vector": np.asarray(clip.embedding, np.float32)} for e in enrolments
                      for i, clip in enumerate(e.clips)]
-        for start in range(0, len(clip_rows), 10000):
-            self._call(self.client.insert, self.clip_rows, clip_rows[start:start + 10000])
+        for start in range(0, len(clip_rows), 10000):      # upsert: over the rows of an earlier or broken enrolment
+            self._call(self.client.upsert, self.clip_rows, clip_rows[start:start + 10000])
         profiles = normalized(np.stack([e.profile for e in enrolments])) if enrolments else []
         rows = [{"name": e.name, "vector": vector, "num_clips": len(e.clips), "seconds": e.seconds,
                  "log_norm": e.log_norm, "enrolled": now()} for e, vector in zip(enrolments, profiles)]
@@ -206,8 +207,11 @@ class MilvusStore:
         """The clips of ``name`` -> list of Clip, in enrolment order."""
         if self.dim is None:
             return []
-        rows = self._call(self.client.query, self.clip_rows, filter=f"speaker == {quoted(name)}",
-                          output_fields=["id", "path", "vector", "seconds"], limit=MAX_LIMIT)
+        profile = self._call(self.client.get, self.profiles, ids=[name], output_fields=["num_clips"])
+        if not profile:
+            return []
+        ids = [f"{name}/{i}" for i in range(profile[0]["num_clips"])]
+        rows = self._call(self.client.get, self.clip_rows, ids=ids, output_fields=["id", "path", "vector", "seconds"])
         rows.sort(key=lambda row: int(row["id"].rsplit("/", 1)[1]))
         return [Clip(row["path"], np.asarray(row["vector"], np.float32), row["seconds"]) for row in rows]
 
