@@ -68,7 +68,8 @@ def store_location(work, backend, n):
 
 
 def worker(args):
-    from src.speakers.store import Clip, Enrolment, open_store
+    from src.speakers.profiles import Clip, Enrolment
+    from src.speakers.store import open_store
 
     def random_enrolments(rng, prefix, count):
         vectors = rng.normal(size=(count, args.dim)).astype(np.float32)

@@ -11,7 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from src.speakers.store import Clip, Enrolment, NoStore, StoreError, open_store
+from src.speakers.profiles import Clip, Enrolment, NoStore, StoreError
+from src.speakers.store import open_store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IDENTITY = {"checkpoint_sha256": "a" * 64, "model": {"channels": 32, "embedding_size": 8},
@@ -125,7 +126,8 @@ WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
     sys.path.insert(0, {root!r})
-    from src.speakers.store import Clip, Enrolment, open_store
+    from src.speakers.profiles import Clip, Enrolment
+    from src.speakers.store import open_store
 
     class SlowClips(list):
         def __iter__(self):

@@ -21,7 +21,8 @@ from src.config import UsageError, parse_recipe_args, recipe_parser
 from src.data.audio import AudioError
 from src.files import write_atomically
 from src.speakers.metrics import UNKNOWN, identification_metrics, open_set_rates, read_identification_list
-from src.speakers.store import BACKENDS, Enrolment, NoStore, StoreError, check_name, open_store
+from src.speakers.profiles import Enrolment, NoStore, StoreError, check_name
+from src.speakers.store import BACKENDS, open_store
 
 logger = logging.getLogger("speakers")
 

@@ -27,7 +27,7 @@ import numpy as np
 from src.evaluate.calibration import scoring_settings, trial_features
 from src.evaluate.metrics import bayes_threshold
 from src.speakers.metrics import UNKNOWN
-from src.speakers.store import Clip
+from src.speakers.profiles import Clip
 
 
 def store_identity(cfg, checkpoint_sha256):

@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from src.speakers.store import Clip, SPEAKER_FIELDS, NoStore, StoreError, check_identity, normalized, now
+from src.speakers.profiles import SPEAKER_FIELDS, Clip, NoStore, StoreError, check_identity, normalized, now
 
 MAX_NAME = 256
 MAX_PATH = 4096
