@@ -40,7 +40,7 @@ class ClusterSettings:
     num_speakers: int = 0
     min_speakers: int = 1
     max_speakers: int = 10
-    pruning: float = 0.05
+    pruning: float = 0.1
     threshold: float = 0.7
     max_dense: int = 3000
     micro_clusters: int = 600
