@@ -20,7 +20,6 @@ Example::
     result.segments          # [Segment(0.52, 3.9, "spk0"), ...]
 """
 import dataclasses
-import logging
 import math
 import time
 
@@ -32,8 +31,6 @@ from src.diarize.segments import window_segments
 from src.evaluate.extract import Batching
 from src.recordings.vad import VadSettings, speech_regions
 from src.recordings.windows import embed_windows, speech_windows
-
-logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
