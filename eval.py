@@ -1,8 +1,15 @@
-"""Evaluate a checkpoint on VoxCeleb trial lists: embeddings, cosine / AS-norm scores, EER, minDCF, DET plot.
+"""Evaluate a checkpoint on trial lists: embeddings, cosine / AS-norm scores, EER, minDCF, DET plot.
 
     python eval.py --checkpoint runs/voxceleb/checkpoints/ckpt_step00100000.ckpt --test_dir /data/voxceleb1/wav \
         --trials "[veri_test2.txt, list_test_hard2.txt]" [--score_norm asnorm --cohort_source /data/vox2/dev/aac] \
-        [--calibration runs/voxceleb/calibration/calibration.json]
+        [--calibration runs/voxceleb/calibration/calibration.json] [--vad silero]
+    python eval.py --config configs/pretrained/3dspeaker_ecapa_cnceleb.yaml --test_dir /data/CN-Celeb_flac/eval \
+        --trials /data/CN-Celeb_flac/eval/lists/trials.lst [--cnceleb_enrollment mean]
+
+Trial lists are VoxCeleb, Kaldi or CN-Celeb lists (src/data/trials.py). A CN-Celeb list pairs enrolment speakers
+with test utterances; each speaker is the mean embedding of its enroll.map utterances (below cnceleb_data_dir,
+default <test_dir>/../data) or the embedding of its enroll.lst file (below test_dir), by cnceleb_enrollment
+(src/data/cnceleb.py).
 
 Writes into eval_output_dir (default <output_dir>/eval):
     scores_<list>.txt     one trial a line: ``enroll test score label`` (the configured scoring)
@@ -13,6 +20,7 @@ Writes into eval_output_dir (default <output_dir>/eval):
     eval_summary.json     metrics per list and scoring, the threshold ``python -m src.evaluate.verify`` uses, the config
     embeddings.npz/.json  embedding cache (reused when checkpoint, config and audio files match)
     embeddings_cohort.npz/.json   the same for the cohort utterances (only with cohort_source)
+    embeddings_enroll.npz/.json   the same for CN-Celeb enrolment utterances (only with cnceleb_enrollment mean)
     mean_embedding.npy    the subtracted mean embedding (only with subtract_mean): of the cohort utterances, or without
                           cohort_source the one an imported checkpoint carries (SpeechBrain's mean_var_norm_emb)
     eval.log              this run's log
@@ -27,12 +35,13 @@ import numpy as np
 from src.checkpoint import file_sha256
 from src.cli import run_command, setup_logging
 from src.config import UsageError, load_config
-from src.data.trials import check_inside_test_dir, read_trials, trial_list_paths, trial_utterances
+from src.data.cnceleb import check_enrolled, read_enrollment, resolve_audio_keys
+from src.data.trials import check_inside_test_dir, read_trial_list, trial_list_paths, trial_utterances
 from src.evaluate.calibration import read_calibration, scoring_settings, trial_features, utterance_quality
 from src.evaluate.extract import (Batching, checkpoint_mean, embedded_seconds, extract_embeddings, recipe_cache,
                                   scoring_references)
 from src.evaluate.metrics import plot_det, summarize
-from src.evaluate.scoring import score_trials, scoring_name
+from src.evaluate.scoring import enrollment_means, score_trials, scoring_name
 from src.files import write_atomically
 from src.model.embedder import load_embedder, recipe_for_checkpoint
 
@@ -54,6 +63,57 @@ def check_config(cfg):
         checkpoint_mean(cfg.checkpoint)
 
 
+def read_lists(cfg):
+    """The recipe's trial lists -> dict name -> (path, trials, enrollment or None): a CN-Celeb list's enrolment is
+    dict enroll_id -> [keys] (src/data/cnceleb.py read_enrollment, by cnceleb_enrollment)."""
+    lists = {}
+    for name, path in list_names(trial_list_paths(cfg.trials)).items():
+        file_format, trials = read_trial_list(path)
+        enrollment = None
+        if file_format == "cnceleb":
+            enrollment = read_enrollment(path, cfg.cnceleb_enrollment)
+            check_enrolled(path, trials, enrollment, f"the {cfg.cnceleb_enrollment} enrolment list beside it")
+            if cfg.calibration:
+                raise UsageError(f"calibration: {path} is a CN-Celeb list, whose enrolment speakers have no "
+                                 f"single audio file to measure; leave calibration empty")
+        lists[name] = (path, trials, enrollment)
+    return lists
+
+
+def audio_keys(cfg, trial_lists):
+    """What to embed -> (keys below test_dir, keys below the CN-Celeb data folder): every utterance of plain trial
+    lists; of CN-Celeb lists the test utterances, with cnceleb_enrollment concat the enroll.lst files (below
+    test_dir), with mean the enroll.map utterances."""
+    test, enroll = set(), set()
+    for _, trials, enrollment in trial_lists.values():
+        if enrollment is None:
+            test.update(trial_utterances(trials))
+            continue
+        test.update(t for _, _, t in trials)
+        used = {e for _, e, _ in trials}
+        (test if cfg.cnceleb_enrollment == "concat" else enroll).update(
+            k for spk in used for k in enrollment[spk])
+    return sorted(test), sorted(enroll)
+
+
+def enrolled_embeddings(embeddings, enroll_embeddings, trial_lists, mode):
+    """Embeddings of CN-Celeb enrolment speakers, added to ``embeddings`` under their enroll_id: the mean of their
+    utterances' (``mode`` "mean", from ``enroll_embeddings``) or their enroll.lst file's ("concat")."""
+    for _, _, enrollment in trial_lists.values():
+        if enrollment is None:
+            continue
+        if mode == "mean":
+            embeddings.update(enrollment_means(enroll_embeddings, enrollment))
+        else:
+            embeddings.update({spk: embeddings[keys[0]] for spk, keys in enrollment.items() if keys[0] in embeddings})
+    return embeddings
+
+
+def cnceleb_data_dir(cfg):
+    """Where enroll.map's utterances are: cnceleb_data_dir, or CN-Celeb's data/ beside test_dir (eval/)."""
+    return cfg.cnceleb_data_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.test_dir or ".")), "data")
+
+
 def list_names(paths):
     """Short unique names for trial lists: file name without extension (veri_test2, list_test_hard2, ...)."""
     names = {}
@@ -71,18 +131,33 @@ def write_scores(path, trials, scores):
                                                        for (label, enroll, test), score in zip(trials, scores)))
 
 
-def embed_all(cfg, embedder, keys, out_dir, info):
-    """Embeddings of the trial utterances and, with cohort_source, of the cohort -> (embeddings, cohort or None,
-    mean or None); both are cached in out_dir (see src/evaluate/extract.py)."""
+def embed_listed(embedder, keys, root, batching, cache):
+    """Embeddings of listed paths -> dict key -> (D,), each key read from the file that exists with its name or
+    another audio extension (src/data/cnceleb.py resolve_audio_keys)."""
+    on_disk = resolve_audio_keys(root, keys)
+    embeddings = extract_embeddings(embedder, sorted(set(on_disk.values())), root, batching, cache)
+    return {key: embeddings[on_disk[key]] for key in keys}
+
+
+def embed_all(cfg, embedder, keys, out_dir, info, enroll_keys=()):
+    """Embeddings of the trial utterances, of CN-Celeb enrolment utterances (``enroll_keys``, below
+    cnceleb_data_dir) and, with cohort_source, of the cohort -> (embeddings, enrolment embeddings, cohort or None,
+    mean or None); all are cached in out_dir (see src/evaluate/extract.py)."""
     batching = Batching.from_recipe(cfg)
     cache_path = os.path.join(out_dir, "embeddings.npz") if cfg.embedding_cache == "auto" else cfg.embedding_cache
-    embeddings = extract_embeddings(embedder, keys, cfg.test_dir, batching,
-                                    recipe_cache(cfg, embedder, batching, cache_path, cfg.test_dir, info))
+    embeddings = embed_listed(embedder, keys, cfg.test_dir, batching,
+                              recipe_cache(cfg, embedder, batching, cache_path, cfg.test_dir, info))
+    enrolled = {}
+    if enroll_keys:
+        root = cnceleb_data_dir(cfg)
+        enroll_cache = cache_path and os.path.splitext(cache_path)[0] + "_enroll.npz"
+        enrolled = embed_listed(embedder, list(enroll_keys), root, batching,
+                                recipe_cache(cfg, embedder, batching, enroll_cache, root, info))
     cohort_cache = cache_path and os.path.splitext(cache_path)[0] + "_cohort.npz"
     cohort, mean = scoring_references(cfg, embedder, batching, cohort_cache, info)
     if mean is not None:
         np.save(os.path.join(out_dir, "mean_embedding.npy"), mean)
-    return embeddings, cohort, mean
+    return embeddings, enrolled, cohort, mean
 
 
 def score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_dir, calibrate=None):
@@ -134,10 +209,11 @@ def evaluate(cfg):
     start = time.time()
     from src.device import setup_device
     setup_device(cfg.device_target, cfg.device_id)
-    trial_lists = {name: (path, read_trials(path)) for name, path in list_names(trial_list_paths(cfg.trials)).items()}
-    keys = trial_utterances([t for _, trials in trial_lists.values() for t in trials])
+    trial_lists = read_lists(cfg)
+    keys, enroll_keys = audio_keys(cfg, trial_lists)
     check_inside_test_dir(keys, cfg.test_dir, cfg.allow_outside_test_dir)
-    logger.info("%d trial lists, %d utterances to embed", len(trial_lists), len(keys))
+    logger.info("%d trial lists, %d utterances to embed%s", len(trial_lists), len(keys),
+                f" and {len(enroll_keys)} enrolment utterances" if enroll_keys else "")
 
     cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
     embedder = load_embedder(cfg, cfg.checkpoint)
@@ -145,7 +221,8 @@ def evaluate(cfg):
     calibration = read_calibration(cfg.calibration) if cfg.calibration else None
     if calibration is not None:
         calibration.check_fits(cfg.calibration, info["checkpoint_sha256"], scoring_settings(cfg, calibration.quality))
-    embeddings, cohort, mean = embed_all(cfg, embedder, keys, out_dir, info)
+    embeddings, enrolled, cohort, mean = embed_all(cfg, embedder, keys, out_dir, info, enroll_keys)
+    embeddings = enrolled_embeddings(embeddings, enrolled, trial_lists, cfg.cnceleb_enrollment)
 
     method = scoring_name(cfg.score_norm, cfg.subtract_mean)
     summary = {"checkpoint": info["checkpoint"], "checkpoint_sha256": info["checkpoint_sha256"],
@@ -155,7 +232,7 @@ def evaluate(cfg):
         calibrate = calibrator(cfg, calibration, embeddings, cohort, mean)
         summary["calibration"] = {"file": os.path.abspath(cfg.calibration), "features": calibration.features,
                                   "prior": calibration.prior}
-    for name, (path, trials) in trial_lists.items():
+    for name, (path, trials, _) in trial_lists.items():
         summary["trial_lists"][name] = score_list(cfg, name, path, trials, embeddings, cohort, mean, method, out_dir,
                                                   calibrate)
     first = next(iter(trial_lists))

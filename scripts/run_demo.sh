@@ -98,3 +98,15 @@ for name, m in table.items():
     print(f"  {name[:34]:34s} {m['eer_percent']:6.2f} {m['min_dcf_p0.01']:9.4f} {m['act_dcf_p0.01']:9.4f} "
           f"{m['min_dcf_p0.05']:9.4f} {m['act_dcf_p0.05']:9.4f} {m['cllr']:6.3f} {m['min_cllr']:7.3f}")
 PY
+
+# ---- 7. recordings: one long generated recording with pauses and noise through the VAD (docs/recordings.md)
+if [ ! -f "$OUT/recording/speech.json" ]; then
+  python -m src.data.synthetic --layout recordings --out "$OUT/recording" --test_speakers 1 --utts 1 \
+    --min_seconds 90 --max_seconds 90 --seed 3
+fi
+RECORDING=$(ls "$OUT"/recording/test/*/*/00001.wav | head -n 1)
+python -m src.recordings.speech "$RECORDING" --config "$CONFIG" --truth "$OUT/recording/speech.json" \
+  --rttm "$OUT/recording/speech.rttm" "$@"
+# its speech (far longer than max_eval_seconds) embedded as the mean of 3 s windows
+python -m src.evaluate.verify --embed "$RECORDING" --config "$CONFIG" --checkpoint "$LAST" --vad silero \
+  --long_audio windows --out "$OUT/recording/embedding.npz" "$@"

@@ -244,6 +244,9 @@ RULES = {
     "long_audio": Choice(("windows", "crop")),
     "window_seconds": SECONDS,
     "window_hop_seconds": SECONDS,
+    # CN-Celeb protocol (eval.py, src/data/cnceleb.py)
+    "cnceleb_enrollment": Choice(("mean", "concat")),
+    "cnceleb_data_dir": Text(),
     # diarization (python -m src.diarize, src/diarize/)
     "diarize_vad": Choice(("silero", "none")),
     "diarize_window_seconds": SECONDS,

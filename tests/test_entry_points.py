@@ -34,6 +34,7 @@ def cases(tmp):
         (["-m", "src.train.distributed", "freeze_config"], 2, "freeze_config needs the YAML file to write"),
         (["-m", "src.deploy.cpu_runner", "--model", missing + ".mindir", "--input_dir", missing, "--output_dir",
           tmp], 1, f"--input_dir {missing}: not a folder"),
+        (["-m", "src.recordings.speech", missing + ".wav"], 1, f"{missing}.wav: audio file not found"),
         (["-m", "src.import_weights", "--format", "mindspore_zoo", missing + ".ckpt", os.path.join(tmp, "o.ckpt")],
          1, f"{missing}.ckpt: checkpoint file not found"),
     ]

@@ -11,19 +11,12 @@ import pytest
 from src.config import load_config
 from src.data.synthetic import _rng, random_speaker, synthesize_recording
 from src.recordings import vad
+from src.recordings.speech import frame_mask
 from src.recordings.vad import (FRAME_SAMPLES, VadError, VadSettings, load_silero, regions_from_probabilities,
                                 speech_probabilities, speech_regions, speech_samples)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAME_SECONDS = 0.01
-
-
-def frame_mask(intervals, num_frames):
-    """(start_s, end_s) intervals -> boolean (num_frames,) on a 10 ms grid."""
-    mask = np.zeros(num_frames, bool)
-    for start, end in intervals:
-        mask[int(round(start / FRAME_SECONDS)):int(round(end / FRAME_SECONDS))] = True
-    return mask
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,8 @@ def test_plan_joins_short_speech_windows_long_speech_or_crops_it():
     assert cropped.pieces == (((1000, 9000), (20000, 24000)),) and cropped.cropped
     nothing = plan_from_regions([], 40000, windows, 64000, 400)
     assert nothing.no_speech and nothing.pieces == (((0, 40000),),)
+    tiny = plan_from_regions([(i * 1000, i * 1000 + 300) for i in range(100)], 100000, windows, 16000, 400)
+    assert tiny.pieces == (tuple((i * 1000, i * 1000 + 300) for i in range(53)) + ((53000, 53100),),) and tiny.cropped
     assert weighted_mean([[1.0, 0.0], [0.0, 1.0]], [3, 1]).tolist() == [0.75, 0.25]
 
 
@@ -55,7 +57,7 @@ def embedder():
 @pytest.fixture(scope="module")
 def recording():
     rng = _rng(3, 21, 0)
-    wav, _ = synthesize_recording(random_speaker(rng), 12.0, rng, silence_fraction=0.4)
+    wav, _ = synthesize_recording(random_speaker(rng), 8.0, rng, silence_fraction=0.4)
     return wav
 
 

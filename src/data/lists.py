@@ -1,7 +1,8 @@
 """Training lists: which files to train on, their speaker labels and lengths, as plain text files.
 
-From a VoxCeleb-style folder (``<train_dir>/<speaker>/<video>/<utt>.{wav,flac,m4a}``) this writes into
-``list_dir``:
+From a VoxCeleb-style folder (``<train_dir>/<speaker>/<video>/<utt>.{wav,flac,m4a}``) or a CN-Celeb-style one
+(``<train_dir>/<speaker>/<genre>-<session>-<utt>.flac``; symbolic links to speaker folders are followed, so one
+folder can gather CN-Celeb1 dev and CN-Celeb2) this writes into ``list_dir``:
 
 - ``train_list.txt``: one utterance a line, ``speaker/video/utt.wav label num_samples`` (path relative to
   train_dir, integer label, length in samples at the recipe's sample rate), preceded by ``#`` header lines
@@ -26,7 +27,8 @@ from multiprocessing import Pool
 from tqdm import tqdm
 
 from src.data.audio import FFMPEG_EXTENSIONS, AUDIO_EXTENSIONS, AudioError, audio_info, ffmpeg_available
-from src.data.trials import read_trials
+from src.data.cnceleb import cnceleb_speaker
+from src.data.trials import read_trial_list
 from src.files import write_atomically
 
 logger = logging.getLogger(__name__)
@@ -71,14 +73,16 @@ class TrainList:
 
 
 def find_audio_files(root):
-    """Relative paths ``speaker/video/utt.ext`` of all audio files three levels below ``root``, sorted."""
+    """Relative paths of all audio files two levels (``speaker/utt.ext``, CN-Celeb) or three levels
+    (``speaker/video/utt.ext``, VoxCeleb) below ``root``, sorted; symbolic links to folders are followed."""
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"{root}: training folder not found (expected <speaker>/<video>/<utt>.wav below it)")
+        raise FileNotFoundError(f"{root}: training folder not found (expected <speaker>/<video>/<utt>.wav or "
+                                f"<speaker>/<utt>.flac below it)")
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
-        if rel_dir.count(os.sep) != 1 or rel_dir == ".":
+        if rel_dir.count(os.sep) > 1 or rel_dir == ".":
             continue
         found.extend(f"{rel_dir.replace(os.sep, '/')}/{name}" for name in filenames
                      if name.lower().endswith(AUDIO_EXTENSIONS))
@@ -86,12 +90,14 @@ def find_audio_files(root):
 
 
 def trial_speakers(trial_files):
-    """Speakers (first path component) of every utterance in the given trial lists -> set of str."""
+    """Speakers of every utterance in the given trial lists -> set of str: the first path component, or in a
+    CN-Celeb list the speaker its names start with (src/data/cnceleb.py ``cnceleb_speaker``)."""
     speakers = set()
     for path in trial_files:
-        for _, enroll, test in read_trials(path):
-            speakers.add(speaker_of_path(enroll))
-            speakers.add(speaker_of_path(test))
+        file_format, trials = read_trial_list(path)
+        speaker_of = cnceleb_speaker if file_format == "cnceleb" else speaker_of_path
+        for key in {key for _, enroll, test in trials for key in (enroll, test)}:
+            speakers.add(speaker_of(key))
     return speakers
 
 
@@ -217,7 +223,7 @@ def build_train_list(train_dir, list_dir, exclude_trials=(), sample_rate=16000, 
     """Make (or reuse, see the module docstring) the training list of a VoxCeleb-style folder -> TrainList.
 
     Args:
-        train_dir: folder with ``<speaker>/<video>/<utt>.{wav,flac,m4a}``.
+        train_dir: folder with ``<speaker>/<video>/<utt>.{wav,flac,m4a}`` or ``<speaker>/<utt>.flac``.
         list_dir: where ``train_list.txt``, ``speakers.txt`` and ``skipped.txt`` are written.
         exclude_trials: trial list files whose speakers are left out of training.
         sample_rate: the recipe's rate; files at another rate are left out (with a warning).
@@ -229,7 +235,7 @@ def build_train_list(train_dir, list_dir, exclude_trials=(), sample_rate=16000, 
     files = [p for p in find_audio_files(train_dir) if speaker_of_path(p) not in excluded]
     if not files:
         raise FileNotFoundError(f"{train_dir}: no audio files (.wav/.flac/.m4a) found at <speaker>/<video>/<utt> "
-                                f"depth" + (f" after excluding {len(excluded)} trial speakers" if excluded else ""))
+                                f"or <speaker>/<utt> depth" + (f" after excluding {len(excluded)} trial speakers" if excluded else ""))
     if not rebuild:
         old = _reusable(list_dir, train_dir, sample_rate, exclude_trials, files)
         if old is not None:

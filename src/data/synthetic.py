@@ -30,7 +30,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import butter, lfilter, sosfilt
+from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 from tqdm import tqdm
 
 from src.cli import run_command, setup_logging
@@ -55,7 +55,8 @@ VIDEO_ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs
 
 # Stream names keep the random draws of different parts of the corpus independent of each other.
 _STREAMS = {"train": 1, "test": 2, "babble": 3, "utt": 4, "video": 5, "noise": 6, "music": 7, "speech": 8,
-            "rir": 9, "trials": 10}
+            "rir": 9, "trials": 10, "cnceleb": 11, "recordings": 12}
+CNCELEB_GENRES = ("interview", "singing", "speech", "vlog", "drama", "entertainment", "recitation")
 
 
 def _rng(seed, *keys):
@@ -204,7 +205,7 @@ def synthesize_recording(speaker, seconds, rng, silence_fraction=0.4, sample_rat
         if loud.size:
             intervals.append(((start + loud[0]) / sample_rate, (start + loud[-1] + 1) / sample_rate))
         pos += turn + pause
-    wav = np.convolve(dry, _rir(rng, sample_rate, rt60))[:total] if rt60 > 0 else dry
+    wav = fftconvolve(dry, _rir(rng, sample_rate, rt60))[:total] if rt60 > 0 else dry
     in_speech = np.zeros(total, bool)
     for a, b in intervals:
         in_speech[int(a * sample_rate):int(b * sample_rate)] = True
@@ -381,6 +382,97 @@ def make_corpus(root, num_train_speakers=40, num_test_speakers=10, utts_per_spea
     return paths
 
 
+def make_long_recordings(root, num_speakers=8, recordings_per_speaker=3, seconds=(150.0, 150.0), seed=0,
+                         silence_fraction=(0.3, 0.5), snr_db=(5.0, 20.0), sample_rate=16000, progress=True):
+    """Write long recordings of held-out synthetic speakers (``synthesize_recording``) -> dict of paths.
+
+    ``root/test/idNNNNN/<recording>/00001.wav``: each recording ``seconds`` long (uniform in the range), with
+    ``silence_fraction`` of pauses, reverberation (RT60 0.15-0.35 s) and pink noise at ``snr_db``;
+    ``root/trials.txt``: every pair of recordings (VoxCeleb format); ``root/speech.json``: each recording's speech
+    intervals in seconds (the truth a VAD is measured against).
+    """
+    root = os.path.abspath(root)
+    test_dir = os.path.join(root, "test")
+    keys, speech = [], {}
+    with tqdm(total=num_speakers * recordings_per_speaker, desc="synthesizing recordings", disable=not progress,
+              leave=False) as bar:
+        for s in range(num_speakers):
+            speaker = random_speaker(_rng(seed, _STREAMS["recordings"], s), sample_rate)
+            for r in range(recordings_per_speaker):
+                rng = _rng(seed, _STREAMS["recordings"], s, _STREAMS["utt"], r)
+                wav, intervals = synthesize_recording(speaker, rng.uniform(*seconds), rng,
+                                                      rng.uniform(*silence_fraction), sample_rate,
+                                                      rt60=rng.uniform(0.15, 0.35), snr_db=rng.uniform(*snr_db))
+                key = f"id{20001 + s:05d}/{video_id(rng)}/00001.wav"
+                write_wav(os.path.join(test_dir, key), wav, sample_rate)
+                keys.append(key)
+                speech[key] = [[round(a, 4), round(b, 4)] for a, b in intervals]
+                bar.update(1)
+    trials = [(int(a.split("/")[0] == b.split("/")[0]), a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
+    paths = {"test_dir": test_dir, "trials": write_trials(trials, os.path.join(root, "trials.txt")),
+             "speech": os.path.join(root, "speech.json"), "num_trials": len(trials)}
+    with open(paths["speech"], "w", encoding="utf-8") as f:
+        json.dump(speech, f, indent=1)
+    return paths
+
+
+def make_cnceleb_corpus(root, num_dev_speakers=6, num_eval_speakers=4, utts_per_speaker=6, seconds=(2.0, 4.0),
+                        seed=0, enroll_utts=2, sample_rate=16000, progress=True):
+    """Write a small corpus in CN-Celeb1's layout (src/data/cnceleb.py) below ``root`` -> dict of paths.
+
+    Speakers id00000.. are dev (training) speakers, the next ``num_eval_speakers`` are evaluation speakers. Each
+    utterance is ``data/<speaker>/<genre>-<session>-<utt>.flac``; an evaluation speaker's first ``enroll_utts``
+    utterances are its enrolment (``eval/enroll/<speaker>-enroll.flac`` holds them joined), the others are copied to
+    ``eval/test/<speaker>-<genre>-<session>-<utt>.flac``. ``eval/lists`` holds enroll.map, enroll.lst, test.lst and
+    trials.lst (every enrolment speaker against every test utterance), naming ``.wav`` files as CN-Celeb's lists do.
+    """
+    root = os.path.abspath(root)
+    lists_dir = os.path.join(root, "eval", "lists")
+    os.makedirs(lists_dir, exist_ok=True)
+    enroll_map, tests = {}, []
+    for s in tqdm(range(num_dev_speakers + num_eval_speakers), desc="synthesizing CN-Celeb layout",
+                  disable=not progress, leave=False):
+        name = f"id{s:05d}"
+        speaker = random_speaker(_rng(seed, _STREAMS["cnceleb"], s), sample_rate)
+        enrolment = []
+        for u in range(utts_per_speaker):
+            rng = _rng(seed, _STREAMS["cnceleb"], s, _STREAMS["utt"], u)
+            genre = CNCELEB_GENRES[int(rng.integers(len(CNCELEB_GENRES)))]
+            utt = f"{genre}-{u // 3 + 1:02d}-{u % 3 + 1:03d}"
+            wav = synthesize_utterance(speaker, rng.uniform(*seconds), rng, sample_rate,
+                                       (rng.uniform(-0.6, 0.6), rng.uniform(0.3, 0.9)))
+            write_wav(os.path.join(root, "data", name, utt + ".flac"), wav, sample_rate)
+            if s < num_dev_speakers:
+                continue
+            if u < enroll_utts:
+                enrolment.append(wav)
+                enroll_map.setdefault(f"{name}-enroll", []).append(f"{name}/{utt}.wav")
+            else:
+                write_wav(os.path.join(root, "eval", "test", f"{name}-{utt}.flac"), wav, sample_rate)
+                tests.append(f"test/{name}-{utt}.wav")
+        if enrolment:
+            write_wav(os.path.join(root, "eval", "enroll", f"{name}-enroll.flac"), np.concatenate(enrolment),
+                      sample_rate)
+    os.makedirs(os.path.join(root, "dev"), exist_ok=True)
+    with open(os.path.join(root, "dev", "dev.lst"), "w", encoding="utf-8") as f:
+        f.writelines(f"id{s:05d}\n" for s in range(num_dev_speakers))
+    paths = {"root": root, "data_dir": os.path.join(root, "data"), "eval_dir": os.path.join(root, "eval"),
+             "trials": os.path.join(lists_dir, "trials.lst"), "enroll_map": os.path.join(lists_dir, "enroll.map"),
+             "enroll_list": os.path.join(lists_dir, "enroll.lst")}
+    with open(paths["enroll_map"], "w", encoding="utf-8") as f:
+        f.writelines(f"{spk} {' '.join(utts)}\n" for spk, utts in enroll_map.items())
+    with open(paths["enroll_list"], "w", encoding="utf-8") as f:
+        f.writelines(f"{spk} enroll/{spk}.wav\n" for spk in enroll_map)
+    with open(os.path.join(lists_dir, "test.lst"), "w", encoding="utf-8") as f:
+        f.writelines(f"{t}\n" for t in tests)
+    with open(paths["trials"], "w", encoding="utf-8") as f:
+        for spk in enroll_map:
+            speaker = spk[:-len("-enroll")]
+            f.writelines(f"{spk} {t} {int(t.startswith(f'test/{speaker}-'))}\n" for t in tests)
+    paths["num_trials"] = len(enroll_map) * len(tests)
+    return paths
+
+
 def main(argv=None):
     parser = ArgumentParser(description="Write a synthetic speaker corpus in the VoxCeleb layout.")
     parser.add_argument("--out", required=True, help="output folder")
@@ -394,8 +486,22 @@ def main(argv=None):
     parser.add_argument("--no_augment_folders", action="store_true", help="skip the MUSAN-like and RIR folders")
     parser.add_argument("--trials_per_utt", type=int, default=1,
                         help="target (and nontarget) trials per test utterance")
+    parser.add_argument("--layout", choices=("voxceleb", "cnceleb", "recordings"), default="voxceleb",
+                        help="cnceleb: CN-Celeb1's layout and eval lists instead (--train_speakers dev speakers, "
+                             "--test_speakers evaluation speakers, 2 enrolment utterances each); recordings: long "
+                             "recordings with pauses and noise (--test_speakers speakers, --utts recordings each, "
+                             "--min_seconds/--max_seconds long), all pairs as trials")
     args = parser.parse_args(argv)
     setup_logging()
+    if args.layout == "recordings":
+        print(json.dumps(make_long_recordings(args.out, args.test_speakers, args.utts,
+                                              (args.min_seconds, args.max_seconds), args.seed), indent=2))
+        return 0
+    if args.layout == "cnceleb":
+        paths = make_cnceleb_corpus(args.out, args.train_speakers, args.test_speakers, args.utts,
+                                    (args.min_seconds, args.max_seconds), args.seed)
+        print(json.dumps(paths, indent=2))
+        return 0
     paths = make_corpus(args.out, args.train_speakers, args.test_speakers, args.utts,
                         (args.min_seconds, args.max_seconds), args.seed, args.videos,
                         augment_folders=not args.no_augment_folders, trials_per_utterance=args.trials_per_utt)

@@ -17,7 +17,9 @@ From Python, ``score_pair(cfg, embedder, wavs, calibration)`` returns the score 
 
 Files at any sample rate are resampled to 16 kHz (with a note) and stereo is mixed down. A missing, empty or
 unreadable file stops the command with exit status 1 and a message naming the file; so does near-silent or very
-short input (src/data/audio.py ``quality_problems``) when comparing, unless ``--force``. Model settings come from the
+short input (src/data/audio.py ``quality_problems``), or with ``--vad silero`` a file in which the VAD finds no
+speech, when comparing, unless ``--force``. With ``--vad silero`` only the speech is embedded; a recording with more
+than max_eval_seconds of speech is embedded as the mean of its windows (``long_audio``, src/recordings/windows.py). Model settings come from the
 recipe (``--config``, any ``--key value`` override), e.g. ``--channels 512 --mfa_channels 1536``.
 """
 import dataclasses
@@ -35,6 +37,8 @@ from src.evaluate.extract import Batching, embedded_seconds, extract_embeddings,
 from src.evaluate.metrics import bayes_threshold
 from src.evaluate.scoring import score_trials
 from src.model.embedder import OUTPUT_NAMES, load_embedder, recipe_for_checkpoint
+from src.recordings.vad import VadSettings
+from src.recordings.windows import file_speech
 
 logger = logging.getLogger("verify")
 
@@ -72,11 +76,13 @@ def pair_batching(batching, wavs):
                                max_seconds=min(batching.max_seconds, math.ceil(longest * 10) / 10))
 
 
-def check_quality(wavs, refuse):
-    """Near-silent or very short input (src/data/audio.py ``quality_problems``): refused when ``refuse``, else a
-    warning per file."""
+def check_quality(wavs, refuse, vad=VadSettings()):
+    """Near-silent or very short input (src/data/audio.py ``quality_problems``), and with ``vad`` (a VadSettings)
+    input without speech: refused when ``refuse``, else a warning per file."""
     for path in wavs:
         problems = quality_problems(read_audio(path, resample=True))
+        if vad.enabled and not file_speech(path, vad, resample=True):
+            problems.append("the VAD found no speech")
         if problems and refuse:
             raise ValueError(f"{path}: {', '.join(problems)}; a score would mean little (--force scores it anyway)")
         if problems:
@@ -159,7 +165,7 @@ def main(argv=None):
     missing = [w for w in wavs if not os.path.isfile(w)]
     if missing:
         raise AudioError(f"{missing[0]}: audio file not found")
-    check_quality(wavs, refuse=not args.embed and not args.force)
+    check_quality(wavs, refuse=not args.embed and not args.force, vad=VadSettings.from_recipe(cfg))
 
     from src.device import setup_device
     setup_device(cfg.device_target, cfg.device_id)
@@ -171,7 +177,9 @@ def main(argv=None):
     embedder = load_embedder(cfg, cfg.checkpoint, args.outputs)
     if args.embed:
         batching = Batching.from_recipe(cfg)
-        batching = dataclasses.replace(batching, batch_size=min(batching.batch_size, len(wavs)))
+        longest = max(frames / rate for frames, rate, _ in (audio_info(w) for w in wavs))
+        if longest <= batching.max_seconds:       # no long recording cut into windows: batches of the files only
+            batching = dataclasses.replace(batching, batch_size=min(batching.batch_size, len(wavs)))
         embeddings = extract_embeddings(embedder, wavs, "", batching, resample=True, progress=len(wavs) > 20)
         save_embeddings(args.out, embeddings, {"checkpoint": os.path.abspath(cfg.checkpoint),
                                                "outputs": list(args.outputs)})

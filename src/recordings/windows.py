@@ -34,7 +34,8 @@ LONG_AUDIO_MODES = ("windows", "crop")
 @dataclasses.dataclass(frozen=True)
 class LongAudio:
     """How speech longer than the longest bucket is embedded: mode "windows" (every window_seconds window, hop
-    hop_seconds, averaged) or "crop" (its first max_seconds)."""
+    hop_seconds, averaged) or "crop" (its first max_seconds). The default here is "crop", plain extraction; the
+    recipe's ``long_audio`` defaults to "windows"."""
     mode: str = "crop"
     window_seconds: float = 3.0
     hop_seconds: float = 1.5
@@ -130,6 +131,8 @@ def plan_from_regions(regions, num_samples, long_audio, max_samples, min_samples
     window = min(int(round(long_audio.window_seconds * sample_rate)), max_samples)
     hop = min(int(round(long_audio.hop_seconds * sample_rate)), window)
     pieces = tuple(((s, e),) for s, e in window_bounds(regions, window, hop) if e - s >= min_samples)
+    if not pieces:            # only regions too short for the network: their first max_samples, joined
+        return RecordingPlan((_take_first(regions, max_samples),), speech, no_speech, cropped=True)
     return RecordingPlan(pieces, speech, no_speech)
 
 
