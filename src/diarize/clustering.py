@@ -86,6 +86,21 @@ def eigengap_count(eigenvalues, min_count=1, max_count=10):
     return int(min_count + np.argmax(gaps[min_count - 1:max_count]))
 
 
+def kmeans_plus_plus(points, k, rng):
+    """k-means++ seeding -> (k, D) initial centres, in O(k N D): each new centre is drawn with probability
+    proportional to its squared distance from the nearest centre so far, a distance kept up to date row by row
+    (scipy's own ``minit="++"`` recomputes all distances per centre, O(k^2 N D), too slow for 600 centres)."""
+    centres = np.empty((k, points.shape[1]))
+    centres[0] = points[rng.integers(len(points))]
+    nearest = ((points - centres[0]) ** 2).sum(axis=1)
+    for i in range(1, k):
+        total = nearest.sum()
+        pick = rng.choice(len(points), p=nearest / total) if total > 0 else rng.integers(len(points))
+        centres[i] = points[pick]
+        nearest = np.minimum(nearest, ((points - centres[i]) ** 2).sum(axis=1))
+    return centres
+
+
 def kmeans(points, k, seed=0, restarts=10):
     """k-means++ with ``restarts`` starts; the labels of the lowest within-cluster sum of squares -> (N,) int."""
     rng = np.random.default_rng(seed)
@@ -160,7 +175,8 @@ def cluster_embeddings(embeddings, settings):
     else:
         x = np.asarray(embeddings, np.float64)
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        centres, micro = kmeans2(x, settings.micro_clusters, minit="++", seed=np.random.default_rng(settings.seed))
+        rng = np.random.default_rng(settings.seed)
+        centres, micro = kmeans2(x, kmeans_plus_plus(x, settings.micro_clusters, rng), minit="matrix", seed=rng)
         used = np.unique(micro)
         weights = np.bincount(micro, minlength=len(centres))[used].astype(np.float64)
         centre_labels = np.zeros(len(centres), int)
