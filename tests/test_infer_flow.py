@@ -152,7 +152,8 @@ def test_preprocess_fbank_contract_writes_fbank_of_each_window(tmp_path):
 
 def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
     """First window only (infer_max_windows 1) vs eval.py cropping every utterance to that window
-    (max_eval_seconds = the window, no other bucket): the same samples reach the network, so the same EER."""
+    (max_eval_seconds = the window, no other bucket, long_audio crop): the same samples reach the network, so the
+    same EER."""
     import eval as eval_script
     import postprocess
     import preprocess
@@ -179,7 +180,7 @@ def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path):
     summary = eval_script.evaluate(load_config(model_args + [
         "--checkpoint", checkpoint, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],
         "--eval_output_dir", str(tmp_path / "eval"), "--bucket_seconds", "[]", "--max_eval_seconds", str(SECONDS),
-        "--eval_batch_size", "4", "--embedding_cache", ""]))
+        "--eval_batch_size", "4", "--embedding_cache", "", "--long_audio", "crop"]))
     evaluated = summary["trial_lists"]["trials"]["metrics"]["cosine"]
     assert evaluated["num_trials"] == flow["num_trials"] > 10 and 0 < flow["eer"] < 1
     for key in ("eer", "min_dcf_p0.01", "min_dcf_p0.05"):

@@ -67,7 +67,7 @@ class Batching:
     """How utterances are grouped into fixed-shape batches.
 
     sample_rate (Hz); bucket_seconds: bucket lengths below ``max_seconds``; max_seconds: the last bucket (longer
-    utterances are cropped to it); batch_size: utterances per batch; batch_seconds: at most this much padded audio
+    speech is windowed or cropped, by ``long_audio``); batch_size: utterances per batch; batch_seconds: at most this much padded audio
     per batch (long buckets get smaller batches); min_samples: the shortest utterance the front end and network
     take (src.model.embedder.min_samples); vad: a src.recordings.vad.VadSettings (which samples are speech);
     long_audio: a src.recordings.windows.LongAudio (speech longer than ``max_seconds``: windows or crop).
@@ -316,7 +316,8 @@ def embed_items(model, lengths, read, batching, progress=True, on_batch=None):
 
 def extract_embeddings(model, keys, root, batching, cache=None, resample=False, progress=True,
                        save_every_seconds=60.0):
-    """Embed full-length utterances in bucketed batches -> dict key -> (D,) float32, in the order of ``keys``.
+    """Embed audio files in bucketed batches -> dict key -> (D,) float32, in the order of ``keys``: each file's
+    speech, whole or as the mean of its windows (``batching.vad``, ``batching.long_audio``; module docstring).
 
     Args:
         model: an Embedder, or any Cell/callable mapping (wav Tensor (B, S) float32, wav_lens Tensor (B,) int32)
