@@ -36,7 +36,8 @@ def model_args(channels):
 
 
 def prepare(folder, minutes, channels, onnx):
-    """Write the conversations, the untrained network's checkpoint and (``onnx``) its dynamic waveform ONNX export."""
+    """Write the conversations, the untrained network's checkpoint and (``onnx``) its dynamic waveform ONNX export,
+    each unless ``folder`` holds it already."""
     import mindspore as ms
     from src.config import load_config
     from src.data.conversations import ConversationSettings, write_conversation
@@ -49,10 +50,13 @@ def prepare(folder, minutes, channels, onnx):
         if not os.path.isfile(wav):
             write_conversation(wav, wav[:-4] + ".rttm", f"conversation_{length}min",
                                ConversationSettings(num_speakers=4, seconds=60.0 * length, overlap=0.1), seed=length)
+    checkpoint, onnx_file = os.path.join(folder, f"c{channels}.ckpt"), os.path.join(folder, f"c{channels}.onnx")
+    if os.path.isfile(checkpoint) and (os.path.isfile(onnx_file) or not onnx):
+        return
     ms.set_seed(channels)
     network = build_ecapa(load_config(model_args(channels)))
     network.set_train(False)
-    ms.save_checkpoint(network, os.path.join(folder, f"c{channels}.ckpt"))
+    ms.save_checkpoint(network, checkpoint)
     if onnx:
         export_model(network, os.path.join(folder, f"c{channels}"), "ONNX", "waveform", seconds=1.5, dynamic=True)
 

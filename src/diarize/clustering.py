@@ -40,7 +40,7 @@ class ClusterSettings:
     num_speakers: int = 0
     min_speakers: int = 1
     max_speakers: int = 10
-    pruning: float = 0.05
+    pruning: float = 0.1
     threshold: float = 0.7
     max_dense: int = 3000
     micro_clusters: int = 600
@@ -84,6 +84,21 @@ def eigengap_count(eigenvalues, min_count=1, max_count=10):
         return max(1, min(min_count, len(eigenvalues)))
     gaps = np.diff(eigenvalues[:max_count + 1])            # gaps[k - 1] = value[k] - value[k - 1]
     return int(min_count + np.argmax(gaps[min_count - 1:max_count]))
+
+
+def kmeans_plus_plus(points, k, rng):
+    """k-means++ seeding -> (k, D) initial centres, in O(k N D): each new centre is drawn with probability
+    proportional to its squared distance from the nearest centre so far, a distance kept up to date row by row
+    (scipy's own ``minit="++"`` recomputes all distances per centre, O(k^2 N D), too slow for 600 centres)."""
+    centres = np.empty((k, points.shape[1]))
+    centres[0] = points[rng.integers(len(points))]
+    nearest = ((points - centres[0]) ** 2).sum(axis=1)
+    for i in range(1, k):
+        total = nearest.sum()
+        pick = rng.choice(len(points), p=nearest / total) if total > 0 else rng.integers(len(points))
+        centres[i] = points[pick]
+        nearest = np.minimum(nearest, ((points - centres[i]) ** 2).sum(axis=1))
+    return centres
 
 
 def kmeans(points, k, seed=0, restarts=10):
@@ -160,7 +175,8 @@ def cluster_embeddings(embeddings, settings):
     else:
         x = np.asarray(embeddings, np.float64)
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        centres, micro = kmeans2(x, settings.micro_clusters, minit="++", seed=np.random.default_rng(settings.seed))
+        rng = np.random.default_rng(settings.seed)
+        centres, micro = kmeans2(x, kmeans_plus_plus(x, settings.micro_clusters, rng), minit="matrix", seed=rng)
         used = np.unique(micro)
         weights = np.bincount(micro, minlength=len(centres))[used].astype(np.float64)
         centre_labels = np.zeros(len(centres), int)

@@ -20,7 +20,6 @@ Example::
     result.segments          # [Segment(0.52, 3.9, "spk0"), ...]
 """
 import dataclasses
-import logging
 import math
 import time
 
@@ -33,8 +32,6 @@ from src.evaluate.extract import Batching
 from src.recordings.vad import VadSettings, speech_regions
 from src.recordings.embed import embed_windows
 from src.recordings.windows import speech_windows
-
-logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
