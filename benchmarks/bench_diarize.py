@@ -9,10 +9,11 @@ untrained network of C channels (random weights: speed does not depend on them) 
 (src/diarize/pipeline.py), the path ``python -m src.diarize`` runs. Each measurement runs in its own process kept
 on ``threads`` CPUs (benchmarks/sides.py), after a warm-up that compiles the embedding graph and runs it past
 MindSpore's first kernel-splitting launches; the embedding stage runs through MindSpore's compiled graph or
-through onnxruntime on the dynamic waveform ONNX export (src/diarize/onnx_embedder.py). Silero VAD always runs on
+through onnxruntime on the dynamic waveform ONNX export (src/deploy/onnx_runtime.py). Silero VAD always runs on
 one thread (src/recordings/vad.py). Printed per run: seconds and real-time factor (seconds / audio seconds) of
 each stage, the whole pipeline's, and the process's peak resident memory; ``--json`` (default
-bench_diarize.json) holds the same. Goal: a real-time factor of at most 0.05 on one thread with C=512.
+runs/benchmarks/bench_diarize.json, benchmarks/report.py) holds the same. Goal: a real-time factor of at most 0.05 on one
+thread with C=512.
 """
 import argparse
 import json
@@ -25,6 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.report import add_json_option, write_report  # noqa: E402
 from benchmarks.sides import int_list, pin_threads  # noqa: E402
 
 GOAL_RTF = 0.05
@@ -77,8 +79,8 @@ def measure(folder, minutes, channels, threads, runtime):
     cfg = load_config(model_args(channels))
     settings = DiarizeSettings.from_recipe(cfg)
     if runtime == "onnxruntime":
-        from src.diarize.onnx_embedder import OnnxEmbedder
-        embedder = OnnxEmbedder(os.path.join(folder, f"c{channels}.onnx"), threads)
+        from src.deploy.onnx_runtime import OnnxEmbedder
+        embedder = OnnxEmbedder(os.path.join(folder, f"c{channels}.onnx"), f"c{channels}", threads)
     else:
         embedder = load_embedder(cfg, os.path.join(folder, f"c{channels}.ckpt"))
     start = time.perf_counter()
@@ -130,7 +132,7 @@ def main(argv=None):
                         help="mindspore and/or onnxruntime (the dynamic waveform ONNX export)")
     parser.add_argument("--data", default="", help="folder for the conversations and models (default: a temporary "
                                                    "one); kept and reused when given")
-    parser.add_argument("--json", default="bench_diarize.json", help="where the results are written")
+    add_json_option(parser, __file__)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--runtime", help=argparse.SUPPRESS)
@@ -139,7 +141,8 @@ def main(argv=None):
     if unknown:
         parser.error(f"--runtimes: unknown {unknown}; choose from mindspore, onnxruntime")
     if args.worker:
-        import src  # noqa: F401  (MindSpore's log goes to a file)
+        from src.mindspore_log import route_mindspore_log
+        route_mindspore_log()   # before MindSpore loads: its warnings go to a log file
         if args.prepare:
             prepare(args.data, args.minutes, args.channels, "onnxruntime" in args.runtimes)
             print(json.dumps({"prepared": True}))
@@ -162,19 +165,8 @@ def main(argv=None):
                                            threads, "--runtime", runtime))
                     print_table(rows[-1:])
     print_table(rows)
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump({"machine": _cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                   "goal_rtf": GOAL_RTF, "runs": rows}, f, indent=1)
-    print(f"results in {args.json}")
+    write_report(args.json, __file__, vars(args), {"goal_rtf": GOAL_RTF, "runs": rows}, argv=argv)
     return 0
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return ""
 
 
 if __name__ == "__main__":

@@ -137,23 +137,21 @@ def test_malformed_reference_is_refused_before_any_work(checkpoint, conversation
     assert not out.exists()
 
 
-def test_onnx_window_embeddings_match_the_mindspore_graph(checkpoint, tmp_path):
-    """The dynamic waveform ONNX export through onnxruntime (src/diarize/onnx_embedder.py) gives the windows the
-    embeddings the MindSpore graph gives them, padded rows (a region shorter than a window) included."""
-    from src.checkpoint import load_network_weights
-    from src.deploy.verified_export import export_model
-    from src.diarize.onnx_embedder import OnnxEmbedder
+def test_onnxruntime_window_embeddings_match_the_mindspore_graph(checkpoint, tmp_path):
+    """``--runtime onnxruntime`` (src/deploy/onnx_runtime.py behind load_embedder) gives diarization's windows the
+    embeddings the MindSpore graph gives them, windows shorter than their bucket (padded rows) included."""
     from src.checkpoint import load_embedder
+    from src.deploy.onnx_runtime import OnnxEmbedder
+    from src.diarize.pipeline import DiarizeSettings, window_batching
+    from src.model.embedder import min_samples
+    from src.recordings.embed import embed_windows
     cfg = load_config(TINY_ARGS)
-    embedder = load_embedder(cfg, checkpoint)
-    network = load_network_weights(build_ecapa(cfg), checkpoint)
-    export_model(network, str(tmp_path / "tiny"), "ONNX", "waveform", seconds=1.5, dynamic=True)
-    wav = 0.1 * np.random.default_rng(1).standard_normal((4, 24000)).astype(np.float32)
-    lens = np.array([24000, 9000, 24000, 4800], np.int32)
-    wav[1, 9000:] = 0
-    wav[3, 4800:] = 0
-    expected = embedder(ms.Tensor(wav), ms.Tensor(lens)).asnumpy()
-    got = OnnxEmbedder(str(tmp_path / "tiny.onnx"))(wav, lens)
+    onnx_cfg = load_config(TINY_ARGS + ["--runtime", "onnxruntime", "--runtime_cache_dir", str(tmp_path)])
+    samples = 0.1 * np.random.default_rng(1).standard_normal(16000 * 6).astype(np.float32)
+    windows = [(0.0, 1.5), (0.75, 2.25), (3.0, 3.6), (4.0, 4.3)]
+    batching = window_batching(DiarizeSettings.from_recipe(cfg), min_samples(cfg))
+    expected = embed_windows(load_embedder(cfg, checkpoint), samples, windows, batching)
+    got = embed_windows(load_embedder(onnx_cfg, checkpoint), samples, windows, batching)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="not a readable ONNX model"):
-        OnnxEmbedder(str(tmp_path / "missing.onnx"))
+        OnnxEmbedder(str(tmp_path / "missing.onnx"), "missing")

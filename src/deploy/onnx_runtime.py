@@ -53,7 +53,10 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads)
         self.path, self.model_id = path, model_id
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as err:          # onnxruntime raises its own exception types for missing or bad files
+            raise ValueError(f"{path}: not a readable ONNX model ({str(err).splitlines()[0]})") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, wav, wav_lens=None):

@@ -10,8 +10,8 @@ Per recording NAME (the file name without extension, also the RTTM recording nam
 of them; ``--uem`` limits the scored regions) the DER, its parts and the JER are printed per recording and in total
 for collars 0.25 s and 0 s with overlapped speech scored and skipped, and written to ``scores.json``.
 
-With ``--onnx_model`` (the dynamic waveform ONNX export of export.py) the windows are embedded by onnxruntime
-(src/diarize/onnx_embedder.py) instead of MindSpore; the recipe's front-end keys must match the export's.
+With ``--runtime onnxruntime`` the windows are embedded by onnxruntime on the checkpoint's cached dynamic ONNX
+export (src/deploy/onnx_runtime.py), as in every command that embeds audio.
 
 A recording whose outputs exist and were made by the same model file, settings and audio file is not diarized
 again, so an interrupted run continues where it stopped. A recording that cannot be diarized (empty, no speech,
@@ -33,7 +33,6 @@ from src.checkpoint import file_sha256
 from src.cli import log_to_file, run_command, setup_logging
 from src.config import UsageError, parse_recipe_args, recipe_parser
 from src.device import setup_device
-from src.diarize.onnx_embedder import OnnxEmbedder
 from src.diarize.pipeline import DiarizeSettings, diarize_recording
 from src.diarize.plot import plot_timeline
 from src.diarize.rttm import read_references, read_rttm, read_uem, write_rttm
@@ -113,10 +112,6 @@ def main(argv=None):
     parser.add_argument("--min_speakers", type=int, default=1, help="fewest speakers the estimate may give")
     parser.add_argument("--max_speakers", type=int, default=10, help="most speakers the estimate may give")
     parser.add_argument("--no_plot", action="store_true", help="skip the timeline PNGs")
-    parser.add_argument("--onnx_model", default="",
-                        help="embed windows with onnxruntime on this dynamic waveform ONNX export (export.py "
-                             "--export_format ONNX --export_dynamic true) instead of MindSpore")
-    parser.add_argument("--onnx_threads", type=int, default=1, help="onnxruntime threads with --onnx_model")
     cfg, args = parse_recipe_args(parser, argv)
     if args.num_speakers < 0 or not 1 <= args.min_speakers <= args.max_speakers:
         raise ValueError(f"speaker counts: expected --num_speakers >= 0 and 1 <= --min_speakers <= --max_speakers, "
@@ -124,19 +119,16 @@ def main(argv=None):
     recordings = recording_paths(args.recordings, args.list)
     references = read_references(args.reference) if args.reference else None
     uem = read_uem(args.uem) if args.uem else None
-    if not cfg.checkpoint and not args.onnx_model:
-        raise ValueError("checkpoint: give --checkpoint PATH (a network checkpoint the project loads) or --onnx_model")
+    if not cfg.checkpoint:
+        raise ValueError("checkpoint: give --checkpoint PATH (a network checkpoint the project loads)")
     os.makedirs(args.out, exist_ok=True)
     setup_logging()
     log_to_file(os.path.join(args.out, "diarize.log"))
     setup_device(cfg.device_target, cfg.device_id)
-    if args.onnx_model:
-        embedder, model_file = OnnxEmbedder(args.onnx_model, args.onnx_threads), args.onnx_model
-    else:
-        cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
-        embedder, model_file = load_embedder(cfg, cfg.checkpoint), cfg.checkpoint
+    cfg = recipe_for_checkpoint(cfg, cfg.checkpoint)
+    embedder = load_embedder(cfg, cfg.checkpoint)
     settings = DiarizeSettings.from_recipe(cfg, args.num_speakers, args.min_speakers, args.max_speakers)
-    base = {"model": file_sha256(model_file), "settings": json.loads(json.dumps(dataclasses.asdict(settings)))}
+    base = {"model": file_sha256(cfg.checkpoint), "runtime": cfg.runtime, "settings": json.loads(json.dumps(dataclasses.asdict(settings)))}
     failed = {}
     bar = tqdm(recordings.items(), desc="diarizing", unit="rec", disable=len(recordings) < 2)
     for name, path in bar:
