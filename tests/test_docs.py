@@ -226,12 +226,6 @@ def test_the_check_accepts_right_commands(command):
 
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-# Pages other branches add (one per capability, linked from README.md); until they are merged a link to one of them
-# is allowed to point nowhere. Every other relative link must reach an existing file.
-PAGES_OF_OTHER_BRANCHES = {"calibration.md", "importing.md", "recordings.md", "speakers.md", "diarization.md",
-                           "cnceleb.md"}
-
-
 def anchors(path):
     """GitHub's anchors of a markdown file's headings: lower case, punctuation dropped, spaces -> '-'."""
     found = set()
@@ -251,8 +245,7 @@ def test_relative_links_reach_a_file_and_heading(path):
         name, _, anchor = target.partition("#")
         linked = os.path.normpath(os.path.join(os.path.dirname(path), name)) if name else path
         if not os.path.exists(linked):
-            if os.path.basename(linked) not in PAGES_OF_OTHER_BRANCHES:
-                problems.append(f"{target}: no such file")
+            problems.append(f"{target}: no such file")
         elif anchor and anchor not in anchors(linked):
             problems.append(f"{target}: no heading #{anchor} in {os.path.relpath(linked, ROOT)}")
     assert not problems, f"{os.path.relpath(path, ROOT)}: " + "; ".join(problems)
