@@ -23,11 +23,7 @@ settings, results), rewritten after every store size so a long run keeps what it
     .venv/bin/python benchmarks/bench_identify.py --sizes 1000 --queries 20 --single 5    # smoke run
 """
 import argparse
-import datetime
-import json
 import os
-import platform
-import shlex
 import shutil
 import statistics
 import sys
@@ -38,6 +34,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.report import add_json_option, write_report  # noqa: E402
 from benchmarks.sides import Side, int_list, serve, worker_command  # noqa: E402
 
 IDENTITY = {"benchmark": "random profiles"}
@@ -47,20 +44,6 @@ def memory_mb():
     """(resident, peak resident) memory of this process in MB, from /proc/self/status."""
     fields = dict(line.split(":", 1) for line in open("/proc/self/status", encoding="ascii"))
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-def write_json(path, argv, settings, results):
-    """The figures so far, with the command, the date and the machine, as JSON (atomically)."""
-    from src.files import write_atomically
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
-                if line.startswith("model name")), platform.machine())
-    report = {"benchmark": "bench_identify",
-              "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/bench_identify.py"] + argv),
-              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "machine": {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()},
-              "settings": settings, "results": results}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomically(path, "w", lambda f: json.dump(report, f, indent=1))
 
 
 def store_location(work, backend, n):
@@ -123,8 +106,7 @@ def main(argv=None):
     parser.add_argument("--milvus_index", default="FLAT", choices=("FLAT", "HNSW"),
                         help="index of the Milvus profiles (FLAT: exact, as SQLite; HNSW: approximate)")
     parser.add_argument("--work", default="/tmp/bench_identify", help="folder of the stores (emptied first)")
-    parser.add_argument("--json", default=os.path.join(ROOT, "runs", "benchmarks", "bench_identify.json"),
-                        help="where the figures are written (default runs/benchmarks/bench_identify.json)")
+    add_json_option(parser, __file__)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -144,15 +126,14 @@ def main(argv=None):
             results.append(figures)
             path = store_location(args.work, backend, n)
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
-            write_json(args.json, passed, {k: v for k, v in vars(args).items() if k not in ("json", "worker")},
-                       results)
+            write_report(args.json, __file__, {k: v for k, v in vars(args).items() if k != "worker"},
+                         {"runs": results}, argv=passed)
     print("\n| backend | N | bulk enrol /s | one enrol ms | open + first identify s | identify ms median | "
           "identify ms p99 | RSS MB (peak) |\n|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['backend']} | {r['n']:,} | {r['bulk_per_second']:,.0f} | {r['one_enrol_ms']:.1f} | "
               f"{r['open_first_identify_seconds']:.2f} | {r['identify_ms_median']:.2f} | {r['identify_ms_p99']:.2f} | "
               f"{r['rss_mb']:.0f} ({r['peak_rss_mb']:.0f}) |")
-    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
