@@ -94,6 +94,9 @@ def test_resume_mid_epoch_equals_uninterrupted_run(corpus, tmp_path):
         assert 1e-6 <= r["lr"] <= 1e-3
     epoch_ends = [r for r in logged_steps(straight) if r.get("event") == "epoch_end"]
     assert [(r["epoch"], r["unreadable_files"]) for r in epoch_ends] == [(0, 1)]   # epoch 0 reads every file
+    run_end = [r for r in logged_steps(straight) if r.get("event") == "run_end"][-1]     # where the time went
+    assert run_end["global_step"] == 7 and run_end["steps"] == 7 and run_end["seconds"]["first_step"] > 0
+    assert run_end["seconds"]["step"] > 0 and min(run_end["seconds"].values()) >= 0
     text_log = (straight / "train.log").read_text()
     assert "epoch 0 done at global step 5: 1 unreadable audio file(s) skipped" in text_log
     assert bad in (straight / "unreadable_audio.txt").read_text()
