@@ -15,8 +15,8 @@ recipe's weight decay, a checkpoint every ``checkpoint_every_steps`` steps.
   ``PhaseTimes``): setup, dataset start, first step (graph compile), steps, data wait, checkpoints, other.
 - pytorch: SpeechBrain's ECAPA_TDNN, Fbank and AAM loss in eager PyTorch, timed the same way.
 
-Printed: each side's process wall time (from start to exit, imports included) and its split; ``--json`` writes the
-same.
+Printed: each side's process wall time (from start to exit, imports included) and its split; ``--json`` (default
+runs/benchmarks/bench_train_run.json, benchmarks/report.py) writes the same.
 """
 import argparse
 import json
@@ -29,7 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.sides import machine                          # noqa: E402
+from benchmarks.report import add_json_option, write_report  # noqa: E402
 
 RECIPE = os.path.join(ROOT, "configs", "demo_config.yaml")
 PHASES = ("setup", "dataset", "first_step", "step", "data_wait", "checkpoint", "other")
@@ -173,7 +173,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--augment", default="false,true", help="false, true or both (false,true)")
     parser.add_argument("--corpus", default="", help="a synthetic corpus folder to reuse ('': generate the demo's)")
-    parser.add_argument("--json", default="bench_train_run.json")
+    add_json_option(parser, __file__)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -198,12 +198,9 @@ def main(argv=None):
                 print(f"{recipe}: {side}, {args.steps} steps", flush=True)
                 results[(recipe, side)] = run_side(side, corpus, folder, args.steps, augment)
     print_table(results)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"machine": machine(), "steps": args.steps, "recipe": os.path.relpath(RECIPE, ROOT),
-                       "results": [{"recipe": recipe, "side": side, **r} for (recipe, side), r in results.items()]},
-                      f, indent=1)
-        print(f"\nwrote {args.json}")
+    write_report(args.json, __file__, vars(args), {
+        "recipe": os.path.relpath(RECIPE, ROOT),
+        "runs": [{"recipe": recipe, "side": side, **r} for (recipe, side), r in results.items()]}, argv=argv)
 
 
 if __name__ == "__main__":

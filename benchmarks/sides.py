@@ -9,10 +9,8 @@ prints medians with their spread.
 Worker protocol: one JSON request per line on stdin, one JSON reply per line on the worker's original stdout (a
 library's own prints go to stderr). A request the worker fails on gets ``{"error": ...}``, raised in the parent.
 """
-import datetime
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -109,30 +107,3 @@ def spread(times, scale=1e3):
     """'median [min-max]' of ``times`` (seconds) in ms (``scale`` 1e3)."""
     return (f"{statistics.median(times) * scale:.0f} "
             f"[{min(times) * scale:.0f}-{max(times) * scale:.0f}]")
-
-
-def machine():
-    """What the figures were measured on: CPU model, CPUs, load average (other jobs share the machine when it is
-    above 0), date (UTC) and the command line."""
-    model = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    return {"cpu": model, "cpus": os.cpu_count(), "load_average": list(os.getloadavg()),
-            "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-            "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}
-
-
-def write_json(path, times, **extra):
-    """Write ``times`` ({(side, measurement): [seconds, ...]}) as JSON to ``path``: per side and measurement the
-    median, min, max and every time in ms, with ``machine()`` and ``extra`` (atomically)."""
-    if not path:
-        return
-    rows = [{"side": side, "measurement": measurement, "median_ms": 1e3 * statistics.median(values),
-             "min_ms": 1e3 * min(values), "max_ms": 1e3 * max(values), "times_ms": [1e3 * v for v in values]}
-            for (side, measurement), values in times.items()]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".partial", "w", encoding="utf-8") as f:
-        json.dump({"machine": machine(), **extra, "results": rows}, f, indent=1)
-    os.replace(path + ".partial", path)
-    print(f"\nwrote {path}")
