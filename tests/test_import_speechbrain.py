@@ -29,12 +29,11 @@ import numpy as np
 import pytest
 
 import src.model.layers
-from src.checkpoint import (CheckpointError, load_embedder, load_network_weights, read_embedding_mean,
-                            read_settings)
+from src.checkpoint import CheckpointError, load_embedder, read_embedding_mean, read_settings
 from src.config import load_config
 from src.import_weights import main, speechbrain_name
-from src.model.ecapa_tdnn import build_ecapa
 from src.model.embedder import embedder_settings
+from tests.import_mapping import assert_complete_mapping, load_recipe_network
 from tests.speechbrain_ref import randomize_batchnorm, speechbrain_module
 from tests.torch_ref import TOLERANCE, assert_same_pipeline, format_diffs, speech_waveforms
 
@@ -109,15 +108,10 @@ def import_speechbrain_files(channels, tmp_path):
 @pytest.mark.parametrize("channels", [512, 1024])
 def test_full_size_import_maps_every_parameter(channels, tmp_path):
     """The published sizes: the import's settings (above) and our network built from the recipe file holding
-    every tensor of SpeechBrain's state_dict, value for value (batch-norm counters aside)."""
-    model, _, cfg = import_speechbrain_files(channels, tmp_path)
-    network = load_network_weights(build_ecapa(cfg), cfg.checkpoint)    # refuses one that leaves a parameter out
-    ours = {p.name: p.asnumpy() for p in network.get_parameters()}
-    theirs = {name: value.numpy() for name, value in model.state_dict().items()
-              if not name.endswith("num_batches_tracked")}
-    assert len(ours) == len(theirs)
-    for name, value in theirs.items():
-        np.testing.assert_array_equal(ours[speechbrain_name(name)].reshape(value.shape), value, err_msg=name)
+    every tensor of SpeechBrain's state_dict, value for value."""
+    model, _, _ = import_speechbrain_files(channels, tmp_path)
+    network, _, _ = load_recipe_network(tmp_path / "sb.yaml")
+    assert_complete_mapping(network, model.state_dict(), speechbrain_name)
 
 
 @pytest.mark.parametrize("channels", [32, 64])
