@@ -29,7 +29,9 @@ def small_network(padding="reflect", seed=0):
 
 
 @pytest.mark.parametrize("input_kind,dynamic", [("waveform", False), ("fbank", True)])
-def test_mindir_round_trip(tmp_path, input_kind, dynamic):
+def test_mindir_round_trip(tmp_path, input_kind, dynamic, pynative):
+    """PYNATIVE: the export and the reloaded file are graphs whatever the mode, the reference network then runs op
+    by op (export.py's own GRAPH-mode path: test_export_command_writes_model_and_contract)."""
     net = small_network()
     contract = export_model(net, str(tmp_path / "ecapa"), "MINDIR", input_kind, batch_size=2, seconds=SECONDS,
                             dynamic=dynamic)
@@ -49,11 +51,7 @@ def test_mindir_round_trip(tmp_path, input_kind, dynamic):
     samples = 8000 * 5 // 3 if dynamic else 8000
     x = ms.Tensor(example_input(input_kind, 2, samples, seed=7))
     exported = nn.GraphCell(ms.load(path))(x).asnumpy()
-    ms.set_context(mode=ms.PYNATIVE_MODE)      # the reference runs op by op: no graph of the whole network to compile
-    try:
-        expected = export_cell(net, input_kind)(x).asnumpy()
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
+    expected = export_cell(net, input_kind)(x).asnumpy()
     np.testing.assert_allclose(exported, expected, atol=1e-4, rtol=0)
 
 
@@ -165,7 +163,11 @@ def test_export_command_writes_model_and_contract(tmp_path, capsys):
     # A mismatch (here forced with a tolerance no file can meet; the recipe refuses one below 0) is refused and
     # leaves no usable model.
     base = str(tmp_path / "bad")
-    with pytest.raises(ExportError, match="exceeds"):
-        export_model(small_network(), base, "MINDIR", seconds=SECONDS, tolerance=-1.0)
+    ms.set_context(mode=ms.PYNATIVE_MODE)      # the check's reference op by op: one graph fewer to compile
+    try:
+        with pytest.raises(ExportError, match="exceeds"):
+            export_model(small_network(), base, "MINDIR", seconds=SECONDS, tolerance=-1.0)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
     assert os.path.exists(base + ".mindir.rejected") and not os.path.exists(base + ".mindir")
     assert not os.path.exists(base + ".mindir.json")
