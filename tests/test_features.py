@@ -99,8 +99,9 @@ def test_batch_of_equal_lengths_matches_speechbrain(fbank):
 
 
 def check_padded_batch_equals_alone(lengths, atol, seed):
-    """Utterances of ``lengths`` padded with loud noise into one batch: each one's valid frames match the utterance
-    computed alone within ``atol`` dB, its padded frames are 0, and alone it matches SpeechBrain."""
+    """Utterances of ``lengths`` padded with loud noise into one batch (compiled, GRAPH mode): each one's valid
+    frames match the utterance computed alone (PYNATIVE: no graph to compile per length) within ``atol`` dB, its
+    padded frames are 0, and alone it matches SpeechBrain."""
     rng = np.random.default_rng(seed)
     wav = np.zeros((len(lengths), max(lengths)), np.float32)
     for i, n in enumerate(lengths):
@@ -115,8 +116,12 @@ def check_padded_batch_equals_alone(lengths, atol, seed):
     feats, frame_lens = feats.asnumpy(), frame_lens.asnumpy()
     assert feats.shape == (len(lengths), num_frames(max(lengths)), 80)
     assert frame_lens.tolist() == [num_frames(n) for n in lengths]
-    for i, n in enumerate(lengths):
-        alone = fbank(ms.Tensor(wav[i:i + 1, :n]))[0].asnumpy()[0]
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        alones = [fbank(ms.Tensor(wav[i:i + 1, :n]))[0].asnumpy()[0] for i, n in enumerate(lengths)]
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    for i, (n, alone) in enumerate(zip(lengths, alones)):
         assert alone.shape[0] == frame_lens[i]
         np.testing.assert_allclose(feats[i, :frame_lens[i]], alone, rtol=0, atol=atol)
         assert np.all(feats[i, frame_lens[i]:] == 0)
@@ -210,7 +215,7 @@ def test_onnx_export_with_fixed_shape(tmp_path, fbank):
 @pytest.mark.parametrize("front_end", ["speechbrain", "kaldi"])
 def test_mindir_export_with_dynamic_length(tmp_path, fbank, front_end):
     """One MINDIR with a dynamic number of samples reproduces the Cell (either front end) for lengths on and off
-    the 160-sample grid."""
+    the 160-sample grid (the Cell as reference in PYNATIVE mode: no graph to compile per length)."""
     if front_end == "kaldi":
         from src.model.kaldi_fbank import KaldiFbank, num_frames as kaldi_frames
         fbank, frames_of = KaldiFbank(window="hamming", scale_16bit=True), kaldi_frames
@@ -223,5 +228,10 @@ def test_mindir_export_with_dynamic_length(tmp_path, fbank, front_end):
         wav = ms.Tensor(np.random.default_rng(num_samples).standard_normal((1, num_samples)).astype(np.float32))
         feats, frame_lens = loaded(wav)
         assert feats.shape == (1, frames_of(num_samples), 80)
-        np.testing.assert_allclose(feats.asnumpy(), fbank(wav)[0].asnumpy(), rtol=0, atol=1e-5)
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+        try:
+            expected = fbank(wav)[0].asnumpy()
+        finally:
+            ms.set_context(mode=ms.GRAPH_MODE)
+        np.testing.assert_allclose(feats.asnumpy(), expected, rtol=0, atol=1e-5)
         assert frame_lens.asnumpy().tolist() == [frames_of(num_samples)]

@@ -19,15 +19,20 @@ installed beside the pinned torch, so ``kaldi.fbank`` is a stand-in: kaldi-nativ
 FBank passes and torchaudio's defaults for the rest (tests/torch_ref.py ``torchaudio_kaldi_standin``); both
 re-implement Kaldi's ``compute-fbank-feats`` in float32.
 
-Measured max abs differences of the embeddings (2.0 s / 3.37 s + 17 samples alone / both in a padded batch;
-embeddings reach 1.3 at C=512, 1.9 at C=1024): C=512 MFA 1536 with global context 1.4e-6 / 1.1e-6 / 1.3e-6,
-C=1024 MFA 3072 without 2.0e-6 / 1.9e-6 / 2.1e-6 (printed under ``-s``); the test allows 1e-4.
+The published sizes (C=512 MFA 1536 with global context, C=1024 MFA 3072 without) are imported and checked for a
+complete mapping: the settings, and every tensor of embedding_model.ckpt in our network, value for value
+(:func:`test_full_size_import_maps_every_tensor`). The waveform-in comparison runs the same import code with the
+same options at C=32 MFA 96 and C=64 MFA 192 (the C=64 case sends the MFA layer through MatMulNT, which the
+published sizes use there; tests/test_ecapa_tdnn.py compares full-size networks with SpeechBrain's, whose layout
+3D-Speaker's copies): max abs differences printed under ``-s``; the test allows 1e-4.
 """
 import pytest
 
+import src.model.layers
 from src.checkpoint import CheckpointError, load_embedder, read_settings
 from src.config import load_config
 from src.import_weights import main, speechbrain_name
+from tests.import_mapping import assert_complete_mapping, load_recipe_network
 from tests.speechbrain_ref import randomize_batchnorm
 from tests.torch_ref import assert_same_pipeline, format_diffs, speech_waveforms, torchaudio_kaldi_standin
 
@@ -61,14 +66,9 @@ def speakerlab_fbank():
     return processor.FBank(80, sample_rate=16000, mean_nor=True)
 
 
-@pytest.mark.parametrize("channels, mfa_channels, global_context", [
-    (512, 1536, True),
-    (1024, 3072, False),
-])
-def test_imported_model_embeds_waveforms_as_3dspeaker(channels, mfa_channels, global_context, tmp_path, pynative):
-    """Waveform in: our Embedder of the imported embedding_model.ckpt equals infer_sv.py's compute_embedding
-    (FBank, then the model), for two lengths alone and in a padded batch."""
-    import torch
+def import_speakerlab_file(channels, mfa_channels, global_context, tmp_path):
+    """3D-Speaker's model of these sizes saved by speakerlab's Checkpointer and imported with the command line; the
+    settings and recipe checked -> (model, recipe config)."""
     model = make_speakerlab_ecapa(channels, mfa_channels, global_context, seed=channels)
     source = save_with_speakerlab(model, tmp_path / "checkpoints")
     out, recipe = tmp_path / "ours.ckpt", tmp_path / "recipe.yaml"
@@ -82,7 +82,35 @@ def test_imported_model_embeds_waveforms_as_3dspeaker(channels, mfa_channels, gl
                             kernel_sizes=[5, 3, 3, 3, 1], dilations=[1, 2, 3, 4, 1])
     cfg = load_config(["--config", str(recipe)])
     assert cfg.checkpoint == str(out)
+    return model, cfg
+
+
+@pytest.mark.parametrize("channels, mfa_channels, global_context", [
+    (512, 1536, True),
+    (1024, 3072, False),
+])
+def test_full_size_import_maps_every_tensor(channels, mfa_channels, global_context, tmp_path):
+    """The published sizes: the settings (above), and every tensor of 3D-Speaker's state_dict in our network built
+    from the recipe file, value for value."""
+    model, cfg = import_speakerlab_file(channels, mfa_channels, global_context, tmp_path)
+    network, _, _ = load_recipe_network(tmp_path / "recipe.yaml")
+    assert_complete_mapping(network, model.state_dict(), speechbrain_name)
+
+
+@pytest.mark.parametrize("channels, mfa_channels, global_context", [
+    (32, 96, True),
+    (64, 192, False),
+])
+def test_imported_model_embeds_waveforms_as_3dspeaker(channels, mfa_channels, global_context, tmp_path, pynative,
+                                                      monkeypatch):
+    """Waveform in: our Embedder of the imported embedding_model.ckpt equals infer_sv.py's compute_embedding
+    (FBank, then the model), for two lengths alone and in a padded batch."""
+    import torch
+    if channels == 64:                  # the MFA layer through MatMulNT, as at the published sizes
+        monkeypatch.setattr(src.model.layers, "LARGE_MATMUL", mfa_channels)
+    model, cfg = import_speakerlab_file(channels, mfa_channels, global_context, tmp_path)
     embedder = load_embedder(cfg, cfg.checkpoint)
+    assert (embedder.network.mfa.conv.large_matmul is not None) == (channels == 64)
     fbank = speakerlab_fbank()
 
     def peer_embed(wav):

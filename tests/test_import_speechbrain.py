@@ -15,19 +15,25 @@ The files are written by SpeechBrain's own savers: ``utils.checkpoints.torch_sav
 Checkpointer writes ``embedding_model.ckpt``) and ``InputNormalization._save`` after a training-mode forward over
 random embeddings (``mean_var_norm_emb.ckpt``); the reference encoder reads the latter back with ``_load``.
 
-Measured max abs differences of the embeddings (2.0 s / 3.37 s + 17 samples of synthetic speech alone / both in
-one padded batch, against encode_batch of each alone; embeddings reach 2.8 at C=512, 5.1 at C=1024): C=512 MFA 1536
-2.7e-6 / 4.3e-6 / 3.9e-6, C=1024 MFA 3072 4.5e-6 / 4.8e-6 / 4.8e-6 (printed under ``-s``); the test allows 1e-4.
-The imported ``embedding_mean`` equals glob_mean exactly, and our embedding minus it equals
-``encode_batch(normalize=True)`` within the same tolerance.
+The published sizes (C=512 MFA 1536 and C=1024 MFA 3072) are imported and checked for a complete mapping: the
+settings the importer derives, the mean embedding, and every parameter of our network filled from the file
+(:func:`test_full_size_import_maps_every_parameter`). The waveform-in comparison with encode_batch runs the same
+import code on C=32 and C=64 networks (:func:`test_imported_checkpoint_embeds_waveforms_as_speechbrain`; the size
+changes no code path of the import, and the C=64 case sends the MFA layer through MatMulNT, which the published
+sizes use there): our embedding of 2.0 s / 3.37 s + 17 samples of synthetic speech, alone and in one padded batch,
+equals encode_batch of each alone within 1e-4 max abs (differences printed under ``-s``; tests/test_ecapa_tdnn.py
+compares the full-size networks themselves with SpeechBrain's). The imported ``embedding_mean`` equals glob_mean
+exactly, and our embedding minus it equals ``encode_batch(normalize=True)`` within the same tolerance.
 """
 import numpy as np
 import pytest
 
+import src.model.layers
 from src.checkpoint import CheckpointError, load_embedder, read_embedding_mean, read_settings
 from src.config import load_config
 from src.import_weights import main, speechbrain_name
 from src.model.embedder import embedder_settings
+from tests.import_mapping import assert_complete_mapping, load_recipe_network
 from tests.speechbrain_ref import randomize_batchnorm, speechbrain_module
 from tests.torch_ref import TOLERANCE, assert_same_pipeline, format_diffs, speech_waveforms
 
@@ -77,8 +83,9 @@ def encode(encoder, wav, normalize=False):
         return encoder.encode_batch(torch.from_numpy(wav)[None], normalize=normalize)[0, 0].numpy()
 
 
-@pytest.mark.parametrize("channels", [512, 1024])
-def test_imported_checkpoint_embeds_waveforms_as_speechbrain(channels, tmp_path, pynative):
+def import_speechbrain_files(channels, tmp_path):
+    """SpeechBrain's model of ``channels`` and its statistics written by SpeechBrain's savers, imported with the
+    command line; the settings, mean embedding and recipe checked -> (model, glob_mean, recipe config)."""
     model = make_speechbrain_ecapa(channels, seed=channels)
     glob_mean = save_speechbrain_files(model, tmp_path, seed=channels)
     out, recipe = tmp_path / "sb.ckpt", tmp_path / "sb.yaml"
@@ -95,15 +102,32 @@ def test_imported_checkpoint_embeds_waveforms_as_speechbrain(channels, tmp_path,
     cfg = load_config(["--config", str(recipe)])               # the recipe names the checkpoint and its settings
     assert cfg.checkpoint == str(out) and cfg.subtract_mean is False
     assert {key: value for key, value in embedder_settings(cfg).items() if key in settings} == settings
+    return model, glob_mean, cfg
 
+
+@pytest.mark.parametrize("channels", [512, 1024])
+def test_full_size_import_maps_every_parameter(channels, tmp_path):
+    """The published sizes: the import's settings (above) and our network built from the recipe file holding
+    every tensor of SpeechBrain's state_dict, value for value."""
+    model, _, _ = import_speechbrain_files(channels, tmp_path)
+    network, _, _ = load_recipe_network(tmp_path / "sb.yaml")
+    assert_complete_mapping(network, model.state_dict(), speechbrain_name)
+
+
+@pytest.mark.parametrize("channels", [32, 64])
+def test_imported_checkpoint_embeds_waveforms_as_speechbrain(channels, tmp_path, pynative, monkeypatch):
+    if channels == 64:                  # the MFA layer through MatMulNT, as at the published sizes
+        monkeypatch.setattr(src.model.layers, "LARGE_MATMUL", 3 * channels)
+    model, _, cfg = import_speechbrain_files(channels, tmp_path)
     encoder = speechbrain_encoder(model, tmp_path / "mean_var_norm_emb.ckpt")
     embedder = load_embedder(cfg, cfg.checkpoint)
+    assert (embedder.network.mfa.conv.large_matmul is not None) == (channels == 64)
     waveforms = speech_waveforms(seed=channels)
     diffs, ours = assert_same_pipeline(lambda wav: encode(encoder, wav), embedder, waveforms)
     print(f"\nSpeechBrain C={channels}: max abs diff {format_diffs(diffs)}")
     # encode_batch(normalize=True) subtracts the statistics SpeechBrain read back: ours minus embedding_mean
     normalized = encode(encoder, waveforms[0], normalize=True)
-    assert np.abs(ours[0] - read_embedding_mean(str(out)) - normalized).max() <= TOLERANCE
+    assert np.abs(ours[0] - read_embedding_mean(str(cfg.checkpoint)) - normalized).max() <= TOLERANCE
 
 
 def test_a_mean_file_that_is_not_inputnormalization_statistics_is_refused(tmp_path):

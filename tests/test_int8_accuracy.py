@@ -19,13 +19,14 @@ SMALL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels
 BOUND = 0.02
 
 
-def test_int8_eer_and_min_dcf_within_two_percent_of_float32(tmp_path):
+def test_int8_eer_and_min_dcf_within_two_percent_of_float32(tmp_path, pynative):
     """10 generated speakers x 8 utterances, all 3160 pairs as trials (280 target trials); a random network (its
     filters separate the synthetic voices only a little: EER about 40 %, so many scores are nearly tied) quantised
     with 32 crops of 4 other speakers. The EER moves in steps of one target trial (0.36 % absolute, about 0.9 %
     relative here), and near-ties flip with any change: the EER bound is 2 % relative or 4 target trials, whichever
     is larger (on the trained demo model, benchmarks/int8_accuracy.py measures 0.0 and -0.8 %, docs/performance.md).
-    The embeddings themselves stay within cosine 0.998 of float32's."""
+    The embeddings themselves stay within cosine 0.998 of float32's. PYNATIVE: both files run in onnxruntime, and
+    the export's check of the float32 file against the network then compiles nothing."""
     corpus = make_corpus(str(tmp_path / "corpus"), num_train_speakers=4, num_test_speakers=10, utts_per_speaker=8,
                          seconds=(1.0, 2.0), seed=11, augment_folders=False, progress=False)
     train_list = build_train_list(corpus["train_dir"], str(tmp_path / "lists"), progress=False)

@@ -97,7 +97,7 @@ def test_matches_kaldi_native_fbank(window, scale_16bit, snip_edges, pynative):
 
 
 @pytest.mark.parametrize("window,scale_16bit", [("hamming", True), ("povey", False)])   # WeSpeaker, 3D-Speaker
-def test_mean_norm_matches_reference_minus_its_mean(window, scale_16bit):
+def test_mean_norm_matches_reference_minus_its_mean(window, scale_16bit, pynative):
     """With mean_norm (the importers' CMN) the features are the reference minus its mean over frames."""
     cell = KaldiFbank(window=window, scale_16bit=scale_16bit, mean_norm=True)
     for name in ("white noise", "chirp"):
@@ -105,7 +105,7 @@ def test_mean_norm_matches_reference_minus_its_mean(window, scale_16bit):
         kaldi_difference(cell(ms.Tensor(wav))[0].asnumpy()[0], kaldi_native_fbank(wav[0], window, scale_16bit), True)
 
 
-def test_options_change_the_features():
+def test_options_change_the_features(pynative):
     """Another window or scaling moves the features far more than any tolerance here."""
     wav = ms.Tensor(reference_signals()["white noise"])
     povey, hamming, scaled = (KaldiFbank(window=w, scale_16bit=s, mean_norm=False)(wav)[0].asnumpy()
@@ -148,7 +148,8 @@ def test_num_frames_and_frame_lens():
 def test_padded_batch_equals_each_utterance_alone(lengths, atol):
     """Utterances padded with loud noise into one batch: on valid frames each matches itself alone (and
     kaldi-native-fbank), its padded frames are 0. Short utterances (< 128 frames alone) run another CPU MatMul
-    kernel than the batch, whose float32 rounding differs (see tests/test_features.py), hence the wider atol."""
+    kernel than the batch, whose float32 rounding differs (see tests/test_features.py), hence the wider atol. The
+    batch runs compiled (GRAPH), each utterance alone in PYNATIVE (no graph to compile per length)."""
     rng = np.random.default_rng(11)
     wav = rng.standard_normal((len(lengths), max(lengths))).astype(np.float32)         # padding: loud noise
     for i, n in enumerate(lengths):
@@ -157,8 +158,12 @@ def test_padded_batch_equals_each_utterance_alone(lengths, atol):
     feats, frame_lens = cell(ms.Tensor(wav), ms.Tensor(np.array(lengths, np.int32)))
     feats, frame_lens = feats.asnumpy(), frame_lens.asnumpy()
     assert frame_lens.tolist() == [num_frames(n) for n in lengths]
-    for i, n in enumerate(lengths):
-        alone = cell(ms.Tensor(wav[i:i + 1, :n]))[0].asnumpy()[0]
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        alones = [cell(ms.Tensor(wav[i:i + 1, :n]))[0].asnumpy()[0] for i, n in enumerate(lengths)]
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    for i, (n, alone) in enumerate(zip(lengths, alones)):
         np.testing.assert_allclose(feats[i, :frame_lens[i]], alone, rtol=0, atol=atol)
         assert np.all(feats[i, frame_lens[i]:] == 0)
         kaldi_difference(alone, kaldi_native_fbank(wav[i, :n], "hamming", True), mean_norm=True)
@@ -254,7 +259,8 @@ def test_build_front_end_follows_the_settings():
 
 
 def test_embedder_with_kaldi_front_end_masks_padding_in_graph_mode():
-    """front_end kaldi through the Embedder (GRAPH mode): a padded batch gives each utterance its embedding alone."""
+    """front_end kaldi through the Embedder (GRAPH mode): a padded batch gives each utterance its embedding alone
+    (run in PYNATIVE mode: no graph to compile per length)."""
     assert ms.get_context("mode") == ms.GRAPH_MODE
     embedder = Embedder(small_network(), front_end=KaldiFbank(window="hamming", scale_16bit=True))
     embedder.set_train(False)
@@ -262,8 +268,13 @@ def test_embedder_with_kaldi_front_end_masks_padding_in_graph_mode():
     lengths = [12000, 7777]
     wav = (0.1 * rng.standard_normal((2, 12000))).astype(np.float32)
     batch = embedder(ms.Tensor(wav), ms.Tensor(np.array(lengths, np.int32))).asnumpy()
-    for i, n in enumerate(lengths):
-        alone = embedder(ms.Tensor(wav[i:i + 1, :n]), ms.Tensor(np.array([n], np.int32))).asnumpy()[0]
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        alones = [embedder(ms.Tensor(wav[i:i + 1, :n]), ms.Tensor(np.array([n], np.int32))).asnumpy()[0]
+                  for i, n in enumerate(lengths)]
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    for i, alone in enumerate(alones):
         np.testing.assert_allclose(batch[i], alone, rtol=0, atol=1e-4)
 
 

@@ -1,6 +1,11 @@
 """runtime onnxruntime (src/deploy/onnx_runtime.py behind src/checkpoint.py load_embedder): the batched
 extraction gives MindSpore's embeddings within the export tolerance, the ONNX export is made once per checkpoint and
-settings, and eval.py runs on it end to end."""
+settings, and eval.py runs on it end to end.
+
+Every test exports into one cache folder (``<tmp>/run/onnx_cache``, the default ``output_dir/onnx_cache`` of the
+first test), so each checkpoint and settings pair is exported and verified once per module; the first two tests run
+in PYNATIVE mode (the ONNX file is written by src/deploy/onnx_graph.py, not by a MindSpore graph export, and the
+export's check and the reference extraction then compile nothing), eval.py runs as a user runs it (GRAPH mode)."""
 import os
 
 import mindspore as ms
@@ -35,6 +40,11 @@ def setup(tmp_path_factory):
     return tmp, corpus, checkpoint
 
 
+def shared_output(tmp):
+    """The output folder whose onnx_cache every test of this module shares."""
+    return str(tmp / "run")
+
+
 def embed(cfg, checkpoint, corpus):
     keys = sorted({key for _, a, b in read_trials(corpus["trials"]) for key in (a, b)})
     embedder = load_embedder(cfg, checkpoint)
@@ -43,25 +53,26 @@ def embed(cfg, checkpoint, corpus):
 
 
 @pytest.mark.parametrize("front_end", ["speechbrain", "kaldi"])
-def test_onnxruntime_embeddings_equal_mindspore(setup, front_end):
+def test_onnxruntime_embeddings_equal_mindspore(setup, front_end, pynative):
     """Utterances of 0.6-1.9 s in padded buckets (the longest cropped to 1.5 s): onnxruntime on the export and the
     MindSpore Embedder agree within the export tolerance, row for row."""
     tmp, corpus, checkpoint = setup
-    args = ARGS + ["--front_end", front_end, "--output_dir", str(tmp / front_end)]
+    args = ARGS + ["--front_end", front_end, "--output_dir", shared_output(tmp)]
     reference = embed(load_config(args), checkpoint, corpus)[1]
     embedder, got = embed(load_config(args + ["--runtime", "onnxruntime"]), checkpoint, corpus)
-    assert isinstance(embedder, OnnxEmbedder) and embedder.path.startswith(str(tmp / front_end / "onnx_cache"))
+    assert isinstance(embedder, OnnxEmbedder) and embedder.path.startswith(
+        os.path.join(shared_output(tmp), "onnx_cache"))
     diff = max(np.max(np.abs(got[k] - reference[k])) for k in reference)
     print(f"\n{front_end}: {len(got)} utterances, max abs diff onnxruntime vs MindSpore {diff:.2e}")
     assert list(got) == list(reference) and np.abs(np.stack(list(reference.values()))).max() > 0.1
     assert diff <= EXPORT_TOLERANCE
 
 
-def test_export_made_once_per_checkpoint_and_settings(setup, tmp_path):
+def test_export_made_once_per_checkpoint_and_settings(setup, tmp_path, pynative):
     """The second embedder reuses the cached file untouched; another checkpoint or another front end setting
     gets its own export; other outputs than the embedding are refused, naming the runtime."""
     tmp, corpus, checkpoint = setup
-    cache = str(tmp_path / "cache")
+    cache = os.path.join(shared_output(tmp), "onnx_cache")
     cfg = load_config(ARGS + ["--runtime", "onnxruntime", "--runtime_cache_dir", cache])
     first = load_embedder(cfg, checkpoint)
     stamp = os.stat(first.path).st_mtime_ns
@@ -83,7 +94,7 @@ def test_eval_with_onnxruntime(setup):
     tmp, corpus, checkpoint = setup
     args = ARGS + ["--checkpoint", checkpoint, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"]]
     summaries = {runtime: eval_script.evaluate(load_config(args + [
-        "--runtime", runtime, "--eval_output_dir", str(tmp / f"eval_{runtime}"), "--output_dir", str(tmp)]))
+        "--runtime", runtime, "--eval_output_dir", str(tmp / f"eval_{runtime}"), "--output_dir", shared_output(tmp)]))
         for runtime in ("mindspore", "onnxruntime")}
     scores = {runtime: [float(line.split()[2]) for line in open(s["trial_lists"]["trials"]["score_file"])]
               for runtime, s in summaries.items()}
