@@ -21,6 +21,13 @@ def corpus(tmp_path_factory):
                        seconds=(0.6, 1.2), seed=3, progress=False)
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """MindSpore's compile cache of this file's train.py runs: they all build one graph (small_args; the keys the
+    tests add, max_steps, num_epochs, log and checkpoint cadence, resume, are not in it)."""
+    return tmp_path_factory.mktemp("compile_cache")
+
+
 def small_args(corpus, output_dir, list_dir):
     """A tiny model and crop; waveform augmentation always on (noise/music/babble/reverb), 2 data workers."""
     return ["--channels", "32", "--mfa_channels", "96", "--embedding_size", "16", "--attention_channels", "16",
@@ -53,10 +60,9 @@ def logged_steps(output_dir):
         return [json.loads(line) for line in f]
 
 
-def test_resume_mid_epoch_equals_uninterrupted_run(corpus, tmp_path):
+def test_resume_mid_epoch_equals_uninterrupted_run(corpus, cache, tmp_path):
     # 20 utterances / batch 4 = 5 steps per epoch: stop at step 3 (mid-epoch 0), run on to 7 (mid-epoch 1).
     straight, split = tmp_path / "straight", tmp_path / "split"
-    cache = tmp_path / "compile_cache"
     # One training file turns unreadable after the list was made: both runs meet it, skip it the same way and
     # count it in the epoch summary.
     train_list = build_train_list(corpus["train_dir"], str(tmp_path / "lists"), progress=False)
@@ -145,10 +151,10 @@ def folder_bytes(folder):
     return {name: (folder / name).read_bytes() for name in ("config.yaml", "train.log", "train_log.jsonl")}
 
 
-def test_sigint_saves_and_resumes_exactly_and_refused_runs_change_nothing(corpus, tmp_path):
+def test_sigint_saves_and_resumes_exactly_and_refused_runs_change_nothing(corpus, cache, tmp_path):
     import signal
     from src.train.run_folder import OutputDirBusy
-    run, straight, cache = tmp_path / "run", tmp_path / "straight", tmp_path / "compile_cache"
+    run, straight = tmp_path / "run", tmp_path / "straight"
     args = small_args(corpus, run, tmp_path / "lists") + ["--log_every_steps", "1", "--num_epochs", "20",
                                                           "--checkpoint_every_steps", "1000"]
     env = dict(os.environ, MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=str(cache))
