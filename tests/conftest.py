@@ -25,3 +25,11 @@ def pynative():
 def cpu_graph_mode():
     from src.device import setup_device
     setup_device("CPU")
+
+
+# ---------------------------------------------------------------- shared by the training tests (tests/tiny_training.py)
+@pytest.fixture(scope="session")
+def train_compile_cache(tmp_path_factory):
+    """MindSpore's compile cache of the runs of tests/tiny_training.py's tiny_train_args (one train-step graph): the
+    first run in the session compiles it, the others read it."""
+    return tmp_path_factory.mktemp("tiny_train_compile_cache")

@@ -25,7 +25,7 @@ from src.evaluate.extract import load_embeddings
 from src.model.ecapa_tdnn import ECAPA_TDNN
 
 SMALL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
-             res2net_scale=4)
+             res2net_scale=2)
 OVERRIDES = [a for k, v in SMALL.items() for a in (f"--{k}", str(v))] + [
     "--bucket_seconds", "[]", "--max_eval_seconds", "1.5", "--eval_batch_size", "4"]      # one graph shape
 

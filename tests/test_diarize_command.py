@@ -2,14 +2,13 @@
 outputs, scores against the exact reference, resuming, and one clear error line for bad input."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import mindspore as ms
 
+from src.cli import run_command
 from src.config import load_config
 from src.data.audio import write_wav
 from src.data.conversations import ConversationSettings, make_conversations, write_conversation
@@ -18,7 +17,6 @@ from src.diarize.rttm import read_rttm
 from src.diarize.segments import overlap_fraction
 from src.model.ecapa_tdnn import build_ecapa
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_MODEL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
                   res2net_scale=2)
 TINY_ARGS = [a for key, value in TINY_MODEL.items() for a in (f"--{key}", str(value))]
@@ -99,19 +97,23 @@ def test_diarize_a_conversation_and_score_it(checkpoint, conversation, tmp_path,
     assert os.stat(os.path.join(out, "talk.json")).st_mtime_ns == stamp
 
 
-def run_command(args):
-    result = subprocess.run([sys.executable, "-m", "src.diarize"] + args + TINY_ARGS, cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)
-    return result.returncode, result.stdout, result.stderr.strip().splitlines()
+def run(args, capsys):
+    """Run the command as ``python -m src.diarize`` does (src.cli.run_command: exit status, the error line) in this
+    process -> (exit status, stdout, stderr lines)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_command(diarize.main, args + TINY_ARGS)
+    out, err = capsys.readouterr()
+    return stop.value.code, out, err.strip().splitlines()
 
 
-def test_bad_recordings_get_one_error_line_and_the_good_ones_are_kept(checkpoint, conversation, tmp_path):
+def test_bad_recordings_get_one_error_line_and_the_good_ones_are_kept(checkpoint, conversation, tmp_path, capsys):
     wav, rttm, _ = conversation
     empty, silent = str(tmp_path / "empty.wav"), str(tmp_path / "silent.wav")
     sf.write(empty, np.zeros(0, np.float32), 16000)
     write_wav(silent, 1e-4 * np.random.default_rng(0).standard_normal(3 * 16000))
     out = str(tmp_path / "out")
-    code, _, err = run_command([empty, wav, silent, "--checkpoint", checkpoint, "--out", out])
+    code, _, err = run([empty, wav, silent, "--checkpoint", checkpoint, "--out", out], capsys)
     assert code == 1
     assert err[-1].startswith("error: ") and "empty.wav: the file holds no audio" in err[-1]
     assert "and 1 more recordings" in err[-1]
@@ -122,7 +124,7 @@ def test_bad_recordings_get_one_error_line_and_the_good_ones_are_kept(checkpoint
 
     # --num_speakers above the number of windows: one line naming the recording; earlier outputs stay
     before = open(os.path.join(out, "talk.rttm")).read()
-    code, _, err = run_command([wav, "--checkpoint", checkpoint, "--out", out, "--num_speakers", "500"])
+    code, _, err = run([wav, "--checkpoint", checkpoint, "--out", out, "--num_speakers", "500"], capsys)
     assert code == 1 and err[-1].startswith("error: ") and "talk.wav: num_speakers: 500 speakers asked for" in err[-1]
     assert open(os.path.join(out, "talk.rttm")).read() == before
 

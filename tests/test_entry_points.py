@@ -38,6 +38,8 @@ def cases(tmp):
         (["-m", "src.import_weights", "--format", "mindspore_zoo", missing + ".ckpt", os.path.join(tmp, "o.ckpt")],
          1, f"{missing}.ckpt: checkpoint file not found"),
         (["-m", "src.speakers", "list", "--store", missing + ".db"], 1, f"{missing}.db: no speaker store here"),
+        (["-m", "src.diarize", missing + ".wav", "--checkpoint", missing + ".ckpt", "--out", os.path.join(tmp, "d")],
+         1, f"{missing}.ckpt: checkpoint file not found"),
     ]
 
 

@@ -1,8 +1,6 @@
 """Fine-tuning (init_checkpoint, freeze_network_steps) and the large-margin recipe configs/ecapa-tdnn_lm.yaml."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,12 +15,9 @@ from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.train import launch
 from src.train.loop import starting_point
 from src.train.step import build_train_step, initial_classifier
+from tests.tiny_training import ROOT, TINY_ARGS, TINY_MODEL, run_train, tiny_train_args
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LM_RECIPE = os.path.join(ROOT, "configs", "ecapa-tdnn_lm.yaml")
-TINY_MODEL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
-                  res2net_scale=2)
-TINY_ARGS = [a for key, value in TINY_MODEL.items() for a in (f"--{key}", str(value))]
 
 
 def test_classifier_is_kept_only_when_the_classes_match():
@@ -110,28 +105,19 @@ def data_args(corpus, lists):
             "--checkpoint_every_steps", "1", "--keep_checkpoints", "0", "--log_every_steps", "1"]
 
 
-def run_train(args, cache_dir):
-    """train.py in its own process, sharing MindSpore's compile cache between runs of the same graph."""
-    env = dict(os.environ, MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=str(cache_dir))
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stderr
-
-
 def checkpoint(run, step):
     params, state = read_checkpoint(str(run / "checkpoints" / f"ckpt_step{step:08d}.ckpt"))
     return {k: v.asnumpy() for k, v in params.items()}, state
 
 
-def test_large_margin_stage_after_a_normal_stage(corpus, tmp_path):
+def test_large_margin_stage_after_a_normal_stage(corpus, train_compile_cache, tmp_path):
     normal, lm, resumed = tmp_path / "normal", tmp_path / "lm", tmp_path / "lm_resumed"
     # MindSpore's compile cache must not be shared between runs whose graphs differ only in constants (it then
-    # reuses the first run's graph): one cache per stage.
-    cache, cache_lm = tmp_path / "compile_cache", tmp_path / "compile_cache_lm"
-    # Normal stage: 3 steps with speed perturbation (5 speakers -> 15 classes), margin 0.2.
-    run_train(TINY_ARGS + data_args(corpus, tmp_path / "lists") + [
-        "--crop_seconds", "0.5", "--speed_perturb", "true", "--max_steps", "3", "--output_dir", str(normal)], cache)
+    # reuses the first run's graph): one cache per stage. The normal stage is the tiny run of tests/tiny_training.py
+    # (its graph is compiled once per session); the LM stage's runs share a cache of their own.
+    cache_lm = tmp_path / "compile_cache_lm"
+    # Normal stage: 3 steps with speed perturbation (5 speakers -> 15 classes), margin warming up towards 0.2.
+    run_train(tiny_train_args(corpus, normal, tmp_path / "lists") + ["--max_steps", "3"], train_compile_cache)
     start, _ = checkpoint(normal, 3)
     assert start["classifier.weight"].shape == (15, 16)
 

@@ -143,7 +143,7 @@ from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.model.embedder import Embedder
 setup_device("CPU")
 net = Embedder(ECAPA_TDNN(channels=16, mfa_channels=48, embedding_size=24, attention_channels=8, se_channels=8,
-                          res2net_scale=4))
+                          res2net_scale=2))
 net.set_train(False)
 wav = np.random.default_rng(0).standard_normal((2, 8000)).astype(np.float32) * 0.1
 print(net(ms.Tensor(wav), ms.Tensor(np.array([8000, 6000], np.int32))).shape)

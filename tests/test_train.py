@@ -12,6 +12,7 @@ from src.checkpoint import read_checkpoint
 from src.config import load_config
 from src.data.lists import build_train_list
 from src.data.synthetic import make_corpus
+from tests.tiny_training import ROOT, run_train, tiny_train_args
 
 
 @pytest.fixture(scope="module")
@@ -19,28 +20,6 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     return make_corpus(str(root), num_train_speakers=5, num_test_speakers=0, utts_per_speaker=4,
                        seconds=(0.6, 1.2), seed=3, progress=False)
-
-
-def small_args(corpus, output_dir, list_dir):
-    """A tiny model and crop; waveform augmentation always on (noise/music/babble/reverb), 2 data workers."""
-    return ["--channels", "32", "--mfa_channels", "96", "--embedding_size", "16", "--attention_channels", "16",
-            "--se_channels", "16", "--res2net_scale", "2", "--crop_seconds", "0.5", "--batch_size", "4",
-            "--num_workers", "2", "--train_dir", corpus["train_dir"], "--musan_dir", corpus["musan_dir"],
-            "--rir_dir", corpus["rir_dir"], "--train_list_dir", str(list_dir), "--aug_prob", "1.0",
-            "--speed_perturb", "true", "--specaugment", "false", "--margin_warmup_steps", "4",
-            "--lr_step_size", "3", "--max_lr", "0.001", "--checkpoint_every_steps", "2",
-            "--keep_checkpoints", "2", "--log_every_steps", "2", "--num_epochs", "3", "--output_dir", str(output_dir)]
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_train(args, cache_dir):
-    """train.py in its own process; the runs share MindSpore's compile cache (same graph: ~20 s saved per run)."""
-    env = dict(os.environ, MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=str(cache_dir))
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def final_params(output_dir, step):
@@ -53,21 +32,20 @@ def logged_steps(output_dir):
         return [json.loads(line) for line in f]
 
 
-def test_resume_mid_epoch_equals_uninterrupted_run(corpus, tmp_path):
+def test_resume_mid_epoch_equals_uninterrupted_run(corpus, train_compile_cache, tmp_path):
     # 20 utterances / batch 4 = 5 steps per epoch: stop at step 3 (mid-epoch 0), run on to 7 (mid-epoch 1).
     straight, split = tmp_path / "straight", tmp_path / "split"
-    cache = tmp_path / "compile_cache"
     # One training file turns unreadable after the list was made: both runs meet it, skip it the same way and
     # count it in the epoch summary.
     train_list = build_train_list(corpus["train_dir"], str(tmp_path / "lists"), progress=False)
     bad = train_list.paths[5]
     with open(os.path.join(corpus["train_dir"], bad), "wb") as f:
         f.write(b"RIFF....WAVEdamaged after the list was made")
-    run_train(small_args(corpus, straight, tmp_path / "lists") + ["--max_steps", "7"], cache)
-    run_train(small_args(corpus, split, tmp_path / "lists") + ["--max_steps", "3"], cache)
+    run_train(tiny_train_args(corpus, straight, tmp_path / "lists") + ["--max_steps", "7"], train_compile_cache)
+    run_train(tiny_train_args(corpus, split, tmp_path / "lists") + ["--max_steps", "3"], train_compile_cache)
     halfway, state = final_params(split, 3)
     assert (state["epoch"], state["step_in_epoch"]) == (0, 3)
-    run_train(small_args(corpus, split, tmp_path / "lists") + ["--max_steps", "7", "--resume"], cache)
+    run_train(tiny_train_args(corpus, split, tmp_path / "lists") + ["--max_steps", "7", "--resume"], train_compile_cache)
 
     want, _ = final_params(straight, 7)
     got, state = final_params(split, 7)
@@ -115,13 +93,13 @@ def test_fresh_run_refuses_an_output_dir_with_checkpoints(corpus, tmp_path):
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "ckpt_step00000009.ckpt").write_bytes(b"earlier run")
     with pytest.raises(ValueError, match="already holds checkpoints"):
-        train.main(small_args(corpus, out, tmp_path / "lists") + ["--max_steps", "1"])
+        train.main(tiny_train_args(corpus, out, tmp_path / "lists") + ["--max_steps", "1"])
 
 
 def test_missing_or_empty_augmentation_folder_fails_before_the_training_list(corpus, tmp_path):
     empty = tmp_path / "RIRS_NOISES" / "simulated_rirs"
     empty.mkdir(parents=True)
-    args = small_args(corpus, tmp_path / "run", tmp_path / "lists")
+    args = tiny_train_args(corpus, tmp_path / "run", tmp_path / "lists")
     with pytest.raises(FileNotFoundError, match=f"RIR folder {empty} holds no audio"):
         train.main(args + ["--rir_dir", str(empty)])
     with pytest.raises(FileNotFoundError, match="MUSAN folder not found: '/no/musan'"):
@@ -145,13 +123,13 @@ def folder_bytes(folder):
     return {name: (folder / name).read_bytes() for name in ("config.yaml", "train.log", "train_log.jsonl")}
 
 
-def test_sigint_saves_and_resumes_exactly_and_refused_runs_change_nothing(corpus, tmp_path):
+def test_sigint_saves_and_resumes_exactly_and_refused_runs_change_nothing(corpus, train_compile_cache, tmp_path):
     import signal
     from src.train.run_folder import OutputDirBusy
-    run, straight, cache = tmp_path / "run", tmp_path / "straight", tmp_path / "compile_cache"
-    args = small_args(corpus, run, tmp_path / "lists") + ["--log_every_steps", "1", "--num_epochs", "20",
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    args = tiny_train_args(corpus, run, tmp_path / "lists") + ["--log_every_steps", "1", "--num_epochs", "20",
                                                           "--checkpoint_every_steps", "1000"]
-    env = dict(os.environ, MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=str(cache))
+    env = dict(os.environ, MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=str(train_compile_cache))
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = run / "train_log.jsonl"
@@ -182,18 +160,18 @@ def test_sigint_saves_and_resumes_exactly_and_refused_runs_change_nothing(corpus
     fresh_logs_only.mkdir()
     (fresh_logs_only / "train_log.jsonl").write_text('{"global_step": 1}\n')
     with pytest.raises(ValueError, match="already holds the logs of an earlier run"):
-        train.main(small_args(corpus, fresh_logs_only, tmp_path / "lists"))
+        train.main(tiny_train_args(corpus, fresh_logs_only, tmp_path / "lists"))
     in_the_way = tmp_path / "a_file"
     in_the_way.write_text("not a folder")
     with pytest.raises(NotADirectoryError, match=f"{in_the_way} is a file"):
-        train.main(small_args(corpus, in_the_way, tmp_path / "lists"))
+        train.main(tiny_train_args(corpus, in_the_way, tmp_path / "lists"))
 
     # Resumed to two steps past the interruption, the run equals one that was never interrupted.
     target = str(stopped_at + 2)
-    run_train(args + ["--resume", "--max_steps", target], cache)
-    run_train(small_args(corpus, straight, tmp_path / "lists") + ["--log_every_steps", "1", "--num_epochs", "20",
+    run_train(args + ["--resume", "--max_steps", target], train_compile_cache)
+    run_train(tiny_train_args(corpus, straight, tmp_path / "lists") + ["--log_every_steps", "1", "--num_epochs", "20",
                                                                  "--checkpoint_every_steps", "1000",
-                                                                 "--max_steps", target], cache)
+                                                                 "--max_steps", target], train_compile_cache)
     got, _ = final_params(run, int(target))
     want, _ = final_params(straight, int(target))
     for name in want:

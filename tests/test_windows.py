@@ -16,7 +16,7 @@ from src.recordings.embed import embed_windows, recording_embedding
 from src.recordings.windows import LongAudio, plan_from_regions, speech_windows, weighted_mean, window_bounds
 
 SMALL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
-             res2net_scale=4)
+             res2net_scale=2)
 
 
 def test_windows_cover_each_region_and_never_cross_a_gap():
