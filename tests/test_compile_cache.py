@@ -19,14 +19,16 @@ def key_of(*args, num_classes=4):
 
 def test_the_key_follows_what_builds_the_graph():
     base = key_of()
-    for args in (["--channels", "24"], ["--aam_scale", "10"], ["--seed", "5"], ["--batch_size", "8"],
-                 ["--grad_clip_norm", "0"], ["--specaugment", "false"], ["--base_lr", "0.0001"]):
+    for args in (["--channels", "24"], ["--embedding_size", "12"], ["--embedding_norm", "true"], ["--aam_scale", "10"],
+                 ["--seed", "5"], ["--batch_size", "8"], ["--grad_clip_norm", "0"], ["--specaugment", "false"], ["--base_lr", "0.0001"]):
         assert key_of(*args) != base, args
     assert key_of(num_classes=5) != base
     assert graph_key(dict(load_config(TINY)), 4, 2, "CPU")[0] != base          # data-parallel ranks
     # Where the run writes, how long it lasts and the dataset workers' augmentation do not reach the graph.
-    for args in (["--output_dir", "elsewhere"], ["--max_steps", "7"], ["--resume", "latest"], ["--aug_prob", "0"],
-                 ["--num_workers", "1"], ["--compile_cache_dir", "shared"], ["--eval_batch_size", "3"]):
+    for args in (["--output_dir", "elsewhere"], ["--config", "configs/ecapa-tdnn_config.yaml"], ["--max_steps", "7"],
+                 ["--resume", "latest"], ["--aug_prob", "0"],
+                 ["--num_workers", "1"], ["--compile_cache_dir", "shared"], ["--eval_batch_size", "3"],
+                 ["--diarize_batch_size", "3"], ["--runtime", "onnxruntime"]):
         assert key_of(*args) == base, args
 
 

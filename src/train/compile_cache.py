@@ -37,16 +37,18 @@ KEY_FILE = "graph_key.json"
 CACHED_GRAPH = os.path.join("rank_{rank}", "graph_cache", "compile_cache_0.mindir")   # MindSpore's layout
 
 # Recipe keys that never enter the train-step graph: where data, logs and checkpoints are, how long the run lasts,
-# what the dataset workers do to the waveforms, and the evaluation / export / diarization keys. Every other key
-# (and any key added later) is part of the graph key.
-NOT_IN_GRAPH = ("output_dir", "device_id", "train_dir", "train_list_dir", "exclude_trials", "musan_dir", "rir_dir",
-                "num_workers", "aug_prob", "reverb_prob", "noise_prob", "music_prob", "babble_prob", "noise_snr",
-                "music_snr", "babble_snr", "babble_speakers", "num_epochs", "max_steps", "checkpoint_every_steps",
-                "keep_checkpoints", "resume", "init_checkpoint", "log_every_steps", "holdout_speakers",
-                "compile_cache", "compile_cache_dir")
-NOT_IN_GRAPH_PREFIXES = ("checkpoint", "test_dir", "trials", "allow_", "eval_", "bucket_", "max_eval", "embedding_",
-                         "score_", "asnorm", "cohort", "subtract_", "calibration", "training_speakers", "export_",
-                         "infer_", "vad", "long_audio", "window_", "cnceleb", "diarize_", "int8_", "runtime")
+# what the dataset workers do to the waveforms, and the keys of the other commands (exact names, and the prefixes of
+# whole command namespaces). Every other key, and any key added later, is part of the graph key.
+NOT_IN_GRAPH = ("config", "output_dir", "device_id", "train_dir", "train_list_dir", "exclude_trials", "musan_dir",
+                "rir_dir", "num_workers", "aug_prob", "reverb_prob", "noise_prob", "music_prob", "babble_prob",
+                "noise_snr", "music_snr", "babble_snr", "babble_speakers", "num_epochs", "max_steps",
+                "checkpoint_every_steps", "keep_checkpoints", "resume", "init_checkpoint", "log_every_steps",
+                "holdout_speakers", "compile_cache", "compile_cache_dir", "checkpoint", "test_dir", "trials",
+                "allow_outside_test_dir", "bucket_seconds", "max_eval_seconds", "embedding_cache", "score_norm",
+                "asnorm_topk", "cohort_source", "cohort_utts_per_speaker", "subtract_mean", "training_speakers",
+                "allow_training_speakers", "long_audio", "window_seconds", "window_hop_seconds",
+                "int8_calibration_crops", "runtime", "runtime_cache_dir")
+NOT_IN_GRAPH_PREFIXES = ("eval_", "calibration", "export_", "infer_", "vad", "cnceleb_", "diarize_")
 
 
 def graph_recipe(values):
