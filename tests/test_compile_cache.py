@@ -20,7 +20,8 @@ def key_of(*args, num_classes=4):
 def test_the_key_follows_what_builds_the_graph():
     base = key_of()
     for args in (["--channels", "24"], ["--embedding_size", "12"], ["--embedding_norm", "true"], ["--aam_scale", "10"],
-                 ["--seed", "5"], ["--batch_size", "8"], ["--grad_clip_norm", "0"], ["--specaugment", "false"], ["--base_lr", "0.0001"]):
+                 ["--seed", "5"], ["--batch_size", "8"], ["--grad_clip_norm", "0"], ["--specaugment", "false"],
+                 ["--base_lr", "0.0001"]):
         assert key_of(*args) != base, args
     assert key_of(num_classes=5) != base
     assert graph_key(dict(load_config(TINY)), 4, 2, "CPU")[0] != base          # data-parallel ranks
