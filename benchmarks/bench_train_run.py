@@ -1,7 +1,7 @@
 """A whole small training run: train.py against the same recipe in a plain PyTorch loop with SpeechBrain's
 ECAPA_TDNN, each in its own process, on the same generated corpus and the same number of steps.
 
-    .venv/bin/python benchmarks/bench_train_run.py                              # demo recipe, 60 steps, ~20 min
+    .venv/bin/python benchmarks/bench_train_run.py                              # demo recipe, 60 steps, ~30 min
     .venv/bin/python benchmarks/bench_train_run.py --steps 5 --augment false    # a quick look
 
 Both sides read the same training list with the same crops and the same waveform augmentation (src/data/dataset.py
@@ -11,8 +11,11 @@ of ``batch_size`` crops: fbank with the utterance mean removed, SpecAugment mask
 frequency mask of <= 10 bins), ECAPA-TDNN of the recipe's sizes, AAM softmax (margin, scale), Adam with the
 recipe's weight decay, a checkpoint every ``checkpoint_every_steps`` steps.
 
-- mindspore: ``train.py`` as a user runs it. Its split (train_log.jsonl's ``run_end`` record, src/train/loop.py
-  ``PhaseTimes``): setup, dataset start, first step (graph compile), steps, data wait, checkpoints, other.
+- mindspore: ``train.py`` as a user runs it, three times per recipe: without the compile cache
+  (``--compile_cache false``), with an empty one (the first run of a recipe: it compiles and saves the graph) and
+  again with the same one (a rerun or a resumed run: it loads the graph; src/train/compile_cache.py). Its split
+  (train_log.jsonl's ``run_end`` record, src/train/loop.py ``PhaseTimes``): setup, dataset start, first step (graph
+  compile and one step), steps, data wait, checkpoints, other.
 - pytorch: SpeechBrain's ECAPA_TDNN, Fbank and AAM loss in eager PyTorch, timed the same way.
 
 Printed: each side's process wall time (from start to exit, imports included) and its split; ``--json`` (default
@@ -136,12 +139,20 @@ def pytorch_run(argv):
             "data_wait_per_step_time": round(times["data_wait"] / step_time, 4)}
 
 
-def run_side(side, corpus, folder, steps, augment):
-    """Start one side's process, wait for it -> {"wall_seconds", split record}."""
-    output_dir = os.path.join(folder, f"{side}_{'aug' if augment else 'clean'}")
+# The MindSpore runs of one recipe, in order: (label, compile cache setting); the last two share one cache folder.
+MINDSPORE_RUNS = (("no compile cache", "off"), ("compile cache saved", "cache"), ("compile cache loaded", "cache"))
+
+
+def run_side(side, corpus, folder, steps, augment, compile_cache=None, run=0):
+    """Start one side's process, wait for it -> {"wall_seconds", split record}. ``compile_cache`` (mindspore):
+    "off", or "cache" (the recipe's cache folder under ``folder``)."""
+    recipe = "aug" if augment else "clean"
+    output_dir = os.path.join(folder, f"{side}_{recipe}_{run}")
     args = recipe_args(corpus, output_dir, steps, augment)
     if side == "mindspore":
-        argv = [sys.executable, os.path.join(ROOT, "train.py"), *args, "--device_target", "CPU"]
+        cache = (["--compile_cache", "false"] if compile_cache == "off" else
+                 ["--compile_cache", "true", "--compile_cache_dir", os.path.join(folder, f"compile_cache_{recipe}")])
+        argv = [sys.executable, os.path.join(ROOT, "train.py"), *args, *cache, "--device_target", "CPU"]
     else:
         argv = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(args)]
     start = time.perf_counter()
@@ -153,7 +164,8 @@ def run_side(side, corpus, folder, steps, augment):
     else:
         with open(os.path.join(output_dir, "torch_run.json"), encoding="utf-8") as f:
             record = json.load(f)
-    return {"wall_seconds": round(wall, 2), **{k: record[k] for k in ("seconds", "steps", "data_wait_per_step_time")}}
+    return {"wall_seconds": round(wall, 2), "compile_cache": record.get("compile_cache"),
+            **{k: record[k] for k in ("seconds", "steps", "data_wait_per_step_time")}}
 
 
 def print_table(results):
@@ -194,9 +206,12 @@ def main(argv=None):
                             "--seed", "0"], check=True, cwd=ROOT)
         for augment in [a.strip() == "true" for a in args.augment.split(",")]:
             recipe = "demo, augmented" if augment else "demo, no augmentation"
-            for side in ("mindspore", "pytorch"):
-                print(f"{recipe}: {side}, {args.steps} steps", flush=True)
-                results[(recipe, side)] = run_side(side, corpus, folder, args.steps, augment)
+            for run, (label, cache) in enumerate(MINDSPORE_RUNS):
+                print(f"{recipe}: mindspore, {label}, {args.steps} steps", flush=True)
+                results[(recipe, f"mindspore, {label}")] = run_side("mindspore", corpus, folder, args.steps, augment,
+                                                                    cache, run)
+            print(f"{recipe}: pytorch, {args.steps} steps", flush=True)
+            results[(recipe, "pytorch")] = run_side("pytorch", corpus, folder, args.steps, augment)
     print_table(results)
     write_report(args.json, __file__, vars(args), {
         "recipe": os.path.relpath(RECIPE, ROOT),

@@ -1,4 +1,5 @@
 """Select the device and execution mode once, at the start of every entry point; say when a graph compiles."""
+import contextlib
 import logging
 import os
 import time
@@ -25,10 +26,11 @@ def setup_device(device_target="CPU", device_id=0, graph_mode=True):
 
 class CompileLogged:
     """Calls ``cell``; the first call with a new set of input shapes (GRAPH mode compiles a graph for it) is logged
-    before it starts and with its duration after, so a long silent compile is explained."""
+    before it starts and with its duration after, so a long silent compile is explained. ``first_compile`` (a
+    context manager factory) wraps the first of these calls only (src/train/compile_cache.py ``compiling``)."""
 
-    def __init__(self, cell, what):
-        self.cell, self.what, self.shapes = cell, what, set()
+    def __init__(self, cell, what, first_compile=contextlib.nullcontext):
+        self.cell, self.what, self.shapes, self.first_compile = cell, what, set(), first_compile
 
     def __call__(self, *inputs):
         shapes = tuple(tuple(x.shape) for x in inputs)
@@ -36,7 +38,8 @@ class CompileLogged:
             return self.cell(*inputs)
         logger.info("compiling the %s graph for input shapes %s", self.what, list(shapes))
         start = time.time()
-        outputs = self.cell(*inputs)
+        with self.first_compile() if not self.shapes else contextlib.nullcontext():
+            outputs = self.cell(*inputs)
         self.shapes.add(shapes)
         logger.info("%s graph compiled and run once in %.1f s", self.what, time.time() - start)
         return outputs

@@ -271,6 +271,9 @@ RULES = {
     "int8_calibration_crops": POSITIVE_INT,
     "runtime": Choice(("mindspore", "onnxruntime")),
     "runtime_cache_dir": Text(),
+    # ---- whole training runs (issue 23): the train step's compile cache (src/train/compile_cache.py) ----
+    "compile_cache": Flag(),
+    "compile_cache_dir": Text(),
 }
 
 

@@ -37,6 +37,7 @@ from src.data.dataset import (count_skipped, create_train_dataset, num_train_cla
 from src.model.embedder import embedder_settings
 from src.model.loss import margin_at_step
 from src.device import CompileLogged
+from src.train.compile_cache import CompileCache
 from src.train.distributed import any_rank, barrier
 from src.train.run_folder import RunLock, StopRequests, TrainingStopped, check_output_dir
 from src.train.step import build_train_step, classifier_lr
@@ -347,14 +348,15 @@ def _train(cfg, rank, device_target, checkpoint_dir, resume_path, init_path):
 
     logger.info("training %d classes on %d utterances, %d rank(s) x batch %d, %s", num_classes, len(train_list),
                 rank.size, cfg.batch_size, "float16 + loss scaling" if step_cell.loss_scaling else "float32")
-    step = CompileLogged(step_cell, "training step")
+    cache = CompileCache.from_config(cfg, num_classes, rank.size, device_target, rank.rank)
+    step = CompileLogged(step_cell, "training step", first_compile=cache.compiling)
     times.lap("setup")
     with StopRequests() as stop:
         while state.epoch < int(cfg.num_epochs) and not reached_max_steps(state, int(cfg.max_steps)):
             run_epoch(cfg, rank, state, step, train_net, train_list, augment, log, save, stop, times)
     times.lap("other")
     timing = times.record()
-    log.write(event="run_end", global_step=state.global_step, **timing)
+    log.write(event="run_end", global_step=state.global_step, compile_cache=cache.record(), **timing)
     logger.info("time: %s (data wait %.1f %% of the step time)", ", ".join(
         f"{k} {v:.1f} s" for k, v in timing["seconds"].items()), 100 * (timing["data_wait_per_step_time"] or 0))
     logger.info("training finished at global step %d (%d overflowed steps skipped)", state.global_step,
