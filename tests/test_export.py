@@ -30,16 +30,9 @@ def small_network(padding="reflect", seed=0):
 
 @pytest.mark.parametrize("input_kind,dynamic", [("waveform", False), ("fbank", True)])
 def test_mindir_round_trip(tmp_path, input_kind, dynamic):
-    """The dynamic export is checked in PYNATIVE mode: the export and the reloaded file are graphs whatever the
-    mode, and the reference network then runs its three lengths op by op instead of compiling a graph for each
-    (export.py's own GRAPH-mode path: test_export_command_writes_model_and_contract)."""
     net = small_network()
-    ms.set_context(mode=ms.PYNATIVE_MODE if dynamic else ms.GRAPH_MODE)
-    try:
-        contract = export_model(net, str(tmp_path / "ecapa"), "MINDIR", input_kind, batch_size=2, seconds=SECONDS,
-                                dynamic=dynamic)
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
+    contract = export_model(net, str(tmp_path / "ecapa"), "MINDIR", input_kind, batch_size=2, seconds=SECONDS,
+                            dynamic=dynamic)
     path = str(tmp_path / "ecapa.mindir")
     assert contract == read_contract(contract_path(path))
     ver = contract["verification"]
@@ -172,11 +165,7 @@ def test_export_command_writes_model_and_contract(tmp_path, capsys):
     # A mismatch (here forced with a tolerance no file can meet; the recipe refuses one below 0) is refused and
     # leaves no usable model.
     base = str(tmp_path / "bad")
-    ms.set_context(mode=ms.PYNATIVE_MODE)      # the check's reference op by op: one graph fewer to compile
-    try:
-        with pytest.raises(ExportError, match="exceeds"):
-            export_model(small_network(), base, "MINDIR", seconds=SECONDS, tolerance=-1.0)
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
+    with pytest.raises(ExportError, match="exceeds"):
+        export_model(small_network(), base, "MINDIR", seconds=SECONDS, tolerance=-1.0)
     assert os.path.exists(base + ".mindir.rejected") and not os.path.exists(base + ".mindir")
     assert not os.path.exists(base + ".mindir.json")
