@@ -274,7 +274,8 @@ def test_wespeaker_statistics_match_numpy(pynative):
     weights = rng.uniform(size=(2, 9, 5))
     weights /= weights.sum(1, keepdims=True)
     pool = ECAPA_TDNN(**SMALL, pooling_stats="wespeaker").asp
-    mean, std = pool.statistics(ms.Tensor(x), ms.Tensor(weights.astype(np.float32)))
+    channel_major = (ms.Tensor(x.transpose(0, 2, 1)), ms.Tensor(weights.astype(np.float32).transpose(0, 2, 1)))
+    mean, std = pool.statistics(*channel_major)
     expected_mean = (weights * x).sum(1)
     expected_var = np.maximum((weights * x.astype(np.float64) ** 2).sum(1) - expected_mean ** 2, 1e-7)
     np.testing.assert_allclose(mean.asnumpy(), expected_mean, atol=1e-6)
@@ -298,7 +299,8 @@ def test_bad_pooling_stats_is_refused():
 @pytest.mark.parametrize("variants", [{}, WESPEAKER_VARIANTS], ids=["reflect", "zeros-wespeaker"])
 def test_inference_network_equals_the_network(variants, pynative):
     """inference_network folds asp_bn (and fc_bn) into fc and each Res2Net block's last sub-block batch norm into
-    tdnn2, turns every other batch norm with positive scales into a Shift (its scale folded into the convolution
+    tdnn2, the MFA batch norm's shift into the pooling, with reflect padding the Shifts inside each SE-Res2Block into
+    the convolutions reading them, turns every other batch norm with positive scales into a Shift (its scale folded into the convolution
     before the ReLU) and keeps one with a negative scale: the same embeddings within 1e-5, with and without
     lengths, and the source network keeps its batch norms. Batch norms with realistic statistics, so that a wrong
     fold (a missing shift, a transposed scale) shows."""
@@ -311,8 +313,12 @@ def test_inference_network_equals_the_network(variants, pynative):
     assert [p.name for p in net.get_parameters()] == names
     norms = {name: cell.norm for name, cell in folded.cells_and_names() if isinstance(cell, TDNNBlock)}
     removed = {f"blocks.{i}.res2net_block.blocks.2" for i in (1, 2, 3)}
-    assert {name for name, norm in norms.items() if norm is None} == removed | (
-        {"mfa", "asp.tdnn"} if variants else set())
+    if not variants:    # reflect padding: the Shifts of tdnn1 and the sub-blocks went into the convolutions after them
+        removed |= {f"blocks.{i}.res2net_block.blocks.{j}" for i in (1, 2, 3) for j in (0, 1)}
+        removed |= {"blocks.1.tdnn1", "blocks.3.tdnn1"}
+    assert {name for name, norm in norms.items() if norm is None} == removed | {"mfa"} | (
+        {"asp.tdnn"} if variants else set())
+    assert (folded.asp.mean_shift is None) == bool(variants)    # the MFA batch norm's shift went into the pooling
     assert {name for name, norm in norms.items() if isinstance(norm, BatchNorm)} == {"blocks.2.tdnn1"}
     assert folded.asp_bn is None and folded.fc_bn is None
     parameters = list(folded.get_parameters())

@@ -207,6 +207,8 @@ def attentive_pooling(g, asp, h):
                                  g.const(np.array([2], np.int64))], keepdims=1)
         floor = STD_EPS
     std = g.op("Sqrt", [g.op("Max", [var, g.const(np.float32(floor))])])
+    if asp.mean_shift is not None:      # the MFA layer's batch-norm shift, folded into the pooling
+        mean = g.op("Add", [mean, g.per_channel(asp.mean_shift.shift.asnumpy())])
     return g.op("Concat", [mean, std], axis=1)
 
 
