@@ -30,6 +30,6 @@ def cpu_graph_mode():
 # ---------------------------------------------------------------- shared by the training tests (tests/tiny_training.py)
 @pytest.fixture(scope="session")
 def train_compile_cache(tmp_path_factory):
-    """MindSpore's compile cache of the runs of tests/tiny_training.py's tiny_train_args (one train-step graph): the
-    first run in the session compiles it, the others read it."""
+    """The ``--compile_cache_dir`` of the runs of tests/tiny_training.py (src/train/compile_cache.py): the first run
+    of a train-step graph in the session compiles it, the others load it."""
     return tmp_path_factory.mktemp("tiny_train_compile_cache")

@@ -61,12 +61,11 @@ def two_rank_run(tmp_path_factory):
             "--checkpoint_every_steps", "1", "--keep_checkpoints", "0", "--lr_step_size", "2", "--max_lr", "0.001"]
     logs = {r: (root / "run" / "distribute" / f"worker_{r}.log") for r in (0, 1)}
     # Two steps, then a resumed run (bare --resume: the latest checkpoint) for the third. Each launch rewrites the
-    # worker logs. Both launches build the same graphs: the second reads them from MindSpore's compile cache
-    # (one folder per rank below it).
+    # worker logs. Both launches build the same train-step graph: the second reads it from the run's compile cache
+    # (<output_dir>/compile_cache, src/train/compile_cache.py; one folder per rank below it).
     launched = []
     for extra in (["--max_steps", "2"], ["--max_steps", "3", "--resume"]):
-        env = dict(os.environ, MASTER_PORT=str(free_port()), MS_COMPILER_CACHE_ENABLE="1",
-                   MS_COMPILER_CACHE_PATH=str(root / "compile_cache"))
+        env = dict(os.environ, MASTER_PORT=str(free_port()))
         env["PATH"] = os.path.join(ROOT, ".venv", "bin") + os.pathsep + env.get("PATH", "")
         done = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_distribute_train_cpu.sh"), "2"] + args
                               + extra, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

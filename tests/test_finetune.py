@@ -112,10 +112,9 @@ def checkpoint(run, step):
 
 def test_large_margin_stage_after_a_normal_stage(corpus, train_compile_cache, tmp_path):
     normal, lm, resumed = tmp_path / "normal", tmp_path / "lm", tmp_path / "lm_resumed"
-    # MindSpore's compile cache must not be shared between runs whose graphs differ only in constants (it then
-    # reuses the first run's graph): one cache per stage. The normal stage is the tiny run of tests/tiny_training.py
-    # (its graph is compiled once per session); the LM stage's runs share a cache of their own.
-    cache_lm = tmp_path / "compile_cache_lm"
+    # One compile cache directory for all runs: the normal stage is the tiny run of tests/tiny_training.py (its
+    # graph is compiled once per session); the LM stage's graph differs (margin, crop), so it gets a folder of its
+    # own there, compiled by its first run and loaded by the resumed one.
     # Normal stage: 3 steps with speed perturbation (5 speakers -> 15 classes), margin warming up towards 0.2.
     run_train(tiny_train_args(corpus, normal, tmp_path / "lists") + ["--max_steps", "3"], train_compile_cache)
     start, _ = checkpoint(normal, 3)
@@ -125,7 +124,7 @@ def test_large_margin_stage_after_a_normal_stage(corpus, train_compile_cache, tm
     # 2 steps, the network frozen for the first update; no model keys given (the checkpoint carries them).
     lm_args = ["--config", LM_RECIPE, "--init_checkpoint", str(normal), "--margin_warmup_steps", "2",
                "--lr_warmup_steps", "2", "--freeze_network_steps", "1"] + data_args(corpus, tmp_path / "lists")
-    log = run_train(lm_args + ["--max_steps", "3", "--output_dir", str(lm)], cache_lm)
+    log = run_train(lm_args + ["--max_steps", "3", "--output_dir", str(lm)], train_compile_cache)
     assert "ckpt_step00000003.ckpt: network weights loaded; classifier kept: the first 5 of its 15 rows" in log
     with open(lm / "config.yaml", encoding="utf-8") as f:
         cfg = yaml.safe_load(f)                     # the run's resolved recipe
@@ -164,7 +163,7 @@ def test_large_margin_stage_after_a_normal_stage(corpus, train_compile_cache, tm
     # Resuming the fine-tuning run continues it (same init_checkpoint on the command line): from its step-2
     # checkpoint, step 3 equals the uninterrupted run's.
     log = run_train(lm_args + ["--max_steps", "3", "--output_dir", str(resumed),
-                               "--resume", str(lm / "checkpoints" / "ckpt_step00000002.ckpt")], cache_lm)
+                               "--resume", str(lm / "checkpoints" / "ckpt_step00000002.ckpt")], train_compile_cache)
     assert "init_checkpoint" in log and "is not used" in log and "resumed from" in log
     again, state = checkpoint(resumed, 3)
     assert state["global_step"] == 3

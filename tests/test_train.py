@@ -129,8 +129,8 @@ def test_sigint_saves_and_resumes_exactly_and_refused_runs_change_nothing(corpus
     run, straight = tmp_path / "run", tmp_path / "straight"
     args = tiny_train_args(corpus, run, tmp_path / "lists") + ["--log_every_steps", "1", "--num_epochs", "20",
                                                           "--checkpoint_every_steps", "1000"]
-    env = dict(os.environ, MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=str(train_compile_cache))
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT, env=env,
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py")] + args
+                               + ["--compile_cache_dir", str(train_compile_cache)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = run / "train_log.jsonl"
     assert wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, 300, process)

@@ -1,10 +1,11 @@
 """The tiny training run that test files start as ``python train.py``: one model, crop, batch and schedule, so that
-every such run builds the same train-step graph and reads it from one MindSpore compile cache (the session fixture
-``train_compile_cache`` in conftest.py) instead of compiling it again (about 20 s per run on a 2-core machine).
+every such run builds the same train-step graph and loads it from one compile cache (``--compile_cache_dir``: the
+session fixture ``train_compile_cache`` in conftest.py) instead of compiling it again (about 20 s per run on a
+2-core machine).
 
 Keys a test adds on top (max_steps, num_epochs, resume, output and list folders, log and checkpoint cadence, data
-folders and workers) are not in the graph. A run whose graph differs in anything else must use a cache of its own:
-MindSpore's compile cache would reuse the first graph even where only a constant differs."""
+folders and workers) are not in the graph. A run that changes anything else gets a cache folder of its own below
+the same directory (src/train/compile_cache.py keys the folder by what builds the graph), so it compiles."""
 import os
 import subprocess
 import sys
@@ -28,10 +29,10 @@ def tiny_train_args(corpus, output_dir, list_dir):
 
 
 def run_train(args, cache_dir):
-    """``python train.py ARGS`` in its own process with MindSpore's compile cache in ``cache_dir`` -> its stderr
-    (the log); the run must succeed."""
-    env = dict(os.environ, MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=str(cache_dir))
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    """``python train.py ARGS --compile_cache_dir CACHE_DIR`` in its own process -> its stderr (the log); the run
+    must succeed."""
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args
+                          + ["--compile_cache_dir", str(cache_dir)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr
