@@ -15,10 +15,9 @@ route_mindspore_log()   # as every entry point starts: before any test module im
 @pytest.fixture
 def pynative():
     """Run the test in PYNATIVE mode (no graph compile), then return to GRAPH mode."""
-    import mindspore as ms
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.GRAPH_MODE)
+    from tests.modes import op_by_op
+    with op_by_op():
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,6 +11,7 @@ from src.config import load_config
 import src.model.layers
 from src.model.ecapa_tdnn import ECAPA_TDNN, TDNNBlock, build_ecapa, inference_network, network_settings
 from src.model.layers import LARGE_MATMUL, BatchNorm, Conv1d, MatMulNT, frame_mask, frame_mean_std
+from tests.modes import op_by_op
 from tests.speechbrain_ref import (copy_speechbrain_to_mindspore, make_speechbrain_ecapa, mindspore_name,
                                    randomize_batchnorm, speechbrain_embed)
 
@@ -65,13 +66,10 @@ def assert_padded_equal_alone(net, lengths, seed):
     for i, n in enumerate(lengths):
         feats[i, n:] = 100.0 * rng.normal(size=(frames - n, 80))
     batched = net(ms.Tensor(feats), ms.Tensor(np.array(lengths, np.int32))).asnumpy()
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
+    with op_by_op():
         for i, n in enumerate(lengths):
             alone = net(ms.Tensor(feats[i:i + 1, :n])).asnumpy()[0]
             assert np.abs(batched[i] - alone).max() <= TOLERANCE, f"utterance {i} ({n} of {frames} frames)"
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
     return feats, batched
 
 
@@ -81,11 +79,8 @@ def test_padded_utterance_gets_its_embedding_alone(padding):
                                              padding=padding))
     feats, batched = assert_padded_equal_alone(net, [50, 31, 9], seed=1)
     # the padding does change the embedding when no lengths are given (the masking is what removes it); op by op
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
+    with op_by_op():
         unmasked = net(ms.Tensor(feats)).asnumpy()
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
     assert np.abs(unmasked[2] - batched[2]).max() > 1e-2
 
 

@@ -13,6 +13,7 @@ from src.data.synthetic import make_corpus
 from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.model.embedder import Embedder
 from src.evaluate.extract import Batching, EmbeddingCache, cache_fingerprint, extract_embeddings, load_embeddings
+from tests.modes import op_by_op
 
 SMALL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
              res2net_scale=2, global_context=True, padding="reflect")   # scale 2: fewer ops to compile
@@ -90,12 +91,9 @@ def test_batched_equals_one_at_a_time_with_bounded_compiles(corpus, embedder):
     assert sorted(cropped) == [k for k in keys if lengths[k] > 24000] and cropped
     # Padding does not change an embedding: each utterance equals itself embedded alone at its own length (run in
     # PYNATIVE mode: in GRAPH mode every distinct length would compile a graph).
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
+    with op_by_op():
         for key in keys:
             np.testing.assert_allclose(emb[key], alone(embedder, root, key, 24000), atol=1e-5, rtol=0, err_msg=key)
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
 
 
 def test_hierarchical_features_shapes_and_padding(corpus, network, embedder):

@@ -15,6 +15,7 @@ from src.deploy.contract import contract_path, read_contract
 from src.deploy.onnx_graph import FRONT_END_SCOPE
 from src.deploy.onnx_tools import OnnxToolError, add_sherpa_metadata, quantize_int8
 from tests.test_ecapa_tdnn import WESPEAKER_VARIANTS, randomize_our_batchnorm
+from tests.modes import op_by_op
 
 SMALL = dict(channels=16, mfa_channels=48, embedding_size=24, attention_channels=8, se_channels=8, res2net_scale=4)
 SECONDS = 0.5                                  # 8000 samples, 51 frames: small graphs compile fast
@@ -49,11 +50,8 @@ def test_mindir_round_trip(tmp_path, input_kind, dynamic):
     samples = 8000 * 5 // 3 if dynamic else 8000
     x = ms.Tensor(example_input(input_kind, 2, samples, seed=7))
     exported = nn.GraphCell(ms.load(path))(x).asnumpy()
-    ms.set_context(mode=ms.PYNATIVE_MODE)      # the reference runs op by op: no graph of the whole network to compile
-    try:
+    with op_by_op():      # the reference runs op by op: no graph of the whole network to compile
         expected = export_cell(net, input_kind)(x).asnumpy()
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
     np.testing.assert_allclose(exported, expected, atol=1e-4, rtol=0)
 
 

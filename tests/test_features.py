@@ -18,6 +18,7 @@ from mindspore import nn, ops
 
 from src.model.fbank import Fbank, num_frames, mel_filterbank
 from tests.speechbrain_ref import speechbrain_module
+from tests.modes import op_by_op
 
 FBANK_TOL_DB = 0.02
 FBANK_MEAN_TOL_DB = 1e-3
@@ -116,11 +117,8 @@ def check_padded_batch_equals_alone(lengths, atol, seed):
     feats, frame_lens = feats.asnumpy(), frame_lens.asnumpy()
     assert feats.shape == (len(lengths), num_frames(max(lengths)), 80)
     assert frame_lens.tolist() == [num_frames(n) for n in lengths]
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
+    with op_by_op():
         alones = [fbank(ms.Tensor(wav[i:i + 1, :n]))[0].asnumpy()[0] for i, n in enumerate(lengths)]
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
     for i, (n, alone) in enumerate(zip(lengths, alones)):
         assert alone.shape[0] == frame_lens[i]
         np.testing.assert_allclose(feats[i, :frame_lens[i]], alone, rtol=0, atol=atol)
@@ -228,10 +226,7 @@ def test_mindir_export_with_dynamic_length(tmp_path, fbank, front_end):
         wav = ms.Tensor(np.random.default_rng(num_samples).standard_normal((1, num_samples)).astype(np.float32))
         feats, frame_lens = loaded(wav)
         assert feats.shape == (1, frames_of(num_samples), 80)
-        ms.set_context(mode=ms.PYNATIVE_MODE)
-        try:
+        with op_by_op():
             expected = fbank(wav)[0].asnumpy()
-        finally:
-            ms.set_context(mode=ms.GRAPH_MODE)
         np.testing.assert_allclose(feats.asnumpy(), expected, rtol=0, atol=1e-5)
         assert frame_lens.asnumpy().tolist() == [frames_of(num_samples)]

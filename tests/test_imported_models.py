@@ -48,6 +48,7 @@ from src.import_weights import ZOO_MODEL_CONFIG, main as import_weights, our_nam
 from src.model.ecapa_tdnn import ECAPA_TDNN
 from src.model.embedder import EMBEDDER_KEYS
 from tests.speechbrain_ref import randomize_batchnorm
+from tests.modes import op_by_op
 
 FORMATS = ("speechbrain", "wespeaker", "3dspeaker", "mindspore_zoo")
 ZOO = "mindspore_zoo"
@@ -65,17 +66,6 @@ def quiet(main, argv):
     with contextlib.redirect_stdout(printed):
         status = main(argv)
     return status, printed.getvalue()
-
-
-@contextlib.contextmanager
-def pynative():
-    """MindSpore in PYNATIVE mode inside the block (references: no graph to compile, and another execution path
-    than the commands' GRAPH mode), GRAPH mode again after it."""
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        yield
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
 
 
 def labels_of(trials):
@@ -259,7 +249,7 @@ def window_reference(imported):
         keys += [key] * cut.shape[0]
         rows.append(cut)
     windows = np.concatenate(rows)
-    with pynative():
+    with op_by_op():   # references: no graph to compile, and another path than the commands' GRAPH mode
         emb = imported["embedder"](ms.Tensor(windows)).asnumpy()
     keys = np.array(keys)
     return {key: emb[keys == key].mean(axis=0) for key in dict.fromkeys(keys)}, windows, emb
@@ -292,7 +282,7 @@ def test_eval_embeddings_equal_the_imported_embedder_on_an_utterance_alone(impor
     lengths = {key: read_audio(os.path.join(imported["test_dir"], key)).size for key in embeddings}
     key = min(lengths, key=lengths.get)
     wav = read_audio(os.path.join(imported["test_dir"], key))
-    with pynative():
+    with op_by_op():   # references: no graph to compile, and another path than the commands' GRAPH mode
         alone = imported["embedder"](ms.Tensor(wav[None]), ms.Tensor(np.array([wav.size], np.int32))).asnumpy()[0]
     assert np.abs(alone).max() > 1e-2
     close(embeddings[key], alone, 2e-5)

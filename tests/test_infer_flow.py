@@ -23,6 +23,7 @@ from src.deploy.contract import InferFileError
 from src.evaluate.metrics import summarize
 from src.evaluate.scoring import score_trials
 from src.data.trials import read_trials, trial_utterances
+from tests.modes import op_by_op
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT_310 = os.path.join(ROOT, "scripts", "run_infer_310.sh")
@@ -178,11 +179,8 @@ def test_cpu_flow_eer_equals_eval_py_on_the_same_windows(tmp_path, exported, fil
     net, model, checkpoint = exported
     if file_format == "ONNX":
         model = str(tmp_path / "ecapa")
-        ms.set_context(mode=ms.PYNATIVE_MODE)     # the export's check runs the network op by op: nothing to compile
-        try:
+        with op_by_op():     # the export's check runs the network op by op: nothing to compile
             export_model(net, model, "ONNX", "waveform", batch_size=BATCH, seconds=SECONDS, dynamic=True)
-        finally:
-            ms.set_context(mode=ms.GRAPH_MODE)
     model += ".onnx" if file_format == "ONNX" else ".mindir"
     infer_dir = str(tmp_path / "infer")
     common = ["--infer_model", model, "--test_dir", corpus["test_dir"], "--trials", corpus["trials"],

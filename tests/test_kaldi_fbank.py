@@ -36,6 +36,7 @@ from src.model.kaldi_fbank import KaldiFbank, kaldi_mel_banks, num_frames
 from src.train.step import build_train_step
 from tests.test_features import reference_signals
 from tests.torch_ref import kaldi_native_fbank
+from tests.modes import op_by_op
 
 knf = pytest.importorskip("kaldi_native_fbank")
 
@@ -158,11 +159,8 @@ def test_padded_batch_equals_each_utterance_alone(lengths, atol):
     feats, frame_lens = cell(ms.Tensor(wav), ms.Tensor(np.array(lengths, np.int32)))
     feats, frame_lens = feats.asnumpy(), frame_lens.asnumpy()
     assert frame_lens.tolist() == [num_frames(n) for n in lengths]
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
+    with op_by_op():
         alones = [cell(ms.Tensor(wav[i:i + 1, :n]))[0].asnumpy()[0] for i, n in enumerate(lengths)]
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
     for i, (n, alone) in enumerate(zip(lengths, alones)):
         np.testing.assert_allclose(feats[i, :frame_lens[i]], alone, rtol=0, atol=atol)
         assert np.all(feats[i, frame_lens[i]:] == 0)
@@ -183,11 +181,8 @@ def test_padded_batch_without_snip_edges_equals_each_utterance_alone():
     feats, frame_lens = cell(ms.Tensor(wav), ms.Tensor(np.array(lengths, np.int32)))
     feats, frame_lens = feats.asnumpy(), frame_lens.asnumpy()
     assert frame_lens.tolist() == [(n + 80) // 160 for n in lengths]
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
+    with op_by_op():
         alone = [cell(ms.Tensor(wav[i:i + 1, :n]))[0].asnumpy()[0] for i, n in enumerate(lengths)]
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
     worst = 0.0
     for i, n in enumerate(lengths):
         worst = max(worst, float(np.abs(feats[i, :frame_lens[i]] - alone[i]).max()))
@@ -268,12 +263,9 @@ def test_embedder_with_kaldi_front_end_masks_padding_in_graph_mode():
     lengths = [12000, 7777]
     wav = (0.1 * rng.standard_normal((2, 12000))).astype(np.float32)
     batch = embedder(ms.Tensor(wav), ms.Tensor(np.array(lengths, np.int32))).asnumpy()
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
+    with op_by_op():
         alones = [embedder(ms.Tensor(wav[i:i + 1, :n]), ms.Tensor(np.array([n], np.int32))).asnumpy()[0]
                   for i, n in enumerate(lengths)]
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
     for i, alone in enumerate(alones):
         np.testing.assert_allclose(batch[i], alone, rtol=0, atol=1e-4)
 
@@ -290,11 +282,8 @@ def test_mindir_round_trip_and_fbank_featurizer(tmp_path):
     loaded = nn.GraphCell(ms.load(str(tmp_path / "ecapa.mindir")))
     wav = (0.1 * np.random.default_rng(9).standard_normal((1, 8000))).astype(np.float32)
     exported = loaded(ms.Tensor(wav)).asnumpy()
-    ms.set_context(mode=ms.PYNATIVE_MODE)      # the reference runs op by op: no graph of the whole network to compile
-    try:
+    with op_by_op():      # the reference runs op by op: no graph of the whole network to compile
         expected = Embedder(net, front_end=build_front_end(settings))(ms.Tensor(wav)).asnumpy()
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
     np.testing.assert_allclose(exported, expected, rtol=0, atol=1e-4)
 
     featurize = window_featurizer(dict(contract, input={"kind": "fbank"}))

@@ -17,6 +17,7 @@ from src.deploy.onnx_tools import (OnnxToolError, SHERPA_FBANK, add_sherpa_metad
 from src.model.embedder import Embedder, build_front_end
 from src.data.synthetic import make_corpus
 from tests.test_export import SMALL, int8_weights, small_network
+from tests.modes import op_by_op
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -58,11 +59,8 @@ def fbank_export(tmp_path_factory):
     net = small_network()
     base = str(tmp_path_factory.mktemp("sherpa") / "ecapa")
     settings = {"front_end": "kaldi", "kaldi_window": "povey", "kaldi_scale_16bit": False, "kaldi_mean_norm": True}
-    ms.set_context(mode=ms.PYNATIVE_MODE)      # the export's check runs the network op by op: nothing to compile
-    try:
+    with op_by_op():      # the export's check runs the network op by op: nothing to compile
         contract = export_model(net, base, "ONNX", "fbank", seconds=0.5, dynamic=True, settings=settings)
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
     return net, base + ".onnx", contract
 
 
@@ -104,13 +102,10 @@ def test_sherpa_onnx_runs_our_export(tmp_path, fbank_export, keys, scale_16bit, 
     batch = np.zeros((len(waveforms), max(SHERPA_LENGTHS)), np.float32)
     for i, wav in enumerate(waveforms):
         batch[i, :len(wav)] = wav
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
+    with op_by_op():
         front_end = build_front_end(dict(settings, sample_rate=16000, n_mels=80))
         ours = Embedder(net, front_end=front_end)(ms.Tensor(batch),
                                                   ms.Tensor(np.array(SHERPA_LENGTHS, np.int32))).asnumpy()
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
     exact, close = cosine_rows(got, same_features), cosine_rows(got, ours)
     print(f"\nsherpa-onnx, {settings}, lengths {SHERPA_LENGTHS}: 1 - cosine with our ONNX on sherpa's features "
           f"{' '.join(f'{1 - c:.1e}' for c in exact)}; with eval.py's embedding "

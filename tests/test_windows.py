@@ -14,6 +14,7 @@ from src.model.embedder import Embedder
 from src.recordings.vad import VadSettings, speech_samples
 from src.recordings.embed import embed_windows, recording_embedding
 from src.recordings.windows import LongAudio, plan_from_regions, speech_windows, weighted_mean, window_bounds
+from tests.modes import op_by_op
 
 SMALL = dict(channels=32, mfa_channels=96, embedding_size=16, attention_channels=16, se_channels=16,
              res2net_scale=2)
@@ -63,11 +64,8 @@ def recording():
 
 def alone(embedder, samples):
     """One waveform embedded by itself, unpadded (PYNATIVE: no graph per length)."""
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
+    with op_by_op():
         return embedder(ms.Tensor(samples[None]), ms.Tensor(np.array([samples.size], np.int32))).asnumpy()[0]
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
 
 
 def test_batched_windows_equal_each_window_alone(embedder, recording):
