@@ -59,6 +59,7 @@ def main(argv=None):
     cfg = load_config(["--channels", str(args.channels), "--mfa_channels", str(3 * args.channels),
                        "--batch_size", str(args.batch), "--crop_seconds", str(args.seconds)])
     step, _ = build_train_step(cfg, args.classes)
+    step.set_train()                 # batch norm on batch statistics, SpecAugment on: as train.py runs it
     rng = np.random.default_rng(0)
     samples = round(args.seconds * cfg.sample_rate)
     wav = ms.Tensor((0.1 * rng.standard_normal((args.batch, samples))).astype(np.float32))

@@ -207,7 +207,9 @@ def test_onnx_export_with_fixed_shape(tmp_path, fbank):
     onnx_feats, onnx_lens = session.run(None, {"wav": wav, "wav_lens": wav_lens})
     feats, frame_lens = fbank(ms.Tensor(wav), ms.Tensor(wav_lens))
     np.testing.assert_array_equal(onnx_lens, frame_lens.asnumpy())
-    np.testing.assert_allclose(onnx_feats, feats.asnumpy(), rtol=0, atol=1e-4)
+    # The two runtimes sum the 400-term DFT products in different orders: 1.3e-4 dB measured on this noise (float32
+    # rounding, far inside FBANK_TOL_DB's analysis); a wrong window, filter or mask is off by whole dB.
+    np.testing.assert_allclose(onnx_feats, feats.asnumpy(), rtol=0, atol=5e-4)
 
 
 @pytest.mark.parametrize("front_end", ["speechbrain", "kaldi"])

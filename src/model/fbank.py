@@ -52,11 +52,22 @@ def num_frames(num_samples):
 
 def frames_every_hop(samples, n_frames):
     """(B, >= 160 (T + 2)) samples -> (B, T, 400) frames starting every 160 samples, without gather: rows t, t + 1
-    and the first 80 samples of row t + 2 of the 160-sample rows make frame t (400 = 160 + 160 + 80)."""
+    and the first 80 samples of row t + 2 of the 160-sample rows make frame t (400 = 160 + 160 + 80).
+
+    ``ops.slice``, not ``[a:b]``: MindSpore's CPU StridedSlice took 39 ms for what Slice does in 2 ms (32 x 2 s)."""
     batch = samples.shape[0]
-    rows = samples[:, :HOP_LENGTH * (n_frames + 2)].reshape(batch, n_frames + 2, HOP_LENGTH)
+    rows = ops.slice(samples, (0, 0), (batch, HOP_LENGTH * (n_frames + 2))).reshape(batch, n_frames + 2, HOP_LENGTH)
     tail = WIN_LENGTH - 2 * HOP_LENGTH
-    return ops.concat((rows[:, :n_frames], rows[:, 1:n_frames + 1], rows[:, 2:n_frames + 2, :tail]), 2)
+    return ops.concat((ops.slice(rows, (0, 0, 0), (batch, n_frames, HOP_LENGTH)),
+                       ops.slice(rows, (0, 1, 0), (batch, n_frames, HOP_LENGTH)),
+                       ops.slice(rows, (0, 2, 0), (batch, n_frames, tail))), 2)
+
+
+def frame_matmul(x, matrix):
+    """(B, T, n) @ matrix (n, m) -> (B, T, m) as one 2-D matmul: ``ops.matmul`` on a batch copies the matrix once per
+    utterance (BroadcastTo, 16 ms of a 32 x 2 s batch) and runs a batched matmul."""
+    batch, num_frames, width = x.shape
+    return ops.matmul(x.reshape(batch * num_frames, width), matrix).reshape(batch, num_frames, -1)
 
 
 def _hz_to_mel(hz):
@@ -146,9 +157,9 @@ class Fbank(nn.Cell):
             frame_lens = ops.minimum(wav_lens // HOP_LENGTH + 1, n_frames).astype(ms.int32)
         valid = (frame_index < frame_lens.reshape(batch, 1)).astype(wav.dtype)      # (B, T)
 
-        spec = ops.matmul(self.frames(wav), self.dft)                                 # (B, T, 2 * bins): re | im
+        spec = frame_matmul(self.frames(wav), self.dft)                               # (B, T, 2 * bins): re | im
         # (re^2 + im^2) @ mel, as one matmul of [re^2 | im^2] with the filters stacked twice
-        mel_power = ops.matmul(spec * spec, self.mel_stacked)                         # (B, T, n_mels)
+        mel_power = frame_matmul(spec * spec, self.mel_stacked)                       # (B, T, n_mels)
         db = ops.log(ops.maximum(mel_power, AMIN)) * (10.0 / math.log(10.0))
 
         # top_db floor relative to the maximum over valid frames (every value is >= db_floor, so padded frames set
@@ -156,7 +167,8 @@ class Fbank(nn.Cell):
         frame_max = db.max(axis=2)                                                    # (B, T)
         frame_max = frame_max * valid + self.db_floor * (1.0 - valid)
         utt_max = frame_max.max(axis=1, keepdims=True).reshape(batch, 1, 1)
-        db = ops.maximum(db, utt_max - TOP_DB)
+        # broadcast first: CPU Maximum with a broadcast operand took 10x as long (10 ms for 32 x 2 s)
+        db = ops.maximum(db, ops.broadcast_to(utt_max - TOP_DB, db.shape))
 
         valid = valid.reshape(batch, n_frames, 1)
         if self.mean_norm:

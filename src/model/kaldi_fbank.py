@@ -47,7 +47,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.model.fbank import HOP_LENGTH, WIN_LENGTH, frames_every_hop
+from src.model.fbank import HOP_LENGTH, WIN_LENGTH, frame_matmul, frames_every_hop
 
 PADDED_LENGTH = 512                        # FFT size: 400 rounded up to a power of two
 PREEMPHASIS = 0.97
@@ -198,8 +198,8 @@ class KaldiFbank(nn.Cell):
                 lens = ops.minimum(wav_lens.astype(ms.int32), num_samples).reshape(batch, 1)
             frames = self.mirrored_frames(wav, lens, n_frames)
         frames = frames - frames.mean(axis=2, keep_dims=True)                         # DC offset
-        spec = ops.matmul(frames, self.dft)                                           # (B, T, 512): re | im
-        mel_power = ops.matmul(spec * spec, self.mel_stacked)                         # (B, T, n_mels)
+        spec = frame_matmul(frames, self.dft)                                         # (B, T, 512): re | im
+        mel_power = frame_matmul(spec * spec, self.mel_stacked)                       # (B, T, n_mels)
         feats = ops.log(ops.maximum(mel_power, LOG_FLOOR))
         if self.mean_norm:
             count = ops.maximum(frame_lens, 1).astype(wav.dtype).reshape(batch, 1, 1)
