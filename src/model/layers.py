@@ -5,7 +5,7 @@ On this project's CPUs MindSpore's own Conv1d with kernel > 1 runs a slow refere
 
 - ``Conv1d``: a k-tap dilated convolution is k time-shifted copies of the input stacked on the channel axis followed
   by one matmul; weights are stored (out, in, k) as in PyTorch/SpeechBrain, so those weights map over directly.
-- ``BatchNorm``: batch statistics as matmuls with a row of 1/N.
+- ``BatchNorm``: batch statistics as matmuls with a row of 1/N, and a written-out backward (``BatchNormTrain``).
 - ``MatMulNT``: a matmul whose backward keeps MindSpore's fast transposed CPU layout (the largest layers).
 - ``BiasAdd``: a bias add whose backward sums over rows with a matmul (the CPU BiasAddGrad kernel is slow).
 - ``Shift``: the bias add an inference network keeps of a batch norm whose scale went into the convolution.
@@ -38,6 +38,7 @@ BN_MOMENTUM = 0.9      # MindSpore convention: moving = 0.9 * moving + 0.1 * bat
 _matmul_nt = ops.MatMul(transpose_b=True)      # (N, in) x (out, in) -> (N, out), no explicit weight transpose
 # The 2-D MatMul primitive: ops.matmul (MatMulExt) took 10x as long for a (1, 3200) x (3200, 512) row sum on CPU.
 _matmul = ops.MatMul()
+_bias_add = ops.BiasAdd()       # a primitive: ops.bias_add's cached primitive fails to compile inside a bprop
 
 
 def sum_frames(x):
@@ -264,13 +265,60 @@ class Conv1d(nn.Cell):
         return y.reshape(batch, num_frames, self.out_channels)
 
 
+class BatchNormTrain(nn.Cell):
+    """Training-mode batch normalisation of rows, with the backward written out.
+
+    ``construct(rows, gamma, beta)``: rows (N, C), gamma, beta (C,) float32 -> ``(y, mean, var, centered,
+    inv_std)``: y (N, C) normalised with the batch statistics, mean and biased var (C,) for the moving averages (no
+    gradient flows through them), and what the backward reuses. The batch sums are matmuls with a row of ones. The
+    backward is the closed form (x^ = centered * inv_std, k = gamma * inv_std)::
+
+        dbeta = sum(dy)    dgamma = sum(dy * x^)    dx = k * dy - x^ * (k * dgamma / N) - k * dbeta / N
+
+    five full-size passes where differentiating the forward op by op took about twice as many.
+    """
+
+    def __init__(self, eps=BN_EPS):
+        super().__init__()
+        self.eps = eps
+
+    def construct(self, rows, gamma, beta):
+        n = rows.shape[0]
+        average = ops.fill(ms.float32, (1, n), 1.0 / n)
+        mean = _matmul(average, rows)                                            # (1, C)
+        centered = rows - mean
+        var = _matmul(average, centered * centered).reshape(-1)
+        inv_std = 1.0 / ops.sqrt(var + self.eps)
+        y = ops.bias_add(centered * (gamma * inv_std).reshape(1, -1), beta)
+        return y, mean.reshape(-1), var, centered, inv_std
+
+    def bprop(self, rows, gamma, beta, out, dout):
+        dy, centered, inv_std = dout[0], out[3], out[4]
+        n = rows.shape[0]
+        ones = ops.ones((1, n), dy.dtype)
+        dbeta = _matmul(ones, dy).reshape(-1)
+        dgamma = _matmul(ones, dy * centered).reshape(-1) * inv_std
+        k = gamma * inv_std
+        dx = dy * k.reshape(1, -1) - centered * (k * inv_std * dgamma / n).reshape(1, -1)
+        return _bias_add(dx, -k * dbeta / n), dgamma, dbeta
+
+
+def keep_batch_norm_float32(network):
+    """Undo, for every ``BatchNormTrain`` in ``network``, the float16 input casts of ``auto_mixed_precision(network,
+    "O2")`` (which casts the inputs of every Cell it does not know, gamma and beta included); returns ``network``."""
+    for _, cell in network.cells_and_names():
+        if isinstance(cell, BatchNormTrain):
+            cell.to_float(ms.float32)
+    return network
+
+
 class BatchNorm(nn.Cell):
     """Batch normalisation over the last axis: (..., C) -> (..., C), statistics over all other axes.
 
     Parameters gamma, beta (trainable) and moving_mean, moving_variance (C,), as nn.BatchNorm1d. Written out because
-    MindSpore's CPU BatchNorm kernels on (N, C) input took half of a training step; the batch mean and variance are
-    matmuls with a row of 1/N. Training updates the moving statistics (momentum 0.9, unbiased variance, as
-    PyTorch). Computed in float32 whatever the input dtype (mixed precision keeps batch norm in float32).
+    MindSpore's CPU BatchNorm kernels on (N, C) input took half of a training step; training mode is
+    ``BatchNormTrain``. Training updates the moving statistics (momentum 0.9, unbiased variance, as PyTorch).
+    Computed in float32 whatever the input dtype (mixed precision keeps batch norm in float32).
 
     >>> norm = BatchNorm(2).set_train()                     # training mode: normalised with the batch statistics
     >>> np.round(norm(ms.Tensor(np.array([[1.0, 10.0], [3.0, 30.0]], np.float32))).asnumpy(), 3)
@@ -288,21 +336,16 @@ class BatchNorm(nn.Cell):
         self.beta = Parameter(initializer("zeros", (channels,), ms.float32))
         self.moving_mean = Parameter(initializer("zeros", (channels,), ms.float32), requires_grad=False)
         self.moving_variance = Parameter(initializer("ones", (channels,), ms.float32), requires_grad=False)
-        self.add_bias = BiasAdd()
+        self.normalize = BatchNormTrain(eps)
 
     def construct(self, x):
         shape = x.shape
         rows = ops.cast(x, ms.float32).reshape(-1, shape[-1])
         if self.training:
             n = rows.shape[0]
-            average = ops.fill(ms.float32, (1, n), 1.0 / n)
-            mean = _matmul(average, rows)                                        # (1, C)
-            centered = rows - mean
-            var = _matmul(average, centered * centered).reshape(-1)
-            scale = (self.gamma / ops.sqrt(var + self.eps)).reshape(1, -1)
-            y = self.add_bias(centered * scale, ops.cast(self.beta, ms.float32))    # float32 under mixed precision
+            y, mean, var, _, _ = self.normalize(rows, self.gamma, self.beta)
             m = self.momentum
-            batch_mean = ops.stop_gradient(mean.reshape(-1))
+            batch_mean = ops.stop_gradient(mean)
             batch_var = ops.stop_gradient(var) * (n / max(n - 1, 1))
             y = ops.depend(y, ops.assign(self.moving_mean, m * self.moving_mean + (1 - m) * batch_mean))
             y = ops.depend(y, ops.assign(self.moving_variance, m * self.moving_variance + (1 - m) * batch_var))

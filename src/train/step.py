@@ -22,6 +22,7 @@ from src.checkpoint import CLASSIFIER_WEIGHT, load_network_weights, read_array
 from src.data.augment import SPEED_FACTORS, SpecAugment
 from src.model.ecapa_tdnn import build_ecapa
 from src.model.embedder import Embedder, build_front_end
+from src.model.layers import keep_batch_norm_float32
 from src.model.loss import AAMSoftmax
 from src.train.schedule import FrozenFor, schedule_from_config
 
@@ -189,7 +190,7 @@ def build_train_step(cfg, num_classes, device_target="CPU", init_checkpoint=None
         spec_augment = SpecAugment(max_time=cfg.specaug_max_time, max_freq=cfg.specaug_max_freq)
     embedder = Embedder(network, spec_augment=spec_augment, front_end=build_front_end(cfg))
     if mixed:
-        embedder.network = ms.amp.auto_mixed_precision(embedder.network, "O2")     # batch norm stays float32
+        embedder.network = keep_batch_norm_float32(ms.amp.auto_mixed_precision(embedder.network, "O2"))
     train_net = SpeakerTrainNet(embedder, classifier)
     schedule = schedule_from_config(cfg)
     frozen = int(cfg.freeze_network_steps)
