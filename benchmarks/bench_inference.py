@@ -8,6 +8,8 @@ weights copied into ours; MFA channels 3 C) on fbank input (B, T, 80), every fra
 
 - mindspore: our folded inference network (src/model/ecapa_tdnn.py ``inference_network``) in GRAPH mode, called
   with frame lengths as eval.py calls it.
+- mindspore-fused: the same with MindSpore's graph-kernel fusion (``set_context(enable_graph_kernel=True)``,
+  deprecated in MindSpore 2.10; not used by the project's commands, see docs/performance.md).
 - mindir: our MINDIR export (dynamic time axis, src/deploy/verified_export.py) run by ``nn.GraphCell``.
 - onnxruntime, onnxruntime-int8: our ONNX export (dynamic axes, src/deploy/onnx_graph.py) and its static int8
   copy (src/deploy/onnx_tools.py ``quantize_int8``, calibrated on 64 standard-normal inputs like the timed ones) in
@@ -40,7 +42,7 @@ from benchmarks.report import add_json_option, write_report  # noqa: E402
 from benchmarks.sides import (Side, int_list, pin_threads, serve, spread, take_turns, timed_runs,  # noqa: E402
                              worker_command)
 
-SIDES = ("mindspore", "mindir", "onnxruntime", "onnxruntime-int8", "speechbrain")
+SIDES = ("mindspore", "mindspore-fused", "mindir", "onnxruntime", "onnxruntime-int8", "speechbrain")
 ANCHOR = "onnxruntime"
 CASES = (("1 x 2 s", 1, 200), ("1 x 5 s", 1, 500), ("1 x 20 s", 1, 2000), ("16 x 5 s", 16, 500))
 BATCH_SIZES = sorted({batch for _, batch, _ in CASES})
@@ -88,11 +90,13 @@ def prepare(folder, channels):
 
 def use_threads(side, threads):
     """Set the framework of ``side`` to ``threads`` threads (once per process)."""
-    if side in ("mindspore", "mindir"):
+    if side in ("mindspore", "mindspore-fused", "mindir"):
         import mindspore as ms
         from src.device import setup_device
         setup_device("CPU")
         ms.device_context.cpu.op_tuning.threads_num(threads)
+        if side == "mindspore-fused":
+            ms.set_context(enable_graph_kernel=True)
     elif side == "speechbrain":
         import torch
         torch.set_num_threads(threads)
@@ -101,7 +105,7 @@ def use_threads(side, threads):
 def load_runner(side, files, channels, threads):
     """-> (to_input(numpy feats) -> the side's input, run(input) -> numpy embeddings); ``threads`` sets an
     onnxruntime session's (MindSpore's and PyTorch's are set per process, ``use_threads``)."""
-    if side in ("mindspore", "mindir"):
+    if side in ("mindspore", "mindspore-fused", "mindir"):
         import mindspore as ms
         from mindspore import nn
         if side == "mindir":
@@ -149,7 +153,7 @@ def worker(args):
     for channels in args.channels:
         to_input, run = load_runner(args.worker, model_files(args.folder, channels), channels, args.threads)
         runners[channels] = run, {name: to_input(x) for name, x in inputs.items()}
-    warmup = args.warmup if args.worker in ("mindspore", "mindir") else OTHER_WARMUP
+    warmup = args.warmup if args.worker in ("mindspore", "mindspore-fused", "mindir") else OTHER_WARMUP
 
     def handle(request):
         if request["kind"] == "setup":
