@@ -7,6 +7,7 @@ by total time per step (MindSpore's ``cpu_op_type_info`` table).
 
     .venv/bin/python benchmarks/profile_train_step.py --channels 512
     .venv/bin/python benchmarks/profile_train_step.py --channels 1024 --batch 16 --seconds 2.0
+    .venv/bin/python benchmarks/profile_train_step.py --channels 512 --graph_kernel     # with graph-kernel fusion
 
 ``--json`` (default runs/benchmarks/profile_train_step.json, benchmarks/report.py) writes the same table.
 """
@@ -46,6 +47,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=12)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=16, help="operator types printed")
+    parser.add_argument("--graph_kernel", action="store_true",
+                        help="with MindSpore's graph-kernel fusion (set_context(enable_graph_kernel=True))")
     add_json_option(parser, __file__)
     args = parser.parse_args(argv)
 
@@ -56,6 +59,8 @@ def main(argv=None):
     from src.device import setup_device
     from src.train.step import build_train_step
     setup_device("CPU")
+    if args.graph_kernel:
+        ms.set_context(enable_graph_kernel=True)
     cfg = load_config(["--channels", str(args.channels), "--mfa_channels", str(3 * args.channels),
                        "--batch_size", str(args.batch), "--crop_seconds", str(args.seconds)])
     step, _ = build_train_step(cfg, args.classes)
