@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -33,17 +32,12 @@ route_mindspore_log()   # before MindSpore loads: its warnings go to a log file
 
 from benchmarks.profile_train_step import operator_totals  # noqa: E402
 from benchmarks.report import add_json_option, write_report  # noqa: E402
-from benchmarks.sides import pin_threads  # noqa: E402
+from benchmarks.sides import pin_threads, timed_runs  # noqa: E402
 
 
 def median_ms(run, calls):
     """Median wall time of ``calls`` calls of ``run()``, in ms."""
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1000
+    return float(np.median(timed_runs(run, calls))) * 1000
 
 
 def profile_mindspore(network, feats, threads, warmup, calls):

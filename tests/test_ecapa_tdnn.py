@@ -10,7 +10,8 @@ import mindspore as ms
 from src.config import load_config
 import src.model.layers
 from src.model.ecapa_tdnn import ECAPA_TDNN, TDNNBlock, build_ecapa, inference_network, network_settings
-from src.model.layers import LARGE_MATMUL, BatchNorm, Conv1d, MatMulNT, frame_mask, frame_mean_std
+from src.model.layers import (BN_EPS, LARGE_MATMUL, BatchNorm, BatchNormTrain, Conv1d, MatMulNT, frame_mask,
+                               frame_mean_std)
 from tests.modes import op_by_op
 from tests.speechbrain_ref import (copy_speechbrain_to_mindspore, make_speechbrain_ecapa, mindspore_name,
                                    randomize_batchnorm, speechbrain_embed)
@@ -183,6 +184,32 @@ def test_matmul_nt_gradients_and_when_conv1d_uses_it():
     assert Conv1d(LARGE_MATMUL // 3, LARGE_MATMUL, kernel_size=3).large_matmul is not None
     assert Conv1d(1024, 1024).large_matmul is None and Conv1d(3072, 128).large_matmul is None
     assert ECAPA_TDNN(channels=512, mfa_channels=1536).mfa.conv.large_matmul is not None
+
+
+def test_batch_norm_train_backward_equals_the_float64_gradients(pynative):
+    """BatchNormTrain's written-out backward gives the gradients of sum(y * projection) for x, gamma and beta that
+    float64 autograd of the textbook batch norm (biased batch variance) gives, and its statistics are the batch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(50, 6)) * [1, 5, 0.1, 2, 3, 1] + [0, 3, -1, 10, 0, 2]).astype(np.float32)
+    gamma = rng.uniform(0.5, 2.0, 6).astype(np.float32)
+    beta = rng.normal(size=6).astype(np.float32)
+    projection = rng.normal(size=(50, 6)).astype(np.float32)
+    norm = BatchNormTrain()
+
+    def objective(rows, g, b):
+        return (norm(rows, g, b)[0] * ms.Tensor(projection)).sum()
+    grads = ms.grad(objective, grad_position=(0, 1, 2))(ms.Tensor(x), ms.Tensor(gamma), ms.Tensor(beta))
+    y, mean, var, _, _ = norm(ms.Tensor(x), ms.Tensor(gamma), ms.Tensor(beta))
+
+    tx, tg, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, gamma, beta))
+    ty = (tx - tx.mean(0)) / torch.sqrt(tx.var(0, unbiased=False) + BN_EPS) * tg + tb
+    (ty * torch.tensor(projection, dtype=torch.float64)).sum().backward()
+    np.testing.assert_allclose(y.asnumpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mean.asnumpy(), x.astype(np.float64).mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(var.asnumpy(), x.astype(np.float64).var(0), rtol=1e-5, atol=1e-5)
+    for ours, reference in zip(grads, (tx.grad, tg.grad, tb.grad)):
+        np.testing.assert_allclose(ours.asnumpy(), reference.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_build_ecapa_and_bad_padding():
