@@ -2,6 +2,7 @@
 losses; a run whose graph differs (here: the AAM scale, a constant inside the graph) never reads that cache."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -33,10 +34,10 @@ def test_the_key_follows_what_builds_the_graph():
         assert key_of(*args) == base, args
 
 
-def steps_in_a_new_process(cache_dir, *args):
-    """Two train steps of a tiny network in a process of its own, the first through the compile cache ->
-    {"losses", "folder", "loaded"}."""
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--compile_cache_dir", str(cache_dir), *args],
+def steps_in_a_new_process(cache_dir, *args, script=os.path.abspath(__file__)):
+    """Two train steps of a tiny network in a process of its own (entry ``script``, this file or a copy), the first
+    through the compile cache -> {"losses", "folder", "loaded"}."""
+    done = subprocess.run([sys.executable, script, "--compile_cache_dir", str(cache_dir), *args],
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -77,6 +78,20 @@ def test_a_second_run_loads_the_graph_and_a_changed_one_compiles(tmp_path):
     other = steps_in_a_new_process(tmp_path, "--aam_scale", "10")
     assert not other["loaded"] and other["folder"] != first["folder"]
     assert other["losses"][0] < first["losses"][0] / 2          # loss of the scale-10 graph: about a third
+
+
+def test_a_graph_mindspore_refuses_to_load_is_not_reported_as_loaded(tmp_path):
+    """MindSpore's own check covers the entry script, which the project's key does not: after the script changes it
+    compiles again and rewrites the saved graph. The run's record must then say the graph was compiled, not loaded."""
+    script = tmp_path / "entry.py"
+    shutil.copy(__file__, script)
+    first = steps_in_a_new_process(tmp_path / "cache", script=str(script))
+    with open(script, "a", encoding="utf-8") as f:
+        f.write("# changed\n")
+    again = steps_in_a_new_process(tmp_path / "cache", script=str(script))
+    assert not first["loaded"] and again["folder"] == first["folder"]
+    assert not again["loaded"]
+    assert again["losses"] == first["losses"]
 
 
 if __name__ == "__main__":         # steps_in_a_new_process (MindSpore's cache needs a script file to hash)

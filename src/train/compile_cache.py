@@ -114,7 +114,7 @@ class CompileCache:
         return bool(self.folder) and os.path.isfile(os.path.join(self.folder, CACHED_GRAPH.format(rank=self.rank)))
 
     def record(self):
-        """The run log's entry: the folder, and whether the graph was loaded from it."""
+        """The run log's entry: the folder, and whether MindSpore loaded the graph from it."""
         return {"folder": self.folder, "loaded": self.loaded} if self.folder else None
 
     @contextlib.contextmanager
@@ -138,6 +138,7 @@ class CompileCache:
         names = ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH")
         before = {name: os.environ.get(name) for name in names}
         os.environ.update(MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=os.path.abspath(self.folder))
+        stored = self.stored_version()
         try:
             yield
         finally:
@@ -146,3 +147,16 @@ class CompileCache:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+        if self.loaded and self.stored_version() != stored:
+            self.loaded = False
+            logger.warning("train-step graph: MindSpore did not use the graph saved in %s (its own check of the "
+                           "entry script and the files that script imports found a change): it compiled again and "
+                           "saved the new graph there", self.folder)
+
+    def stored_version(self):
+        """(modification time ns, size) of this rank's saved graph, None when there is none: MindSpore rewrites
+        the file when it compiles instead of loading."""
+        if not self.saved:
+            return None
+        info = os.stat(os.path.join(self.folder, CACHED_GRAPH.format(rank=self.rank)))
+        return info.st_mtime_ns, info.st_size
