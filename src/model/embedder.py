@@ -137,7 +137,7 @@ class Embedder(nn.Cell):
         if self.training:
             if self.spec_augment is not None:
                 feats = self.spec_augment(feats)
-            # the front end has no parameters: without this the train step also ran its backward (8 % of a step)
+            # the front end has no parameters: without this the train step also ran the front end's backward
             feats = ops.stop_gradient(feats)
         lengths = None if wav_lens is None else frame_lens
         if self.embedding_only:
