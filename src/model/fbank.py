@@ -54,7 +54,8 @@ def frames_every_hop(samples, n_frames):
     """(B, >= 160 (T + 2)) samples -> (B, T, 400) frames starting every 160 samples, without gather: rows t, t + 1
     and the first 80 samples of row t + 2 of the 160-sample rows make frame t (400 = 160 + 160 + 80).
 
-    ``ops.slice``, not ``[a:b]``: MindSpore's CPU StridedSlice took 39 ms for what Slice does in 2 ms (32 x 2 s)."""
+    ``ops.slice``, not ``[a:b]``: MindSpore's CPU StridedSlice took 40 ms of the demo recipe's 300 ms train step
+    here; Slice adds 0.5 ms (benchmarks/profile_train_step.py, before and after)."""
     batch = samples.shape[0]
     rows = ops.slice(samples, (0, 0), (batch, HOP_LENGTH * (n_frames + 2))).reshape(batch, n_frames + 2, HOP_LENGTH)
     tail = WIN_LENGTH - 2 * HOP_LENGTH
@@ -65,7 +66,8 @@ def frames_every_hop(samples, n_frames):
 
 def frame_matmul(x, matrix):
     """(B, T, n) @ matrix (n, m) -> (B, T, m) as one 2-D matmul: ``ops.matmul`` on a batch copies the matrix once per
-    utterance (BroadcastTo, 16 ms of a 32 x 2 s batch) and runs a batched matmul."""
+    utterance (BroadcastTo: 11 ms of the demo recipe's train step, benchmarks/profile_train_step.py) and runs a
+    batched matmul."""
     batch, num_frames, width = x.shape
     return ops.matmul(x.reshape(batch * num_frames, width), matrix).reshape(batch, num_frames, -1)
 
@@ -167,7 +169,7 @@ class Fbank(nn.Cell):
         frame_max = db.max(axis=2)                                                    # (B, T)
         frame_max = frame_max * valid + self.db_floor * (1.0 - valid)
         utt_max = frame_max.max(axis=1, keepdims=True).reshape(batch, 1, 1)
-        # broadcast first: CPU Maximum with a broadcast operand took 10x as long (10 ms for 32 x 2 s)
+        # broadcast first: CPU Maximum with a broadcast operand took 9 ms of the demo recipe's step, 0.3 ms this way
         db = ops.maximum(db, ops.broadcast_to(utt_max - TOP_DB, db.shape))
 
         valid = valid.reshape(batch, n_frames, 1)
